@@ -1,0 +1,15 @@
+"""Model bundles: manifest schema and verified loading."""
+
+from redone_sdk.bundle.loader import Bundle, default_bundle_path, sha256_file
+from redone_sdk.bundle.manifest import FORMAT_VERSION, MANIFEST_FILE, Manifest, TaskSpec, dump_manifest
+
+__all__ = [
+    "Bundle",
+    "default_bundle_path",
+    "sha256_file",
+    "FORMAT_VERSION",
+    "MANIFEST_FILE",
+    "Manifest",
+    "TaskSpec",
+    "dump_manifest",
+]

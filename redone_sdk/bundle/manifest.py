@@ -1,0 +1,190 @@
+"""The bundle manifest: a typed, versioned description of every file and task in a model bundle."""
+
+from __future__ import annotations
+
+import json
+from pathlib import PurePosixPath
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+__all__ = [
+    "FORMAT_VERSION",
+    "MANIFEST_FILE",
+    "LabelSpec",
+    "TaskSpec",
+    "TokenizerSpec",
+    "GraphSpec",
+    "DataSource",
+    "Lineage",
+    "Manifest",
+    "dump_manifest",
+]
+
+FORMAT_VERSION = 1
+MANIFEST_FILE = "manifest.json"
+
+TaskKind = Literal["moderation", "matching"]
+
+
+def _relative_file(name: str) -> str:
+    path = PurePosixPath(name)
+    if path.is_absolute() or ".." in path.parts or name.strip() != name or not name:
+        raise ValueError(f"bundle file names must be relative paths inside the bundle, got {name!r}")
+    return name
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class LabelSpec(_Frozen):
+    """One answer of a task: its name, the verbalizer token the model emits, and where its logit sits."""
+
+    name: str = Field(description="Category or grade name, e.g. `offensive` or `2`.")
+    token: str = Field(description="The verbalizer: the single token that answers with this label.")
+    token_id: int = Field(ge=0)
+    column: int = Field(ge=0, description="Index of this label's logit in the scoring graph's output.")
+    value: float | None = Field(default=None, description="Numeric value of a grade (matching tasks).")
+
+
+class TaskSpec(_Frozen):
+    """How one task is asked (prompt template) and answered (labels)."""
+
+    kind: TaskKind
+    template: str = Field(description="Prompt with `{field}` slots; it ends where the answer begins.")
+    fields: tuple[str, ...] = Field(description="Slots of the template, in order of appearance.")
+    truncate_field: str = Field(description="The slot cut (keeping its head) when the prompt is too long.")
+    field_max_tokens: dict[str, int] = Field(
+        default_factory=dict, description="Caps on other slots, applied before the truncated slot is sized."
+    )
+    max_length: int = Field(gt=8, description="Most tokens the model reads for one prompt.")
+    labels: tuple[LabelSpec, ...] = Field(min_length=2)
+    safe_label: str | None = Field(default=None, description="Moderation: the label meaning `not harmful`.")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TaskSpec:
+        for name in self.fields:
+            if "{" + name + "}" not in self.template:
+                raise ValueError(f"template lacks the slot {{{name}}}")
+        if self.truncate_field not in self.fields:
+            raise ValueError(f"truncate_field {self.truncate_field!r} is not one of {self.fields}")
+        names = [label.name for label in self.labels]
+        if len(set(names)) != len(names):
+            raise ValueError("label names must be unique")
+        if self.kind == "moderation" and self.safe_label not in names:
+            raise ValueError("a moderation task needs a safe_label among its labels")
+        if self.kind == "matching" and any(label.value is None for label in self.labels):
+            raise ValueError("every label of a matching task needs a numeric value")
+        return self
+
+    @property
+    def label_names(self) -> tuple[str, ...]:
+        return tuple(label.name for label in self.labels)
+
+
+class TokenizerSpec(_Frozen):
+    file: str = "tokenizer.json"
+    pad_token_id: int = Field(ge=0)
+    special_tokens: tuple[str, ...] = Field(
+        default=(), description="Control tokens; removed from user text so a note cannot forge a prompt."
+    )
+
+    _file = field_validator("file")(_relative_file)
+
+
+class GraphSpec(_Frozen):
+    """An ONNX scoring graph: (input_ids, attention_mask) -> label_logits at the last real token."""
+
+    file: str
+    precision: Literal["fp32", "int8"]
+    opset: int | None = None
+    label_token_ids: tuple[int, ...] = Field(description="Vocabulary id behind each output column.")
+
+    _file = field_validator("file")(_relative_file)
+
+
+class DataSource(_Frozen):
+    name: str
+    license: str
+    records: int | None = None
+    note: str = ""
+
+
+class Lineage(_Frozen):
+    base_model: str = Field(description="What the weights started from, e.g. `from-config:qwen2-small`.")
+    architecture: str = ""
+    parameters: int | None = None
+    data_sources: tuple[DataSource, ...] = ()
+    training_config: dict[str, Any] = Field(default_factory=dict)
+    created_at: str = ""
+    sdk_version: str = ""
+
+
+class Manifest(_Frozen):
+    format_version: int
+    name: str = Field(min_length=1)
+    version: str = Field(min_length=1)
+    description: str = ""
+    license: str = Field(description="License of the weights, which follows the data they were trained on.")
+    tokenizer: TokenizerSpec
+    tasks: dict[str, TaskSpec]
+    graphs: dict[str, GraphSpec] = Field(default_factory=dict, description="ONNX scoring graphs by precision.")
+    default_graph: str | None = None
+    checkpoint: str | None = Field(
+        default=None, description="Folder of a Hugging Face checkpoint (safetensors) for the PyTorch backend."
+    )
+    policy: str | None = Field(default=None, description="File of the default moderation policy.")
+    files: dict[str, str] = Field(description="SHA-256 of every file the bundle uses, by relative path.")
+    lineage: Lineage
+    metrics: dict[str, dict[str, float]] = Field(default_factory=dict)
+
+    @field_validator("files")
+    @classmethod
+    def _files(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, digest in value.items():
+            _relative_file(name)
+            if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+                raise ValueError(f"files[{name!r}] is not a lowercase hex SHA-256")
+        return value
+
+    @model_validator(mode="after")
+    def _references(self) -> Manifest:
+        needed = [self.tokenizer.file, *(g.file for g in self.graphs.values())]
+        if self.policy:
+            needed.append(_relative_file(self.policy))
+        missing = [name for name in needed if name not in self.files]
+        if missing:
+            raise ValueError(f"files used by the bundle have no checksum in `files`: {missing}")
+        if self.checkpoint is not None:
+            _relative_file(self.checkpoint)
+            prefix = self.checkpoint.rstrip("/") + "/"
+            if not any(name.startswith(prefix) for name in self.files):
+                raise ValueError(f"checkpoint folder {self.checkpoint!r} has no files listed in `files`")
+        if self.default_graph is not None and self.default_graph not in self.graphs:
+            raise ValueError(f"default_graph {self.default_graph!r} is not one of {sorted(self.graphs)}")
+        if not self.graphs and self.checkpoint is None:
+            raise ValueError("a bundle needs an ONNX graph or a checkpoint")
+        for name, graph in self.graphs.items():
+            for task_name, task in self.tasks.items():
+                for label in task.labels:
+                    if (
+                        label.column >= len(graph.label_token_ids)
+                        or graph.label_token_ids[label.column] != label.token_id
+                    ):
+                        raise ValueError(
+                            f"task {task_name!r} label {label.name!r} does not match column {label.column} "
+                            f"of graph {name!r}"
+                        )
+        return self
+
+    def task_of_kind(self, kind: str) -> tuple[str, TaskSpec] | None:
+        for name, task in sorted(self.tasks.items()):
+            if task.kind == kind:
+                return name, task
+        return None
+
+
+def dump_manifest(manifest: Manifest) -> str:
+    """Plain, sorted, indented JSON — stable under version control and diff-friendly."""
+    return json.dumps(manifest.model_dump(mode="json"), indent=2, sort_keys=True, ensure_ascii=False) + "\n"

@@ -1,0 +1,116 @@
+"""Prompt encoding: render a task's template around user text, truncate by the documented rule, batch by length.
+
+Truncation rule: the template's fixed text (instruction and answer cue) is always kept whole. Capped slots
+(e.g. the query) keep at most `field_max_tokens` tokens; the `truncate_field` slot (the note) then keeps
+its first tokens up to what remains of `max_length`. Any cut sets `truncated` in the result.
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tokenizers import Tokenizer
+
+from redone_sdk.bundle.manifest import TaskSpec
+from redone_sdk.errors import BundleFormatError
+
+__all__ = ["EncodedPrompt", "PromptEncoder", "length_buckets", "pad_batch", "load_tokenizer"]
+
+
+def load_tokenizer(path: Path) -> Tokenizer:
+    try:
+        tokenizer = Tokenizer.from_file(str(path))
+    except Exception as exc:  # tokenizers raises a bare Exception on malformed files
+        raise BundleFormatError(f"cannot read tokenizer {path}: {exc}") from None
+    tokenizer.no_padding()
+    tokenizer.no_truncation()
+    return tokenizer
+
+
+@dataclass(frozen=True)
+class EncodedPrompt:
+    ids: tuple[int, ...]
+    truncated: bool
+
+
+class PromptEncoder:
+    """Turns field values into token ids for one task, identically at training and inference time."""
+
+    def __init__(self, tokenizer: Tokenizer, task: TaskSpec, special_tokens: Sequence[str] = ()) -> None:
+        self._tokenizer = tokenizer
+        self.task = task
+        self._special = re.compile("|".join(re.escape(t) for t in special_tokens)) if special_tokens else None
+        # Split the template into literal pieces and slots; literals are tokenized once here.
+        self._pieces: list[tuple[str, str]] = []
+        for literal, field, _spec, _conv in string.Formatter().parse(task.template):
+            if literal:
+                self._pieces.append(("literal", literal))
+            if field is not None:
+                if field not in task.fields:
+                    raise BundleFormatError(f"template slot {{{field}}} is not among the task's fields")
+                self._pieces.append(("field", field))
+        self._literal_ids = {
+            literal: tuple(tokenizer.encode(literal, add_special_tokens=False).ids)
+            for kind, literal in self._pieces
+            if kind == "literal"
+        }
+        self._fixed_len = sum(len(self._literal_ids[value]) for kind, value in self._pieces if kind == "literal")
+        if self._fixed_len >= task.max_length:
+            raise BundleFormatError(f"the template alone is {self._fixed_len} tokens, max_length is {task.max_length}")
+
+    def clean(self, text: str) -> str:
+        """Remove control-token strings from user text so a note cannot forge the prompt's structure."""
+        return self._special.sub("", text) if self._special else text
+
+    def encode_batch(self, records: Sequence[Mapping[str, str]]) -> list[EncodedPrompt]:
+        task = self.task
+        field_ids: dict[str, list[list[int]]] = {}
+        for field in task.fields:
+            texts = [self.clean(record[field]) for record in records]
+            field_ids[field] = [enc.ids for enc in self._tokenizer.encode_batch(texts, add_special_tokens=False)]
+        out = []
+        for i in range(len(records)):
+            truncated = False
+            budget = task.max_length - self._fixed_len
+            values: dict[str, list[int]] = {}
+            for field in task.fields:
+                if field == task.truncate_field:
+                    continue
+                ids = field_ids[field][i]
+                cap = task.field_max_tokens.get(field)
+                if cap is not None and len(ids) > cap:
+                    ids, truncated = ids[:cap], True
+                values[field] = ids
+                budget -= len(ids)
+            main = field_ids[task.truncate_field][i]
+            budget = max(budget, 1)
+            if len(main) > budget:
+                main, truncated = main[:budget], True
+            values[task.truncate_field] = main
+            ids: list[int] = []
+            for kind, value in self._pieces:
+                ids.extend(self._literal_ids[value] if kind == "literal" else values[value])
+            out.append(EncodedPrompt(ids=tuple(ids), truncated=truncated))
+        return out
+
+
+def length_buckets(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
+    """Indices grouped into batches of similar length (sorted), so padding wastes little compute."""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+def pad_batch(sequences: Sequence[Sequence[int]], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
+    """Right-pad to the longest sequence: (input_ids, attention_mask), both int64."""
+    width = max(len(s) for s in sequences)
+    ids = np.full((len(sequences), width), pad_id, dtype=np.int64)
+    mask = np.zeros((len(sequences), width), dtype=np.int64)
+    for row, seq in enumerate(sequences):
+        ids[row, : len(seq)] = seq
+        mask[row, : len(seq)] = 1
+    return ids, mask

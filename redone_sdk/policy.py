@@ -1,0 +1,115 @@
+"""Moderation policy: per-category thresholds that turn scores into an action, editable without retraining."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from redone_sdk.errors import PolicyError
+from redone_sdk.schemas import Action, format_validation_error
+
+__all__ = ["CategoryRule", "Policy"]
+
+_SEVERITY: dict[str, int] = {"allow": 0, "review": 1, "block": 2}
+
+
+class CategoryRule(BaseModel):
+    """Thresholds of one category: at `review` or above a note goes to review, at `block` or above it is blocked."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    review: float = Field(ge=0.0, le=1.0, description="Score from which a note is sent to review.")
+    block: float | None = Field(
+        default=None, ge=0.0, le=1.0, description="Score from which a note is blocked; None never blocks."
+    )
+
+    @model_validator(mode="after")
+    def _ordered(self) -> CategoryRule:
+        if self.block is not None and self.block < self.review:
+            raise ValueError(f"block threshold {self.block} is below review threshold {self.review}")
+        return self
+
+    def action(self, score: float) -> Action:
+        if self.block is not None and score >= self.block:
+            return "block"
+        if score >= self.review:
+            return "review"
+        return "allow"
+
+
+class Policy(BaseModel):
+    """Per-category rules; categories without a rule fall back to `default`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = "default"
+    rules: dict[str, CategoryRule] = Field(default_factory=dict)
+    default: CategoryRule | None = Field(default=None, description="Rule for categories not listed in `rules`.")
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Policy:
+        try:
+            return cls.model_validate(dict(data))
+        except ValidationError as exc:
+            raise PolicyError(format_validation_error(exc, "policy")) from None
+
+    @classmethod
+    def load(cls, path: str | Path) -> Policy:
+        """Read a policy from a JSON file."""
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise PolicyError(f"policy file {path} does not exist") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise PolicyError(f"policy file {path} is not valid JSON: {exc}") from None
+        if not isinstance(data, dict):
+            raise PolicyError(f"policy file {path} must hold a JSON object")
+        return cls.from_dict(data)
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(self.to_json() + "\n", encoding="utf-8")
+
+    def to_json(self) -> str:
+        return json.dumps(self.model_dump(mode="json"), indent=2, sort_keys=True, ensure_ascii=False)
+
+    def with_rule(self, category: str, rule: CategoryRule) -> Policy:
+        """A copy with one category's rule replaced."""
+        return self.model_copy(update={"rules": {**self.rules, category: rule}})
+
+    def rule_for(self, category: str) -> CategoryRule:
+        rule = self.rules.get(category, self.default)
+        if rule is None:
+            raise PolicyError(f"policy {self.name!r} has no rule for category {category!r} and no default rule")
+        return rule
+
+    def check_categories(self, categories: Iterable[str]) -> None:
+        """Refuse a policy that names unknown categories or leaves a category without a rule."""
+        known = set(categories)
+        unknown = sorted(set(self.rules) - known)
+        if unknown:
+            raise PolicyError(
+                f"policy {self.name!r} names categories the bundle does not have: {unknown}; "
+                f"the bundle's categories are {sorted(known)}"
+            )
+        for category in sorted(known):
+            self.rule_for(category)
+
+    def decide(self, scores: Mapping[str, float]) -> tuple[str, Action]:
+        """Return (label, action): the highest-scoring category past its review threshold, or `safe`."""
+        action: Action = "allow"
+        label = "safe"
+        best = -1.0
+        for category, score in scores.items():
+            cat_action = self.rule_for(category).action(score)
+            if cat_action == "allow":
+                continue
+            if _SEVERITY[cat_action] > _SEVERITY[action]:
+                action = cat_action
+            if score > best:
+                best, label = score, category
+        return label, action

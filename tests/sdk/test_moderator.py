@@ -1,0 +1,91 @@
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from redone_sdk import CategoryRule, InvalidInputError, ModerationResult, Moderator, Note, Policy, PolicyError
+
+
+@pytest.fixture(scope="module")
+def moderator(tiny_bundle: Path) -> Moderator:
+    return Moderator.load(tiny_bundle)
+
+
+def test_classify_accepts_note_mapping_and_text(moderator: Moderator) -> None:
+    for value in (Note(note_id="n1", content="你好"), {"note_id": "n1", "content": "你好"}, "你好"):
+        result = moderator.classify(value)
+        assert isinstance(result, ModerationResult)
+        assert set(result.scores) == {"offensive", "hate", "sexism"}
+        assert 0.0 <= sum(result.scores.values()) <= 1.0 + 1e-6
+        assert result.model.name == "redone-tiny"
+        assert result.flagged == (result.action != "allow")
+
+
+def test_same_text_same_scores_whatever_the_input_type(moderator: Moderator) -> None:
+    a = moderator.classify(Note(note_id="a", content="测试"))
+    b = moderator.classify("测试")
+    assert a.scores == pytest.approx(b.scores, abs=1e-6)
+
+
+@pytest.mark.parametrize(("precision", "tolerance"), [("fp32", 1e-5), ("int8", 1e-2)])
+def test_batch_keeps_order_and_matches_single(tiny_full_bundle: Path, precision: str, tolerance: float) -> None:
+    # int8 graphs quantize activations per batch (dynamic quantization), so a note's score moves slightly
+    # with its batch neighbours; fp32 is batch-invariant.
+    moderator = Moderator.load(tiny_full_bundle, precision=precision)  # type: ignore[arg-type]
+    texts = ["短", "一条长一些的笔记内容" * 3, "hello world", "中" * 300, "ok"]
+    batch = moderator.classify_batch(texts)
+    assert [r.note_id for r in batch] == ["0", "1", "2", "3", "4"]
+    for text, result in zip(texts, batch, strict=True):
+        single = moderator.classify(text)
+        assert single.scores == pytest.approx(result.scores, abs=tolerance)
+    assert batch[3].truncated and not batch[0].truncated
+
+
+def test_batch_always_returns_a_list(moderator: Moderator) -> None:
+    assert moderator.classify_batch([]) == []
+    assert isinstance(moderator.classify_batch(iter(["a"])), list)
+
+
+def test_bad_input_raises_sdk_error(moderator: Moderator) -> None:
+    with pytest.raises(InvalidInputError, match="note at index 1"):
+        moderator.classify_batch(["fine", {"note_id": "x"}])
+    with pytest.raises(InvalidInputError):
+        moderator.classify(None)  # type: ignore[arg-type]
+
+
+def test_policy_changes_actions_without_reloading(moderator: Moderator) -> None:
+    strict = Policy(name="strict", default=CategoryRule(review=0.0, block=0.0))
+    lenient = Policy(name="lenient", default=CategoryRule(review=1.0))
+    note = "随便一条笔记"
+    assert moderator.with_policy(strict).classify(note).action == "block"
+    assert moderator.with_policy(lenient).classify(note).action == "allow"
+    assert moderator.policy.name == "default"
+
+
+def test_policy_from_file_and_category_check(tiny_bundle: Path, tmp_path: Path) -> None:
+    path = tmp_path / "p.json"
+    Policy(name="file", default=CategoryRule(review=0.0)).save(path)
+    assert Moderator.load(tiny_bundle, policy=path).classify("x").action == "review"
+    with pytest.raises(PolicyError, match="does not have"):
+        Moderator.load(
+            tiny_bundle, policy=Policy(rules={"spam": CategoryRule(review=0.5)}, default=CategoryRule(review=0.5))
+        )
+
+
+def test_torch_and_onnx_backends_agree(tiny_full_bundle: Path) -> None:
+    texts = ["短", "长一点的笔记" * 10, "english text here", "混合 mixed 文本 " * 20]
+    torch_scores = Moderator.load(tiny_full_bundle, backend="torch").classify_batch(texts)
+    fp32_scores = Moderator.load(tiny_full_bundle, precision="fp32").classify_batch(texts)
+    int8_scores = Moderator.load(tiny_full_bundle, precision="int8").classify_batch(texts)
+    for t, f, q in zip(torch_scores, fp32_scores, int8_scores, strict=True):
+        assert np.allclose(list(t.scores.values()), list(f.scores.values()), atol=1e-5)
+        assert np.allclose(list(f.scores.values()), list(q.scores.values()), atol=5e-2)
+
+
+def test_thread_and_batch_options(tiny_bundle: Path) -> None:
+    a = Moderator.load(tiny_bundle, batch_size=1, intra_op_threads=1).classify_batch(["a", "bb", "ccc"])
+    b = Moderator.load(tiny_bundle, batch_size=64).classify_batch(["a", "bb", "ccc"])
+    for x, y in zip(a, b, strict=True):
+        assert x.scores == pytest.approx(y.scores, abs=1e-2)
+    with pytest.raises(ValueError, match="batch_size"):
+        Moderator.load(tiny_bundle, batch_size=0)

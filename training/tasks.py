@@ -1,0 +1,73 @@
+"""The prompt templates and answer tokens of the SDK's tasks, shared by training and the bundle manifest."""
+
+from __future__ import annotations
+
+from redone_sdk.bundle.manifest import LabelSpec, TaskSpec
+
+__all__ = [
+    "CONTROL_TOKENS",
+    "PAD_TOKEN",
+    "MODERATION_TEMPLATE",
+    "MATCHING_TEMPLATE",
+    "answer_token",
+    "answer_tokens",
+    "build_task_specs",
+    "GRADE_VALUES",
+]
+
+PAD_TOKEN = "<|endoftext|>"
+CONTROL_TOKENS = (PAD_TOKEN, "<|im_start|>", "<|im_end|>")
+
+MODERATION_TEMPLATE = (
+    "<|im_start|>user\n审核这条笔记，回答 safe / offensive / hate / sexism：\n{text}<|im_end|>\n<|im_start|>assistant\n"
+)
+MATCHING_TEMPLATE = (
+    "<|im_start|>user\nRate the note's relevance to the query (-1 to 3).\nQuery: {query}\nNote: {note}"
+    "<|im_end|>\n<|im_start|>assistant\n"
+)
+
+HARM_LABELS = ("safe", "offensive", "hate", "sexism")
+GRADES = ("-1", "0", "1", "2", "3")
+# Expected-relevance value of each SNS-Bench grade: -1 (unrelated) … 3 (exact), spread evenly over [0, 1].
+GRADE_VALUES = {"-1": 0.0, "0": 0.25, "1": 0.5, "2": 0.75, "3": 1.0}
+
+
+def answer_token(label: str) -> str:
+    """The atomic answer token of a label, e.g. `<offensive>`, `<grade:2>`."""
+    return f"<grade:{label}>" if label in GRADES else f"<{label}>"
+
+
+def answer_tokens() -> list[str]:
+    return [answer_token(label) for label in (*HARM_LABELS, *GRADES)]
+
+
+def build_task_specs(
+    token_ids: dict[str, int], *, moderation_max_length: int, matching_max_length: int
+) -> dict[str, TaskSpec]:
+    """Task specs whose label columns index the scoring graph's output (answer_tokens() order)."""
+    columns = {token: i for i, token in enumerate(answer_tokens())}
+
+    def label(name: str, value: float | None = None) -> LabelSpec:
+        token = answer_token(name)
+        return LabelSpec(name=name, token=token, token_id=token_ids[token], column=columns[token], value=value)
+
+    return {
+        "moderation": TaskSpec(
+            kind="moderation",
+            template=MODERATION_TEMPLATE,
+            fields=("text",),
+            truncate_field="text",
+            max_length=moderation_max_length,
+            labels=tuple(label(name) for name in HARM_LABELS),
+            safe_label="safe",
+        ),
+        "matching": TaskSpec(
+            kind="matching",
+            template=MATCHING_TEMPLATE,
+            fields=("query", "note"),
+            truncate_field="note",
+            field_max_tokens={"query": 48},
+            max_length=matching_max_length,
+            labels=tuple(label(g, GRADE_VALUES[g]) for g in GRADES),
+        ),
+    }
