@@ -59,15 +59,19 @@ class NoteQueryMatcher:
         batch_size: int = 16,
         intra_op_threads: int | None = None,
         providers: Sequence[str] | None = None,
+        torch_dtype: Literal["float32", "bfloat16"] = "float32",
+        template: Bundle | str | Path | None = None,
     ) -> NoteQueryMatcher:
+        """Load a bundle (`None`: the shipped one) or a plain checkpoint directory with `template`'s tasks."""
         options = InferenceOptions(
             backend=backend,
             precision=precision,
             batch_size=batch_size,
             intra_op_threads=intra_op_threads,
             providers=tuple(providers) if providers else None,
+            torch_dtype=torch_dtype,
         )
-        return cls(resolve_bundle(bundle), options=options)
+        return cls(resolve_bundle(bundle, template), options=options)
 
     @property
     def bundle(self) -> Bundle:

@@ -16,8 +16,13 @@ from redone_sdk.schemas import ModelInfo, ModerationResult, NoteLike, coerce_not
 __all__ = ["Moderator", "resolve_bundle"]
 
 
-def resolve_bundle(bundle: Bundle | str | Path | None) -> Bundle:
-    return bundle if isinstance(bundle, Bundle) else Bundle.load(bundle)
+def resolve_bundle(bundle: Bundle | str | Path | None, template: Bundle | str | Path | None = None) -> Bundle:
+    """A bundle directory, or a plain Hugging Face checkpoint directory wrapped with `template`'s tasks."""
+    if isinstance(bundle, Bundle):
+        return bundle
+    if bundle is not None and not (Path(bundle) / "manifest.json").exists() and (Path(bundle) / "config.json").exists():
+        return Bundle.from_checkpoint(bundle, template)
+    return Bundle.load(bundle)
 
 
 class Moderator:
@@ -39,9 +44,9 @@ class Moderator:
         self._safe_index = self._labels.index(task.safe_label or "")
         self.categories: tuple[str, ...] = tuple(n for n in self._labels if n != task.safe_label)
         if policy is None:
-            if bundle.manifest.policy is None:
+            if bundle.policy_path is None:
                 raise BundleFormatError(f"bundle {bundle.name} ships no default policy; pass policy=")
-            policy = Policy.load(bundle.file(bundle.manifest.policy))
+            policy = Policy.load(bundle.policy_path)
         policy.check_categories(self.categories)
         self._policy = policy
         self._model = ModelInfo(name=bundle.name, version=bundle.version)
@@ -58,8 +63,14 @@ class Moderator:
         intra_op_threads: int | None = None,
         inter_op_threads: int | None = None,
         providers: Sequence[str] | None = None,
+        torch_dtype: Literal["float32", "bfloat16"] = "float32",
+        template: Bundle | str | Path | None = None,
     ) -> Moderator:
-        """Load a bundle (`None`: the default one shipped with the SDK) and optionally a policy file."""
+        """Load a bundle (`None`: the default one shipped with the SDK) and optionally a policy file.
+
+        `bundle` may also be a plain Hugging Face checkpoint directory (run with PyTorch); its tasks and
+        policy then come from `template` (default: the shipped bundle).
+        """
         options = InferenceOptions(
             backend=backend,
             precision=precision,
@@ -67,10 +78,11 @@ class Moderator:
             intra_op_threads=intra_op_threads,
             inter_op_threads=inter_op_threads,
             providers=tuple(providers) if providers else None,
+            torch_dtype=torch_dtype,
         )
         if policy is not None and not isinstance(policy, Policy):
             policy = Policy.load(policy)
-        return cls(resolve_bundle(bundle), policy=policy, options=options)
+        return cls(resolve_bundle(bundle, template), policy=policy, options=options)
 
     @property
     def bundle(self) -> Bundle:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+import shutil
 import time
 from pathlib import Path
 
@@ -86,6 +87,7 @@ def run_all(config: PipelineConfig) -> Path:
     (out / "train_log.json").write_text(json.dumps({"loss": losses}) + "\n", encoding="utf-8")
     checkpoint = out / "checkpoint"
     model.save_pretrained(checkpoint, safe_serialization=True)
+    shutil.copyfile(out / "tokenizer.json", checkpoint / "tokenizer.json")
 
     label_ids = [token_ids[t] for t in answer_tokens()]
     max_len = max(config.moderation_max_length, config.matching_max_length)

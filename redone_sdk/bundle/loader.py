@@ -17,6 +17,7 @@ from redone_sdk.schemas import format_validation_error
 __all__ = ["Bundle", "default_bundle_path", "sha256_file"]
 
 _CHUNK = 1 << 20
+_CHECKPOINT_SUFFIXES = {".json", ".safetensors"}
 
 
 def sha256_file(path: Path) -> str:
@@ -38,6 +39,7 @@ class Bundle:
 
     path: Path
     manifest: Manifest
+    policy_file: Path | None = None
 
     @property
     def name(self) -> str:
@@ -46,6 +48,68 @@ class Bundle:
     @property
     def version(self) -> str:
         return self.manifest.version
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint: str | Path, template: Bundle | str | Path | None = None) -> Bundle:
+        """A PyTorch-only bundle over a plain Hugging Face checkpoint directory (not yet exported).
+
+        The checkpoint must hold `config.json`, safetensors weights and the `tokenizer.json` it was trained
+        with; the tasks (prompts, answer tokens) and the policy come from `template` (default: the shipped
+        bundle), with answer-token ids looked up again in the checkpoint's tokenizer.
+        """
+        from redone_sdk.inference.encoding import load_tokenizer
+
+        root = Path(checkpoint).resolve()
+        if not (root / "config.json").is_file():
+            raise BundleNotFoundError(f"{root} is neither a bundle (manifest.json) nor a checkpoint (config.json)")
+        if not list(root.glob("*.safetensors")):
+            raise BundleFormatError(f"checkpoint {root} has no .safetensors weights (pickled weights are not loaded)")
+        if not (root / "tokenizer.json").is_file():
+            raise BundleFormatError(f"checkpoint {root} has no tokenizer.json; save the tokenizer beside the model")
+        base = template if isinstance(template, Bundle) else cls.load(template)
+        tokenizer = load_tokenizer(root / "tokenizer.json")
+        ids: dict[str, int] = {}
+        for label in (label for task in base.manifest.tasks.values() for label in task.labels):
+            token_id = tokenizer.token_to_id(label.token)
+            if token_id is None:
+                raise BundleFormatError(f"checkpoint {root}: its tokenizer lacks the answer token {label.token!r}")
+            ids[label.token] = token_id
+        tasks = {
+            name: task.model_copy(
+                update={"labels": tuple(lb.model_copy(update={"token_id": ids[lb.token]}) for lb in task.labels)}
+            )
+            for name, task in base.manifest.tasks.items()
+        }
+        pad = base.manifest.tokenizer.pad_token_id
+        pad_token = next((t for t in base.manifest.tokenizer.special_tokens if t == "<|endoftext|>"), None)
+        if pad_token is not None and tokenizer.token_to_id(pad_token) is not None:
+            pad = tokenizer.token_to_id(pad_token)
+        files = {
+            p.name: sha256_file(p) for p in sorted(root.iterdir()) if p.is_file() and p.suffix in _CHECKPOINT_SUFFIXES
+        }
+        manifest = base.manifest.model_copy(
+            update={
+                "name": f"{base.name}+{root.name}",
+                "version": "unexported",
+                "tokenizer": base.manifest.tokenizer.model_copy(update={"pad_token_id": pad}),
+                "tasks": tasks,
+                "graphs": {},
+                "default_graph": None,
+                "checkpoint": ".",
+                "policy": None,
+                "files": files,
+                "metrics": {},
+            }
+        )
+        policy = base.path / base.manifest.policy if base.manifest.policy else None
+        return cls(path=root, manifest=Manifest.model_validate(manifest.model_dump()), policy_file=policy)
+
+    @property
+    def policy_path(self) -> Path | None:
+        """The bundle's default policy file, if it has one."""
+        if self.policy_file is not None:
+            return self.policy_file
+        return self.file(self.manifest.policy) if self.manifest.policy else None
 
     def file(self, name: str) -> Path:
         """Absolute path of a checksummed file of the bundle."""

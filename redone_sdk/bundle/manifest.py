@@ -158,9 +158,9 @@ class Manifest(_Frozen):
             raise ValueError(f"files used by the bundle have no checksum in `files`: {missing}")
         if self.checkpoint is not None:
             _relative_file(self.checkpoint)
-            prefix = self.checkpoint.rstrip("/") + "/"
-            if not any(name.startswith(prefix) for name in self.files):
-                raise ValueError(f"checkpoint folder {self.checkpoint!r} has no files listed in `files`")
+            prefix = "" if self.checkpoint == "." else self.checkpoint.rstrip("/") + "/"
+            if prefix + "config.json" not in self.files:
+                raise ValueError(f"checkpoint folder {self.checkpoint!r} has no config.json listed in `files`")
         if self.default_graph is not None and self.default_graph not in self.graphs:
             raise ValueError(f"default_graph {self.default_graph!r} is not one of {sorted(self.graphs)}")
         if not self.graphs and self.checkpoint is None:

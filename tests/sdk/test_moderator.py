@@ -3,7 +3,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from redone_sdk import CategoryRule, InvalidInputError, ModerationResult, Moderator, Note, Policy, PolicyError
+from redone_sdk import (
+    BundleFormatError,
+    CategoryRule,
+    InvalidInputError,
+    ModerationResult,
+    Moderator,
+    Note,
+    Policy,
+    PolicyError,
+)
 
 
 @pytest.fixture(scope="module")
@@ -89,3 +98,19 @@ def test_thread_and_batch_options(tiny_bundle: Path) -> None:
         assert x.scores == pytest.approx(y.scores, abs=1e-2)
     with pytest.raises(ValueError, match="batch_size"):
         Moderator.load(tiny_bundle, batch_size=0)
+
+
+def test_plain_checkpoint_directory_runs_with_torch(tiny_run: Path, tiny_bundle: Path, tiny_full_bundle: Path) -> None:
+    texts = ["短", "english text here", "混合 mixed 文本 " * 20]
+    plain = Moderator.load(tiny_run / "checkpoint", template=tiny_bundle)
+    assert plain.bundle.manifest.checkpoint == "." and not plain.bundle.manifest.graphs
+    reference = Moderator.load(tiny_full_bundle, backend="torch").classify_batch(texts)
+    for a, b in zip(plain.classify_batch(texts), reference, strict=True):
+        assert a.scores == pytest.approx(b.scores, abs=1e-6)
+
+
+def test_checkpoint_without_safetensors_is_refused(tmp_path: Path, tiny_bundle: Path) -> None:
+    (tmp_path / "config.json").write_text("{}")
+    (tmp_path / "pytorch_model.bin").write_bytes(b"pickle")
+    with pytest.raises(BundleFormatError, match=r"no \.safetensors weights"):
+        Moderator.load(tmp_path, template=tiny_bundle)
