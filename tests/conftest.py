@@ -19,12 +19,16 @@ def data_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Path:
-    """Output folder of `train all` with the tiny preset: bundle/, bundle-full/ (fp32 + int8 + checkpoint)."""
+    """Output folder of `train all` with the tiny preset: every stage's folder, bundle/ and bundle-full/.
+
+    `REDONE_TEST_TINY_RUN=DIR` reuses (or fills) a folder across sessions: finished stages are skipped.
+    """
     from redone_sdk.training.config import PRESETS_DIR, PipelineConfig
     from redone_sdk.training.pipeline import run_all
 
-    out = tmp_path_factory.mktemp("tiny-run")
-    config = PipelineConfig.from_file(PRESETS_DIR / "tiny.json", output_dir=str(out), data_dir=str(data_dir))
+    reuse = os.environ.get("REDONE_TEST_TINY_RUN")
+    out = Path(reuse) if reuse else tmp_path_factory.mktemp("tiny-run")
+    config = PipelineConfig.from_file(PRESETS_DIR / "tiny.json", output_dir=str(out), data__data_dir=str(data_dir))
     run_all(config)
     return out
 
@@ -37,5 +41,5 @@ def tiny_bundle(tiny_run: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_full_bundle(tiny_run: Path) -> Path:
-    """The same model with fp32 and int8 graphs and its safetensors checkpoint (PyTorch backend)."""
+    """The same model with fp32 and int8 graphs, the generation graph and the safetensors checkpoint."""
     return tiny_run / "bundle-full"

@@ -1,4 +1,9 @@
-"""`redone train …`: the pipeline's command line (also `python -m redone_sdk.training`)."""
+"""`redone train …`: one subcommand per stage, plus `all` and `ablation` (also `python -m redone_sdk.training`).
+
+Every subcommand reads `--config FILE` (a typed JSON file, see `training/configs/`) and takes one flag per
+config field it uses. Runs are resumable: finished stages are skipped, trainers resume from checkpoints.
+Multi-GPU: `accelerate launch -m redone_sdk.training sft --config training/configs/gpu.json`.
+"""
 
 from __future__ import annotations
 
@@ -9,15 +14,42 @@ import shutil
 import sys
 from pathlib import Path
 
-from redone_sdk.training.config import add_config_arguments, config_from_args
+from redone_sdk.training.config import add_section_arguments, config_from_args
 
 __all__ = ["register", "main"]
+
+# stage -> (its own section, the other sections it reads)
+_STAGE_SECTIONS: dict[str, tuple[str | None, tuple[str, ...], str]] = {
+    "data": ("data", (), "Build the CPT corpus and the multi-task instruction data."),
+    "init": ("model", ("data",), "Train the tokenizer and build a fresh model, or load --init-from."),
+    "cpt": ("cpt", ("model",), "Continued pretraining on the packed corpus."),
+    "sft": ("sft", ("data", "model"), "Multi-task supervised fine-tuning (full or LoRA)."),
+    "dpo": ("dpo", ("data", "model"), "DPO on pairs mined from the SFT model's mistakes."),
+    "eval": (None, ("data", "model"), "Dev metrics of the pipeline's latest model."),
+    "export": ("export", ("data", "model", "cpt", "sft", "dpo"), "ONNX graphs (fp32, int8, generation) and bundles."),
+}
+_ALL_SECTIONS = ("data", "model", "cpt", "sft", "dpo", "export")
+
+
+def _setup_logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("httpx", "urllib3", "datasets", "onnx_ir", "onnxscript"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _run_stage(args: argparse.Namespace) -> int:
+    from redone_sdk.training.pipeline import run_stage
+
+    _setup_logging()
+    print(run_stage(args.step, config_from_args(args)))
+    return 0
 
 
 def _run_all(args: argparse.Namespace) -> int:
     from redone_sdk.training.pipeline import run_all
 
-    bundle = run_all(config_from_args(args))
+    _setup_logging()
+    bundle = run_all(config_from_args(args), force=args.force)
     if args.install_to:
         target = Path(args.install_to)
         if target.exists():
@@ -28,34 +60,55 @@ def _run_all(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_eval(args: argparse.Namespace) -> int:
-    from redone_sdk.training.evaluate import evaluate_bundle
-    from redone_sdk.training.pipeline import load_data
+def _run_ablation(args: argparse.Namespace) -> int:
+    from redone_sdk.training.ablation import run_ablation
 
-    _, dev = load_data(config_from_args(args))
-    metrics = evaluate_bundle(Path(args.bundle), dev, precision=args.precision, backend=args.backend)
+    _setup_logging()
+    tasks = tuple(t for t in (args.single_tasks or "").split(",") if t) or None
+    root = run_ablation(config_from_args(args), single_tasks=tasks)
+    print((root / "table.md").read_text(encoding="utf-8"))
+    return 0
+
+
+def _run_bundle_eval(args: argparse.Namespace) -> int:
+    from redone_sdk.training.evaluate import evaluate_bundle
+    from redone_sdk.training.stages.export import dev_examples
+
+    _setup_logging()
+    config = config_from_args(args)
+    metrics = evaluate_bundle(Path(args.bundle), dev_examples(config), precision=args.precision, backend=args.backend)
     print(json.dumps(metrics, indent=2, sort_keys=True))
     return 0
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add `train` with its own subcommands to the `redone` CLI."""
-    train = subparsers.add_parser("train", help="Train, evaluate and export model bundles (needs the [train] extra).")
+    """Add `train` with its subcommands to the `redone` CLI."""
+    train = subparsers.add_parser(
+        "train", help="Train, evaluate and export model bundles (needs the [train] extra).", description=__doc__
+    )
     steps = train.add_subparsers(dest="step", required=True, metavar="STEP")
-    run_all = steps.add_parser("all", help="Tokenizer, model, fine-tuning, export, evaluation, bundle.")
-    add_config_arguments(run_all)
-    run_all.add_argument("--install-to", default=None, help="Also copy the finished bundle to this folder.")
-    run_all.set_defaults(handler=_run_all)
-    evaluate = steps.add_parser("eval", help="Dev-set metrics of an existing bundle.")
-    add_config_arguments(evaluate)
-    evaluate.add_argument("--bundle", required=True, help="Bundle directory.")
-    evaluate.add_argument("--precision", choices=["fp32", "int8"], default=None)
-    evaluate.add_argument("--backend", choices=["auto", "onnx", "torch"], default="auto")
-    evaluate.set_defaults(handler=_run_eval)
+    for step, (own, others, text) in _STAGE_SECTIONS.items():
+        parser = steps.add_parser(step, help=text, description=text)
+        add_section_arguments(parser, own, others)
+        parser.set_defaults(handler=_run_stage)
+    everything = steps.add_parser("all", help="Every stage in order; skips stages already done.")
+    add_section_arguments(everything, None, _ALL_SECTIONS)
+    everything.add_argument("--force", action="store_true", help="Run every stage even if done before.")
+    everything.add_argument("--install-to", default=None, help="Also copy the shipped bundle to this folder.")
+    everything.set_defaults(handler=_run_all)
+    ablation = steps.add_parser("ablation", help="SFT only / CPT+SFT / CPT+SFT+DPO / single-task, in one table.")
+    add_section_arguments(ablation, None, _ALL_SECTIONS)
+    ablation.add_argument("--single-tasks", default=None, help="Comma list of tasks for the single-task column.")
+    ablation.set_defaults(handler=_run_ablation)
+    bundle_eval = steps.add_parser("eval-bundle", help="Dev metrics of an existing bundle's scoring tasks (ONNX).")
+    add_section_arguments(bundle_eval, None, ("data",))
+    bundle_eval.add_argument("--bundle", required=True, help="Bundle directory.")
+    bundle_eval.add_argument("--precision", choices=["fp32", "int8"], default=None)
+    bundle_eval.add_argument("--backend", choices=["auto", "onnx", "torch"], default="auto")
+    bundle_eval.set_defaults(handler=_run_bundle_eval)
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     parser = argparse.ArgumentParser(prog="python -m redone_sdk.training")
     register(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)

@@ -1,101 +1,270 @@
-"""The pipeline's configuration: one frozen dataclass whose fields carry their help text and become CLI flags."""
+"""Typed, frozen configuration of the pipeline: one section dataclass per stage, each field with its help text.
+
+A config file is JSON with one object per section (`data`, `model`, `cpt`, `sft`, `dpo`, `export`) plus
+top-level fields; anything left out keeps its default. Every field becomes a CLI flag of the stage that
+reads it (`redone train sft --learning-rate 3e-4`), in the manner of trl's script arguments.
+"""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import json
-import types
 import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-__all__ = ["PipelineConfig", "add_config_arguments", "config_from_args", "PRESETS_DIR"]
+__all__ = [
+    "PRESETS_DIR",
+    "CPTConfig",
+    "DataConfig",
+    "DPOStageConfig",
+    "ExportConfig",
+    "ModelConfig",
+    "PipelineConfig",
+    "SFTStageConfig",
+    "add_section_arguments",
+    "config_from_args",
+]
 
 PRESETS_DIR = Path(__file__).resolve().parent / "configs"
 
 
 def _f(default: Any, help: str) -> Any:
+    """A dataclass field with its help text (which becomes the CLI flag's help)."""
+    if isinstance(default, list | dict):
+        return field(default_factory=lambda: type(default)(default), metadata={"help": help})
     return field(default=default, metadata={"help": help})
 
 
 @dataclass(frozen=True)
-class PipelineConfig:
-    """Everything that decides what `redone train all` builds. Defaults are the `default` preset's."""
+class DataConfig:
+    """Stage 1: which data, how mixed, how split (the mixture fields are read by sft and dpo)."""
 
-    # output
-    output_dir: str = _f("runs/default", "Folder for the tokenizer, checkpoints, the bundle and logs.")
-    bundle_name: str = _f("redone-small", "Name written into the bundle manifest.")
-    bundle_version: str = _f("0.1.0", "Version written into the bundle manifest.")
     data_dir: str = _f("", "Shared data folder; empty means $REDONE_DATA_DIR or ../shared/data.")
-    # data
     harm_sources: tuple[str, ...] = _f(("cold", "swsr", "davidson"), "Harm-content sets trained on.")
-    matching: bool = _f(True, "Train the query-note matching task on SNS-Bench QueryCorr.")
-    matching_upsample: int = _f(8, "Times each QueryCorr training pair is repeated (it is small).")
-    max_train_examples: int = _f(0, "Cap on training examples after mixing (0: no cap); for quick presets.")
-    max_eval_examples: int = _f(0, "Cap on dev examples per set (0: all).")
-    # tokenizer and model
-    vocab_size: int = _f(8000, "Byte-level BPE vocabulary size.")
+    sft_tasks: tuple[str, ...] = _f(
+        ("all",), "SFT tasks: `all`, or names such as moderation, querycorr, taxonomy_single, translation_zh_en."
+    )
+    matching: bool = _f(True, "Train query-note matching (SNS-Bench QueryCorr). Off gives a commercially usable model.")
+    task_upsample: dict[str, int] = _f({"querycorr": 8}, "Times each example of a task is repeated in SFT.")  # noqa: RUF009
+    max_per_task: int = _f(0, "Cap on SFT training examples per task (0: no cap).")
+    max_train_examples: int = _f(0, "Cap on all SFT examples after mixing (0: no cap); for quick presets.")
+    max_eval_examples: int = _f(0, "Cap on dev examples per set or task (0: all).")
+    max_input_chars: int = _f(1500, "Longest note / document of a generative task's prompt, in characters.")
+    general_corpus: str = _f("stdlib-docs", "General-domain text mixed into continued pretraining (see corpus.py).")
+    general_ratio: float = _f(0.3, "General-domain share of the continued-pretraining characters (0 to 1).")
+    cpt_max_chars: int = _f(0, "Cap on continued-pretraining characters (0: all platform text).")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Tokenizer and architecture of a fresh model, or the checkpoint to start from."""
+
+    init_from: str = _f("", "Hugging Face checkpoint dir to start from; empty trains a tokenizer and a fresh Qwen2.")
+    vocab_size: int = _f(8000, "Byte-level BPE vocabulary size (fresh model only).")
     hidden_size: int = _f(256, "Qwen2 hidden size.")
     num_layers: int = _f(4, "Qwen2 decoder layers.")
     num_heads: int = _f(4, "Attention heads.")
     num_kv_heads: int = _f(2, "Key/value heads (grouped-query attention).")
     intermediate_size: int = _f(768, "MLP width.")
-    moderation_max_length: int = _f(128, "Most tokens of a moderation prompt.")
-    matching_max_length: int = _f(256, "Most tokens of a matching prompt.")
-    # fine-tuning
-    epochs: float = _f(2.0, "Passes over the mixed training set.")
-    batch_size: int = _f(32, "Examples per optimizer step.")
-    learning_rate: float = _f(1e-3, "Peak AdamW learning rate (linear warm-up, cosine decay).")
-    warmup_steps: int = _f(100, "Warm-up steps.")
+    moderation_max_length: int = _f(128, "Most tokens of a moderation prompt (scoring task).")
+    matching_max_length: int = _f(256, "Most tokens of a matching prompt (scoring task).")
+    max_position_embeddings: int = _f(1024, "Longest sequence the model can take.")
+
+
+@dataclass(frozen=True)
+class CPTConfig:
+    """Stage 2: continued pretraining, causal LM on the packed corpus."""
+
+    enabled: bool = _f(True, "Run continued pretraining.")
+    epochs: float = _f(1.0, "Passes over the packed corpus.")
+    max_steps: int = _f(0, "Stop after this many steps (0: use epochs).")
+    seq_length: int = _f(256, "Tokens per packed block.")
+    batch_size: int = _f(16, "Blocks per step (per device).")
+    gradient_accumulation: int = _f(1, "Steps accumulated per optimizer update.")
+    learning_rate: float = _f(1e-3, "Peak learning rate (warm-up then cosine decay).")
+    warmup_ratio: float = _f(0.03, "Share of steps for linear warm-up.")
     weight_decay: float = _f(0.01, "AdamW weight decay.")
-    seed: int = _f(13, "Seed of data order and initialization.")
+
+
+@dataclass(frozen=True)
+class SFTStageConfig:
+    """Stage 3: multi-task supervised fine-tuning with the loss on assistant tokens only."""
+
+    enabled: bool = _f(True, "Run supervised fine-tuning.")
+    epochs: float = _f(2.0, "Passes over the mixed instruction data.")
+    max_steps: int = _f(0, "Stop after this many steps (0: use epochs).")
+    max_length: int = _f(384, "Most tokens of a prompt + answer (generative tasks; scoring tasks use the model's).")
+    batch_size: int = _f(32, "Examples per step (per device).")
+    gradient_accumulation: int = _f(1, "Steps accumulated per optimizer update.")
+    learning_rate: float = _f(1e-3, "Peak learning rate.")
+    warmup_ratio: float = _f(0.03, "Share of steps for linear warm-up.")
+    weight_decay: float = _f(0.01, "AdamW weight decay.")
+    lora: bool = _f(False, "Train LoRA adapters (peft) and merge them, instead of full fine-tuning.")
+    lora_r: int = _f(16, "LoRA rank.")
+    lora_alpha: int = _f(32, "LoRA alpha.")
+    lora_dropout: float = _f(0.05, "LoRA dropout.")
+
+
+@dataclass(frozen=True)
+class DPOStageConfig:
+    """Stage 4: preference optimization on pairs mined from the SFT model's own mistakes."""
+
+    enabled: bool = _f(True, "Run DPO.")
+    mine_examples: int = _f(4000, "Training examples the SFT model answers to find its mistakes.")
+    mine_generative: int = _f(200, "Of those, at most this many from generative tasks (they need generation).")
+    max_pairs: int = _f(2000, "Cap on preference pairs.")
+    extra_pairs: str = _f("", "JSON-lines file of extra {prompt, chosen, rejected} pairs (prompt = user text).")
+    beta: float = _f(0.1, "DPO beta (strength of the KL anchor to the SFT model).")
+    epochs: float = _f(1.0, "Passes over the pairs.")
+    batch_size: int = _f(16, "Pairs per step (per device).")
+    learning_rate: float = _f(5e-5, "Peak learning rate.")
+    max_length: int = _f(320, "Most tokens of prompt + answer.")
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    """Stage 6: ONNX graphs and the bundle."""
+
+    opset: int = _f(18, "ONNX opset.")
+    ship_precision: str = _f("int8", "Scoring graph(s) put in the shipped bundle: int8, fp32 or both.")
+    keep_checkpoint: bool = _f(False, "Also put the safetensors checkpoint in the shipped bundle.")
+    generation_graph: bool = _f(True, "Export a KV-cache generation graph (optimum) into bundle-full/generation.")
+    int8_tolerance: float = _f(0.01, "Largest allowed drop of any dev metric from fp32 to int8.")
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """The whole pipeline. Defaults are the `default` preset's (the shipped bundle)."""
+
+    output_dir: str = _f("runs/default", "Folder for data, checkpoints of every stage, evaluation and bundles.")
+    bundle_name: str = _f("redone-small", "Name written into the bundle manifest.")
+    bundle_version: str = _f("0.1.0", "Version written into the bundle manifest.")
+    seed: int = _f(13, "Seed of data order, initialization and sampling.")
     threads: int = _f(0, "torch threads (0: torch's default).")
-    # export
-    opset: int = _f(18, "ONNX opset of the scoring graph.")
-    ship_precision: str = _f("int8", "Graph(s) written to the shipped bundle: int8, fp32 or both.")
-    keep_checkpoint: bool = _f(False, "Also put the safetensors checkpoint in the bundle (PyTorch backend).")
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    cpt: CPTConfig = field(default_factory=CPTConfig)
+    sft: SFTStageConfig = field(default_factory=SFTStageConfig)
+    dpo: DPOStageConfig = field(default_factory=DPOStageConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PipelineConfig:
+        return _build(cls, data, "config")
 
     @classmethod
     def from_file(cls, path: str | Path, **overrides: Any) -> PipelineConfig:
+        """Read a JSON config; `overrides` are `field=value` (top level) or `section__field=value`, None skipped."""
         data = json.loads(Path(path).read_text(encoding="utf-8"))
-        unknown = sorted(set(data) - {f.name for f in fields(cls)})
-        if unknown:
-            raise ValueError(f"{path}: unknown config fields {unknown}")
-        data.update({k: v for k, v in overrides.items() if v is not None})
-        return cls._coerce(data)
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: a config file holds a JSON object")
+        for key, value in overrides.items():
+            if value is None:
+                continue
+            section, _, name = key.partition("__")
+            if name:
+                data.setdefault(section, {})[name] = value
+            else:
+                data[key] = value
+        try:
+            return cls.from_dict(data)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{path}: {exc}") from None
 
-    @classmethod
-    def _coerce(cls, data: dict[str, Any]) -> PipelineConfig:
-        hints = typing.get_type_hints(cls)
-        for key, value in list(data.items()):
-            if typing.get_origin(hints[key]) is tuple and isinstance(value, list | str):
-                data[key] = tuple(value.split(",")) if isinstance(value, str) else tuple(value)
-        config = cls(**data)
-        if config.ship_precision not in ("int8", "fp32", "both"):
-            raise ValueError("ship_precision must be int8, fp32 or both")
-        return config
+    def replace(self, **sections: Any) -> PipelineConfig:
+        """A copy with some fields or whole sections replaced (`sft={"lora": True}` merges into the section)."""
+        current = dataclasses.asdict(self)
+        for key, value in sections.items():
+            if isinstance(value, dict) and isinstance(current.get(key), dict):
+                current[key] = {**current[key], **value}
+            else:
+                current[key] = value
+        return PipelineConfig.from_dict(current)
+
+    def to_dict(self) -> dict[str, Any]:
+        return json.loads(json.dumps(dataclasses.asdict(self)))
 
     def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
 
-def add_config_arguments(parser: argparse.ArgumentParser) -> None:
-    """`--config FILE` plus one `--field` flag per config field, from the dataclass' help text."""
-    parser.add_argument("--config", default=str(PRESETS_DIR / "default.json"), help="Config file (JSON).")
-    hints = typing.get_type_hints(PipelineConfig)
-    for f in fields(PipelineConfig):
-        kind = hints[f.name]
-        flag = "--" + f.name.replace("_", "-")
-        if kind is bool:
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=f.metadata["help"])
-        elif typing.get_origin(kind) is tuple or isinstance(kind, types.GenericAlias):
-            parser.add_argument(flag, default=None, help=f.metadata["help"] + " (comma-separated)")
+def _build(cls: type, data: dict[str, Any], where: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ValueError(f"unknown fields in {where}: {unknown}")
+    values: dict[str, Any] = {}
+    for name, value in data.items():
+        kind = hints[name]
+        if dataclasses.is_dataclass(kind):
+            if not isinstance(value, dict):
+                raise ValueError(f"{where}.{name} must be an object")
+            values[name] = _build(kind, value, f"{where}.{name}")
         else:
-            parser.add_argument(flag, type=kind, default=None, help=f.metadata["help"])
+            values[name] = _coerce(kind, value, f"{where}.{name}")
+    return cls(**values)
+
+
+def _coerce(kind: Any, value: Any, where: str) -> Any:
+    origin = typing.get_origin(kind)
+    if origin is tuple:
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+            raise ValueError(f"{where} must be a list of strings")
+        return tuple(value)
+    if origin is dict:
+        if isinstance(value, str):
+            value = json.loads(value)
+        if not isinstance(value, dict):
+            raise ValueError(f"{where} must be an object")
+        return {str(k): int(v) for k, v in value.items()}
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise ValueError(f"{where} must be true or false")
+        return value
+    if kind is float and isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if kind is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if kind is str and isinstance(value, str):
+        return value
+    raise ValueError(f"{where} must be {getattr(kind, '__name__', kind)}, got {value!r}")
+
+
+_SECTIONS = {f.name: f for f in fields(PipelineConfig) if dataclasses.is_dataclass(f.default_factory)}  # type: ignore[arg-type]
+
+
+def add_section_arguments(parser: argparse.ArgumentParser, own: str | None, others: typing.Sequence[str] = ()) -> None:
+    """`--config FILE`, `--output-dir`, one flag per field of the stage's `own` section (`--learning-rate`)
+    and prefixed flags for the `others` it reads (`--data-harm-sources`, `--sft-learning-rate`)."""
+    parser.add_argument("--config", default=str(PRESETS_DIR / "default.json"), help="Config file (JSON).")
+    parser.add_argument("--output-dir", default=None, help="Overrides the config's output_dir.")
+    parser.add_argument("--seed", dest="seed", type=int, default=None, help="Overrides the config's seed.")
+    parser.add_argument("--threads", dest="threads", type=int, default=None, help="torch threads (0: default).")
+    for section in ([own] if own else []) + list(others):
+        cls = _SECTIONS[section].default_factory  # type: ignore[misc]
+        hints = typing.get_type_hints(cls)
+        group = parser.add_argument_group(f"{section}: {cls.__doc__.splitlines()[0]}")
+        for f in fields(cls):
+            dest = f"{section}__{f.name}"
+            name = f.name if section == own else f"{section}_{f.name}"
+            flag = "--" + name.replace("_", "-")
+            help_text = f.metadata["help"]
+            if hints[f.name] is bool:
+                group.add_argument(flag, dest=dest, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+            elif typing.get_origin(hints[f.name]) in (tuple, dict):
+                group.add_argument(flag, dest=dest, default=None, help=help_text + " (comma list or JSON)")
+            else:
+                group.add_argument(flag, dest=dest, type=hints[f.name], default=None, help=help_text)
 
 
 def config_from_args(args: argparse.Namespace) -> PipelineConfig:
-    overrides = {f.name: getattr(args, f.name, None) for f in fields(PipelineConfig)}
+    overrides = {k: v for k, v in vars(args).items() if "__" in k}
+    for name in ("output_dir", "seed", "threads"):
+        overrides[name] = getattr(args, name, None)
     return PipelineConfig.from_file(args.config, **overrides)

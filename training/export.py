@@ -25,7 +25,9 @@ from redone_sdk.bundle.manifest import (
 from redone_sdk.inference.torch_backend import build_scoring_head
 from redone_sdk.policy import CategoryRule, Policy
 
-__all__ = ["export_scoring_graph", "quantize_int8", "write_bundle", "DEFAULT_POLICY"]
+__all__ = ["export_scoring_graph", "export_generation_graph", "quantize_int8", "write_bundle", "DEFAULT_POLICY"]
+
+_NO_PICKLES = ("*.bin", "*.pt", "*.pth", "*.pkl", "*.ckpt")
 
 DEFAULT_POLICY = Policy(
     name="default",
@@ -63,6 +65,20 @@ def export_scoring_graph(
     return out_file
 
 
+def export_generation_graph(model_dir: Path, out_dir: Path) -> Path:
+    """The causal LM with KV cache as ONNX (optimum's `ORTModelForCausalLM` layout), for generative tasks."""
+    from optimum.onnxruntime import ORTModelForCausalLM
+
+    for noisy in ("optimum", "onnx_ir", "onnxscript", "torch.onnx"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    model = ORTModelForCausalLM.from_pretrained(str(model_dir), export=True, use_cache=True, local_files_only=True)
+    model.save_pretrained(str(out_dir))
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        if (model_dir / name).is_file():
+            shutil.copyfile(model_dir / name, out_dir / name)
+    return out_dir
+
+
 def quantize_int8(fp32_file: Path, out_file: Path) -> Path:
     """Dynamic int8 quantization of the MatMul weights (activations stay float, quantized on the fly)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
@@ -92,6 +108,8 @@ def write_bundle(
     parameters: int,
     metrics: dict[str, dict[str, float]],
     checkpoint_dir: Path | None = None,
+    generation_dir: Path | None = None,
+    default_graph: str | None = None,
     policy: Policy = DEFAULT_POLICY,
 ) -> Bundle:
     """Copy files into `out_dir`, checksum them, write `manifest.json`, and load it back verified."""
@@ -109,8 +127,12 @@ def write_bundle(
     (out_dir / "policy.json").write_text(policy.to_json() + "\n", encoding="utf-8")
     checkpoint = None
     if checkpoint_dir is not None:
-        shutil.copytree(checkpoint_dir, out_dir / "checkpoint", ignore=shutil.ignore_patterns("*.bin", "*.pt", "*.pkl"))
+        shutil.copytree(checkpoint_dir, out_dir / "checkpoint", ignore=shutil.ignore_patterns(*_NO_PICKLES))
         checkpoint = "checkpoint"
+    generation = None
+    if generation_dir is not None:
+        shutil.copytree(generation_dir, out_dir / "generation", ignore=shutil.ignore_patterns(*_NO_PICKLES))
+        generation = "generation"
     files = {p.relative_to(out_dir).as_posix(): sha256_file(p) for p in sorted(out_dir.rglob("*")) if p.is_file()}
     manifest = Manifest(
         format_version=FORMAT_VERSION,
@@ -121,8 +143,9 @@ def write_bundle(
         tokenizer=TokenizerSpec(file="tokenizer.json", pad_token_id=pad_token_id, special_tokens=tuple(special_tokens)),
         tasks=tasks,
         graphs=graph_specs,
-        default_graph="int8" if "int8" in graph_specs else ("fp32" if graph_specs else None),
+        default_graph=default_graph or ("int8" if "int8" in graph_specs else ("fp32" if graph_specs else None)),
         checkpoint=checkpoint,
+        generation=generation,
         policy="policy.json",
         files=files,
         lineage=Lineage(

@@ -7,6 +7,9 @@ from redone_sdk.bundle.manifest import LabelSpec, TaskSpec
 __all__ = [
     "CONTROL_TOKENS",
     "PAD_TOKEN",
+    "END_TOKEN",
+    "SCORING_TASKS",
+    "user_text",
     "MODERATION_TEMPLATE",
     "MATCHING_TEMPLATE",
     "answer_token",
@@ -16,7 +19,8 @@ __all__ = [
 ]
 
 PAD_TOKEN = "<|endoftext|>"
-CONTROL_TOKENS = (PAD_TOKEN, "<|im_start|>", "<|im_end|>")
+END_TOKEN = "<|im_end|>"
+CONTROL_TOKENS = (PAD_TOKEN, "<|im_start|>", END_TOKEN)
 
 MODERATION_TEMPLATE = (
     "<|im_start|>user\n审核这条笔记，回答 safe / offensive / hate / sexism：\n{text}<|im_end|>\n<|im_start|>assistant\n"
@@ -30,6 +34,15 @@ HARM_LABELS = ("safe", "offensive", "hate", "sexism")
 GRADES = ("-1", "0", "1", "2", "3")
 # Expected-relevance value of each SNS-Bench grade: -1 (unrelated) … 3 (exact), spread evenly over [0, 1].
 GRADE_VALUES = {"-1": 0.0, "0": 0.25, "1": 0.5, "2": 0.75, "3": 1.0}
+
+
+# SFT task name -> the scoring task (bundle task) it trains, for the tasks answered with one answer token.
+SCORING_TASKS = {"moderation": "moderation", "querycorr": "matching"}
+
+
+def user_text(template: str) -> str:
+    """The user turn inside a scoring template (between `<|im_start|>user\n` and `<|im_end|>`)."""
+    return template.split("<|im_start|>user\n", 1)[1].split("<|im_end|>", 1)[0]
 
 
 def answer_token(label: str) -> str:

@@ -134,6 +134,10 @@ class Manifest(_Frozen):
     checkpoint: str | None = Field(
         default=None, description="Folder of a Hugging Face checkpoint (safetensors) for the PyTorch backend."
     )
+    generation: str | None = Field(
+        default=None,
+        description="Folder of an ONNX causal LM with KV cache (optimum layout) for the generative tasks.",
+    )
     policy: str | None = Field(default=None, description="File of the default moderation policy.")
     files: dict[str, str] = Field(description="SHA-256 of every file the bundle uses, by relative path.")
     lineage: Lineage
@@ -161,6 +165,10 @@ class Manifest(_Frozen):
             prefix = "" if self.checkpoint == "." else self.checkpoint.rstrip("/") + "/"
             if prefix + "config.json" not in self.files:
                 raise ValueError(f"checkpoint folder {self.checkpoint!r} has no config.json listed in `files`")
+        if self.generation is not None:
+            _relative_file(self.generation)
+            if not any(name.startswith(self.generation.rstrip("/") + "/") and name.endswith(".onnx") for name in self.files):
+                raise ValueError(f"generation folder {self.generation!r} has no .onnx file listed in `files`")
         if self.default_graph is not None and self.default_graph not in self.graphs:
             raise ValueError(f"default_graph {self.default_graph!r} is not one of {sorted(self.graphs)}")
         if not self.graphs and self.checkpoint is None:

@@ -102,4 +102,4 @@ def test_label_columns_must_match_graph(bundle_copy: Path) -> None:
 
 def test_bundle_holds_no_pickles(tiny_full_bundle: Path) -> None:
     suffixes = {p.suffix for p in tiny_full_bundle.rglob("*") if p.is_file()}
-    assert suffixes <= {".json", ".onnx", ".safetensors"}, suffixes
+    assert suffixes <= {".json", ".jinja", ".onnx", ".safetensors"}, suffixes  # .jinja: the chat template

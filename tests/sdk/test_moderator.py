@@ -102,7 +102,7 @@ def test_thread_and_batch_options(tiny_bundle: Path) -> None:
 
 def test_plain_checkpoint_directory_runs_with_torch(tiny_run: Path, tiny_bundle: Path, tiny_full_bundle: Path) -> None:
     texts = ["短", "english text here", "混合 mixed 文本 " * 20]
-    plain = Moderator.load(tiny_run / "checkpoint", template=tiny_bundle)
+    plain = Moderator.load(tiny_run / "dpo" / "model", template=tiny_bundle)
     assert plain.bundle.manifest.checkpoint == "." and not plain.bundle.manifest.graphs
     reference = Moderator.load(tiny_full_bundle, backend="torch").classify_batch(texts)
     for a, b in zip(plain.classify_batch(texts), reference, strict=True):

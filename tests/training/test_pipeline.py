@@ -1,59 +1,163 @@
-"""The thin training path on the tiny preset: real data, real model, real export (built once per session)."""
+"""The three-stage pipeline on the tiny preset: real data, a real (tiny) model, real export; built once per session."""
 
 import dataclasses
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from redone_sdk import Bundle
+from redone_sdk import Bundle, Moderator
 from redone_sdk.training.config import PRESETS_DIR, PipelineConfig
 from redone_sdk.training.datasets import harm_examples, is_dev, querycorr_examples
+from redone_sdk.training.stages.common import is_done
 
 
-def test_loss_goes_down(tiny_run: Path) -> None:
-    losses = json.loads((tiny_run / "train_log.json").read_text())["loss"]
-    assert len(losses) >= 20
-    first, last = sum(losses[:5]) / 5, sum(losses[-5:]) / 5
-    assert last < first * 0.8, (first, last)
+def _losses(stage_dir: Path, key: str = "loss") -> list[float]:
+    return [e[key] for e in json.loads((stage_dir / "log.json").read_text()) if key in e]
 
 
-def test_bundle_round_trips_with_metrics_and_lineage(tiny_run: Path) -> None:
+def _config(tiny_run: Path, data_dir: Path) -> PipelineConfig:
+    return PipelineConfig.from_file(PRESETS_DIR / "tiny.json", output_dir=str(tiny_run), data__data_dir=str(data_dir))
+
+
+def test_data_stage_counts_and_files(tiny_run: Path) -> None:
+    counts = json.loads((tiny_run / "data" / "counts.json").read_text())
+    expected = {"moderation", "querycorr", "taxonomy_single", "hashtag_multiple", "mrc_simple", "ner", "gender", "chlw"}
+    assert expected <= set(counts["train"]) and all(v > 0 for v in counts["train"].values())
+    assert {"translation_zh_en", "translation_en_zh"} <= set(counts["train"])
+    assert counts["cpt"]["general_chars"] > 0 and 0.2 < counts["cpt"]["general_share"] < 0.4
+    assert {"cold_dev", "swsr_dev", "davidson_dev", "querycorr_dev"} <= set(counts["dev"])
+
+
+def test_dev_text_never_reaches_training_files(tiny_run: Path) -> None:
+    dev = [json.loads(line) for line in (tiny_run / "data" / "dev" / "scoring.jsonl").read_text().splitlines()]
+    dev_texts = {r["fields"].get("text") for r in dev if r["task"] == "moderation"}
+    train = (tiny_run / "data" / "train" / "moderation.jsonl").read_text()
+    train_texts = {json.loads(line)["fields"]["text"] for line in train.splitlines()}
+    assert dev_texts and not dev_texts & train_texts
+    corpus = {json.loads(line)["text"] for line in (tiny_run / "data" / "cpt.jsonl").read_text().splitlines()}
+    assert not dev_texts & corpus
+
+
+def test_continued_pretraining_loss_falls(tiny_run: Path) -> None:
+    losses = _losses(tiny_run / "cpt")
+    assert len(losses) >= 2 and losses[-1] < losses[0]
+
+
+def test_sft_loss_falls(tiny_run: Path) -> None:
+    losses = _losses(tiny_run / "sft")
+    assert len(losses) >= 2 and losses[-1] < losses[0] * 0.9
+
+
+def test_dpo_pairs_come_from_mistakes(tiny_run: Path) -> None:
+    pairs = [json.loads(line) for line in (tiny_run / "dpo" / "pairs.jsonl").read_text().splitlines()]
+    assert pairs
+    for pair in pairs:
+        assert pair["prompt"].startswith("<|im_start|>user\n") and pair["prompt"].endswith("<|im_start|>assistant\n")
+        assert pair["chosen"] != pair["rejected"]
+    done = json.loads((tiny_run / "dpo" / "DONE.json").read_text())
+    assert done["pairs"] == len(pairs) and done["steps"] >= 1
+
+
+def test_bundles_round_trip_with_metrics_and_lineage(tiny_run: Path) -> None:
     bundle = Bundle.load(tiny_run / "bundle")
     manifest = bundle.manifest
     assert set(manifest.graphs) == {"int8"} and manifest.default_graph == "int8"
-    assert manifest.lineage.parameters and manifest.lineage.training_config["vocab_size"] == 600
-    assert {s.name.split(" ")[0] for s in manifest.lineage.data_sources} == {"COLD", "SWSR", "Davidson", "SNS-Bench"}
+    assert manifest.lineage.training_config["model"]["vocab_size"] == 600
     assert "non-commercial" in manifest.license
     for precision in ("fp32", "int8"):
-        cold = manifest.metrics[f"{precision}/cold_dev"]
-        assert 0.0 <= cold["macro_f1"] <= 1.0 and cold["n"] == 64
+        assert 0.0 <= manifest.metrics[f"{precision}/cold_dev"]["macro_f1"] <= 1.0
+    assert "snsbench_average" in manifest.metrics["summary"]
+    assert "int8_check" in manifest.metrics
     full = Bundle.load(tiny_run / "bundle-full")
-    assert set(full.manifest.graphs) == {"fp32", "int8"} and full.manifest.checkpoint == "checkpoint"
+    assert set(full.manifest.graphs) == {"fp32", "int8"}
+    assert full.manifest.checkpoint == "checkpoint" and full.manifest.generation == "generation"
 
 
-def test_dev_parts_stay_out_of_training(data_dir: Path) -> None:
+def test_generation_graph_agrees_with_torch(tiny_run: Path) -> None:
+    import torch
+    from optimum.onnxruntime import ORTModelForCausalLM
+
+    from redone_sdk.training.model import load_model
+
+    full = tiny_run / "bundle-full"
+    ort_model = ORTModelForCausalLM.from_pretrained(str(full / "generation"), use_cache=True, local_files_only=True)
+    torch_model = load_model(full / "checkpoint").eval()
+    ids = torch.tensor([[5, 17, 42, 99, 7, 3]])
+    mask = torch.ones_like(ids)
+    with torch.no_grad():
+        expected = torch_model(input_ids=ids, attention_mask=mask).logits
+        got = ort_model(input_ids=ids, attention_mask=mask).logits
+        assert np.allclose(expected.numpy(), got.numpy(), atol=1e-4)
+        a = torch_model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=8, do_sample=False)
+        b = ort_model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=8, do_sample=False)
+    assert a.tolist() == b.tolist()
+
+
+def test_scoring_graph_agrees_with_the_exported_checkpoint(tiny_run: Path) -> None:
+    texts = ["短", "a longer english note about cooking", "混合 mixed 文本 " * 10]
+    torch_scores = Moderator.load(tiny_run / "bundle-full", backend="torch").classify_batch(texts)
+    onnx_scores = Moderator.load(tiny_run / "bundle-full", precision="fp32").classify_batch(texts)
+    for t, o in zip(torch_scores, onnx_scores, strict=True):
+        assert np.allclose(list(t.scores.values()), list(o.scores.values()), atol=1e-5)
+
+
+def test_finished_stages_are_skipped_and_changes_invalidate_downstream(tiny_run: Path, data_dir: Path) -> None:
+    config = _config(tiny_run, data_dir)
+    assert all(is_done(config, s) for s in ("data", "init", "cpt", "sft", "dpo"))
+    changed = config.replace(sft={"learning_rate": 0.0001})
+    assert is_done(changed, "cpt") and not is_done(changed, "sft") and not is_done(changed, "dpo")
+    assert is_done(config.replace(data={"harm_sources": ["cold"]}), "cpt")  # the mixture starts at sft
+
+
+def test_dev_splits_are_disjoint(data_dir: Path) -> None:
     for source in ("swsr", "davidson"):
         train = {e.record["text"] for e in harm_examples(data_dir, source, "train")}
         dev = {e.record["text"] for e in harm_examples(data_dir, source, "dev")}
-        assert dev and not train & dev
-        assert all(is_dev(t) for t in dev)
-    cold_train = {e.record["text"] for e in harm_examples(data_dir, "cold", "train")}
-    cold_dev = {e.record["text"] for e in harm_examples(data_dir, "cold", "dev")}
-    assert not cold_train & cold_dev
+        assert dev and not train & dev and all(is_dev(t) for t in dev)
     qc_train = {e.record["query"] + e.record["note"] for e in querycorr_examples(data_dir, "train")}
     qc_dev = {e.record["query"] + e.record["note"] for e in querycorr_examples(data_dir, "dev")}
     assert qc_dev and not qc_train & qc_dev
 
 
-def test_config_files_and_overrides() -> None:
-    config = PipelineConfig.from_file(PRESETS_DIR / "tiny.json", epochs=0.5, harm_sources="cold,swsr")
-    assert config.epochs == 0.5 and config.harm_sources == ("cold", "swsr")
+def test_config_files_sections_and_overrides(tmp_path: Path) -> None:
+    config = PipelineConfig.from_file(PRESETS_DIR / "tiny.json", sft__epochs=0.5, data__harm_sources="cold,swsr")
+    assert config.sft.epochs == 0.5 and config.data.harm_sources == ("cold", "swsr")
+    assert config.model.hidden_size == 32  # from the file
     with pytest.raises(dataclasses.FrozenInstanceError):
-        config.epochs = 3  # type: ignore[misc]
-
-
-def test_unknown_config_field_is_refused(tmp_path: Path) -> None:
-    (tmp_path / "c.json").write_text('{"epochs": 1, "epoch": 2}')
-    with pytest.raises(ValueError, match=r"unknown config fields \['epoch'\]"):
+        config.seed = 3  # type: ignore[misc]
+    (tmp_path / "c.json").write_text('{"sft": {"epoch": 2}}')
+    with pytest.raises(ValueError, match=r"unknown fields in config\.sft: \['epoch'\]"):
         PipelineConfig.from_file(tmp_path / "c.json")
+    (tmp_path / "d.json").write_text('{"sft": {"lora": "yes"}}')
+    with pytest.raises(ValueError, match=r"config\.sft\.lora must be true or false"):
+        PipelineConfig.from_file(tmp_path / "d.json")
+
+
+def test_every_preset_parses() -> None:
+    names = sorted(p.stem for p in PRESETS_DIR.glob("*.json"))
+    assert {"tiny", "default", "gpu"} <= set(names)
+    for name in names:
+        PipelineConfig.from_file(PRESETS_DIR / f"{name}.json")
+
+
+def test_cli_flags_reach_the_config() -> None:
+    from redone_sdk.cli import build_parser
+    from redone_sdk.training.config import config_from_args
+
+    args = build_parser().parse_args(
+        [
+            "train",
+            "sft",
+            "--config",
+            str(PRESETS_DIR / "tiny.json"),
+            "--learning-rate",
+            "0.01",
+            "--lora",
+            "--data-harm-sources",
+            "cold",
+        ]
+    )
+    config = config_from_args(args)
+    assert config.sft.learning_rate == 0.01 and config.sft.lora and config.data.harm_sources == ("cold",)

@@ -1,0 +1,178 @@
+"""What every stage shares: its folder and completion marker, the tokenizer, trainer arguments, process rank."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from redone_sdk.training.config import PipelineConfig
+
+__all__ = [
+    "StageInputMissing",
+    "configure_torch",
+    "is_main_process",
+    "is_done",
+    "mark_done",
+    "read_jsonl",
+    "stage_dir",
+    "trainer_arguments",
+    "write_jsonl",
+    "latest_model_dir",
+]
+
+log = logging.getLogger("redone_sdk.training")
+
+STAGE_ORDER = ("init", "cpt", "sft", "dpo")
+
+
+class StageInputMissing(RuntimeError):
+    """A stage was run before the one that makes its input."""
+
+
+def stage_dir(config: PipelineConfig, name: str) -> Path:
+    return Path(config.output_dir) / name
+
+
+_DEPENDS_ON = {
+    "data": ("data",),
+    "init": ("data", "model"),
+    "cpt": ("data", "model", "cpt"),
+    "sft": ("data", "model", "cpt", "sft"),
+    "dpo": ("data", "model", "cpt", "sft", "dpo"),
+    "export": ("data", "model", "cpt", "sft", "dpo", "export"),
+}
+
+
+_DATA_STAGE_FIELDS = (
+    "data_dir",
+    "general_corpus",
+    "general_ratio",
+    "cpt_max_chars",
+    "max_eval_examples",
+    "max_input_chars",
+)
+
+
+def _fingerprint(config: PipelineConfig, name: str) -> str:
+    """Hash of the configuration a stage's output depends on (its own section and those upstream)."""
+    full = config.to_dict()
+    if name in ("data", "init", "cpt"):  # the mixture fields only matter from sft on
+        full["data"] = {k: full["data"][k] for k in _DATA_STAGE_FIELDS}
+    relevant = {
+        "seed": config.seed,
+        **{section: full[section] for section in _DEPENDS_ON.get(name, _DEPENDS_ON["export"])},
+    }
+    for section in ("cpt", "sft", "dpo"):
+        if section in relevant and not relevant[section]["enabled"]:
+            relevant[section] = {"enabled": False}
+    return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def is_done(config: PipelineConfig, name: str) -> bool:
+    """True when the stage finished before with the same configuration of itself and what it depends on."""
+    marker = stage_dir(config, name) / "DONE.json"
+    if not marker.is_file():
+        return False
+    return json.loads(marker.read_text()).get("fingerprint") == _fingerprint(config, name)
+
+
+def mark_done(config: PipelineConfig, name: str, summary: dict[str, Any]) -> None:
+    if not is_main_process():
+        return
+    marker = stage_dir(config, name) / "DONE.json"
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.write_text(
+        json.dumps({"fingerprint": _fingerprint(config, name), **summary}, indent=2, sort_keys=True) + "\n"
+    )
+
+
+def latest_model_dir(config: PipelineConfig, upto: str) -> Path:
+    """The checkpoint a stage starts from: the last enabled, finished stage before `upto` (at least `init`)."""
+    enabled = {"init": True, "cpt": config.cpt.enabled, "sft": config.sft.enabled, "dpo": config.dpo.enabled}
+    order = list(STAGE_ORDER)
+    candidates = order[: order.index(upto)] if upto in order else order
+    for name in reversed(candidates):
+        if enabled[name]:
+            model_dir = stage_dir(config, name) / "model"
+            if not (model_dir / "config.json").is_file():
+                raise StageInputMissing(f"stage {name!r} has not produced {model_dir}; run `redone train {name}` first")
+            return model_dir
+    raise StageInputMissing("no model to start from")
+
+
+def is_main_process() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def configure_torch(config: PipelineConfig) -> None:
+    import torch
+
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    torch.manual_seed(config.seed)
+
+
+def trainer_arguments(
+    config: PipelineConfig,
+    out: Path,
+    *,
+    epochs: float,
+    max_steps: int,
+    batch_size: int,
+    accumulation: int,
+    learning_rate: float,
+    warmup_ratio: float,
+    weight_decay: float,
+) -> dict[str, Any]:
+    """Keyword arguments shared by trl's SFTConfig and DPOConfig (both are transformers TrainingArguments)."""
+    import torch
+
+    return {
+        "output_dir": str(out / "trainer"),
+        "num_train_epochs": epochs,
+        "max_steps": max_steps if max_steps > 0 else -1,
+        "per_device_train_batch_size": batch_size,
+        "gradient_accumulation_steps": accumulation,
+        "learning_rate": learning_rate,
+        "lr_scheduler_type": "cosine",
+        "warmup_ratio": warmup_ratio,
+        "weight_decay": weight_decay,
+        "max_grad_norm": 1.0,
+        "logging_steps": 10,
+        "logging_first_step": True,
+        "save_strategy": "steps",
+        "save_steps": 200,
+        "save_total_limit": 1,
+        "report_to": [],
+        "seed": config.seed,
+        "data_seed": config.seed,
+        "dataloader_num_workers": 0,
+        "bf16": bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported()),
+        "disable_tqdm": False,
+    }
+
+
+def last_checkpoint(out: Path) -> str | None:
+    """A Trainer checkpoint to resume from, if an earlier run of this stage stopped part-way."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    folder = out / "trainer"
+    return get_last_checkpoint(str(folder)) if folder.is_dir() else None
+
+
+def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as handle:
+        for row in rows:
+            handle.write(json.dumps(row, ensure_ascii=False, sort_keys=True) + "\n")
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        raise StageInputMissing(f"{path} is missing; run `redone train data` first")
+    with path.open(encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle if line.strip()]

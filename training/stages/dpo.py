@@ -1,0 +1,162 @@
+"""Stage 4 — preference optimization: DPO (trl) on pairs mined from the SFT model's own mistakes.
+
+For a sample of training examples the SFT model answers (one forward pass for scoring tasks, greedy decoding
+for generative ones); every wrong answer gives a pair: chosen = the gold answer, rejected = what the model said.
+Configured extra pairs (`dpo.extra_pairs`, JSON lines of {prompt, chosen, rejected}) are added.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+from redone_sdk.training.chat import ChatCodec
+from redone_sdk.training.config import PipelineConfig
+from redone_sdk.training.generation import generate_answers, predict_labels
+from redone_sdk.training.model import load_model, save_model
+from redone_sdk.training.stages.common import (
+    configure_torch,
+    is_main_process,
+    last_checkpoint,
+    latest_model_dir,
+    log,
+    mark_done,
+    read_jsonl,
+    stage_dir,
+    trainer_arguments,
+    write_jsonl,
+)
+from redone_sdk.training.stages.data import training_mixture
+from redone_sdk.training.tasks import END_TOKEN, answer_token
+from redone_sdk.training.tokenizer import chat_prompt
+
+__all__ = ["run", "mine_pairs"]
+
+
+def _normalize(text: str) -> str:
+    return " ".join(text.lower().split())
+
+
+def mine_pairs(model: Any, codec: ChatCodec, config: PipelineConfig) -> tuple[list[dict[str, str]], dict[str, int]]:
+    """Preference pairs from the model's wrong answers on training examples; also returns counts per task."""
+    rng = random.Random(config.seed + 1)
+    cfg = config.dpo
+    scoring, generative, _ = training_mixture(config)
+    # distinct examples only (upsampling repeats them)
+    scoring = list({json.dumps(r, sort_keys=True): r for r in scoring}.values())
+    generative = list({json.dumps(r, sort_keys=True): r for r in generative}.values())
+    n_generative = min(cfg.mine_generative, len(generative))
+    n_scoring = min(len(scoring), max(0, cfg.mine_examples - n_generative))
+    pairs: list[dict[str, str]] = []
+    stats: dict[str, int] = {}
+    for task in ("moderation", "matching"):
+        rows = [r for r in rng.sample(scoring, n_scoring) if r["task"] == task]
+        if not rows:
+            continue
+        predicted = predict_labels(model, codec, task, [r["fields"] for r in rows])
+        prompts = codec.scoring_prompts(task, [r["fields"] for r in rows])
+        wrong = 0
+        for row, guess, prompt_ids in zip(rows, predicted, prompts, strict=True):
+            if guess == row["label"]:
+                continue
+            wrong += 1
+            pairs.append(
+                {
+                    "prompt": codec.tokenizer.decode(prompt_ids, skip_special_tokens=False),
+                    "chosen": answer_token(row["label"]) + END_TOKEN,
+                    "rejected": answer_token(guess) + END_TOKEN,
+                }
+            )
+        stats[f"{task}/checked"], stats[f"{task}/wrong"] = len(rows), wrong
+    if n_generative:
+        rows = rng.sample(generative, n_generative)
+        answers = generate_answers(model, codec, [r["prompt"] for r in rows], max_new_tokens=48)
+        wrong = 0
+        for row, said in zip(rows, answers, strict=True):
+            if _normalize(said) == _normalize(row["answer"]):
+                continue
+            wrong += 1
+            pairs.append(
+                {
+                    "prompt": chat_prompt(row["prompt"]),
+                    "chosen": row["answer"] + END_TOKEN,
+                    "rejected": said + END_TOKEN,
+                }
+            )
+        stats["generative/checked"], stats["generative/wrong"] = len(rows), wrong
+    if cfg.extra_pairs:
+        for row in read_jsonl(Path(cfg.extra_pairs)):
+            pairs.append(
+                {
+                    "prompt": chat_prompt(row["prompt"]),
+                    "chosen": row["chosen"] + END_TOKEN,
+                    "rejected": row["rejected"] + END_TOKEN,
+                }
+            )
+        stats["extra"] = len(pairs) - sum(v for k, v in stats.items() if k.endswith("/wrong"))
+    rng.shuffle(pairs)
+    return pairs[: cfg.max_pairs], stats
+
+
+def run(config: PipelineConfig) -> Path:
+    from datasets import Dataset
+    from transformers import AutoTokenizer
+    from trl import DPOConfig, DPOTrainer
+
+    configure_torch(config)
+    out = stage_dir(config, "dpo")
+    start = latest_model_dir(config, "dpo")
+    tokenizer = AutoTokenizer.from_pretrained(str(start), local_files_only=True)
+    model = load_model(start)
+    codec = ChatCodec(start, config)
+    pairs, stats = mine_pairs(model, codec, config)
+    log.info("dpo: %d pairs mined: %s", len(pairs), stats)
+    if is_main_process():
+        write_jsonl(out / "pairs.jsonl", pairs)
+    if not pairs:
+        log.warning("dpo: the SFT model made no mistakes on the mined sample; keeping the SFT model unchanged")
+        if is_main_process():
+            save_model(model, tokenizer, out / "model")
+        mark_done(config, "dpo", {"pairs": 0, "mined": stats})
+        return out / "model"
+    cfg = config.dpo
+    args = DPOConfig(
+        **trainer_arguments(
+            config,
+            out,
+            epochs=cfg.epochs,
+            max_steps=0,
+            batch_size=cfg.batch_size,
+            accumulation=1,
+            learning_rate=cfg.learning_rate,
+            warmup_ratio=0.1,
+            weight_decay=0.0,
+        ),
+        beta=cfg.beta,
+        max_length=cfg.max_length,
+        truncation_mode="keep_end",  # keep the answers whole; a long prompt loses its head
+    )
+    trainer = DPOTrainer(
+        model=model, ref_model=None, args=args, train_dataset=Dataset.from_list(pairs), processing_class=tokenizer
+    )
+    result = trainer.train(resume_from_checkpoint=last_checkpoint(out))
+    history = trainer.state.log_history
+    losses = [e["loss"] for e in history if "loss" in e]
+    accuracies = [e["rewards/accuracies"] for e in history if "rewards/accuracies" in e]
+    summary = {
+        "pairs": len(pairs),
+        "mined": stats,
+        "steps": trainer.state.global_step,
+        "first_loss": losses[0] if losses else None,
+        "final_loss": float(sum(losses[-5:]) / len(losses[-5:])) if losses else None,
+        "final_reward_accuracy": accuracies[-1] if accuracies else None,
+        "train_runtime_s": result.metrics.get("train_runtime"),
+    }
+    if is_main_process():
+        save_model(trainer.model, tokenizer, out / "model")
+        (out / "log.json").write_text(json.dumps(history, indent=1) + "\n")
+    log.info("dpo: %s", summary)
+    mark_done(config, "dpo", summary)
+    return out / "model"

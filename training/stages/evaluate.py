@@ -1,0 +1,102 @@
+"""Stage 5 — evaluation on the dev parts: every SNS-Bench task scored the SNS-Bench way, translation, and
+harm-content precision / recall / macro-F1 per category and per data set.
+
+`evaluate_model` scores a checkpoint with torch (any stage's model, used by the ablation); `run` evaluates the
+pipeline's final model and, when the bundle exists, writes the figures into its manifest.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from redone_sdk.training.chat import ChatCodec
+from redone_sdk.training.config import PipelineConfig
+from redone_sdk.training.evaluate import classification_metrics
+from redone_sdk.training.generation import generate_answers, predict_labels
+from redone_sdk.training.model import load_model
+from redone_sdk.training.stages.common import configure_torch, is_main_process, latest_model_dir, log, stage_dir
+from redone_sdk.training.stages.data import load_dev
+
+__all__ = ["run", "evaluate_model", "harm_set_metrics", "summarize"]
+
+HARM_SETS = ("cold_dev", "swsr_dev", "davidson_dev")
+
+
+def harm_set_metrics(set_name: str, gold: list[str], predicted: list[str]) -> dict[str, float]:
+    """COLD and SWSR are scored harmful-vs-safe (their own label space); Davidson over its three classes."""
+    if set_name.startswith(("cold", "swsr")):
+        gold = ["harmful" if g != "safe" else "safe" for g in gold]
+        predicted = ["harmful" if p != "safe" else "safe" for p in predicted]
+        return classification_metrics(gold, predicted, ["safe", "harmful"])
+    if set_name.startswith("davidson"):
+        return classification_metrics(gold, predicted, ["safe", "offensive", "hate"])
+    return classification_metrics(gold, predicted, sorted(set(gold)))
+
+
+def evaluate_model(model_dir: Path, config: PipelineConfig, tasks: set[str] | None = None) -> dict[str, Any]:
+    """Dev metrics of a checkpoint: {"scoring": {set: metrics}, "generative": {task: metrics}, "summary": {...}}."""
+    from redone_sdk.training.instructions import ChatExample
+    from redone_sdk.training.snsbench_metrics import score_task
+
+    model = load_model(model_dir)
+    model.eval()
+    codec = ChatCodec(model_dir, config)
+    dev_scoring, dev_generative = load_dev(config)
+    scoring: dict[str, dict[str, float]] = {}
+    for set_name in sorted({r["set"] for r in dev_scoring}):
+        rows = [r for r in dev_scoring if r["set"] == set_name]
+        task = rows[0]["task"]
+        if tasks is not None and ("moderation" if task == "moderation" else "querycorr") not in tasks:
+            continue
+        predicted = predict_labels(model, codec, task, [r["fields"] for r in rows])
+        gold = [r["label"] for r in rows]
+        scoring[set_name] = (
+            harm_set_metrics(set_name, gold, predicted)
+            if set_name in HARM_SETS
+            else (classification_metrics(gold, predicted, ["-1", "0", "1", "2", "3"]))
+        )
+    generative: dict[str, dict[str, float]] = {}
+    for task in sorted({r["task"] for r in dev_generative}):
+        if tasks is not None and task not in tasks:
+            continue
+        rows = [r for r in dev_generative if r["task"] == task]
+        examples = [ChatExample.from_dict(r) for r in rows]
+        longest = max(len(codec.answer_ids(r["answer"])) for r in rows)
+        answers = generate_answers(model, codec, [r["prompt"] for r in rows], max_new_tokens=min(128, longest + 16))
+        generative[task] = score_task(task, answers, examples)
+    return {"scoring": scoring, "generative": generative, "summary": summarize(scoring, generative)}
+
+
+def summarize(scoring: dict[str, dict[str, float]], generative: dict[str, dict[str, float]]) -> dict[str, float]:
+    """The headline figures: SNS-Bench average, harm macro-F1 (mean over sets), translation."""
+    from redone_sdk.training.snsbench_metrics import average
+
+    scores = {task: m["score"] for task, m in generative.items() if "score" in m}
+    if "querycorr_dev" in scoring:
+        scores["querycorr"] = scoring["querycorr_dev"]["macro_f1"]  # one forward pass: every answer parses
+    summary: dict[str, float] = {}
+    bench = {t: s for t, s in scores.items() if not t.startswith("translation")}
+    if bench:
+        summary["snsbench_average"] = float(average(bench))
+    harm = [scoring[s]["macro_f1"] for s in HARM_SETS if s in scoring]
+    if harm:
+        summary["harm_macro_f1"] = float(sum(harm) / len(harm))
+    translation = [s for t, s in scores.items() if t.startswith("translation")]
+    if translation:
+        summary["translation"] = float(sum(translation) / len(translation))
+    return summary
+
+
+def run(config: PipelineConfig) -> Path:
+    configure_torch(config)
+    out = stage_dir(config, "eval")
+    model_dir = latest_model_dir(config, "export")
+    metrics = evaluate_model(model_dir, config)
+    metrics["model"] = str(model_dir)
+    if is_main_process():
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    log.info("eval: %s", json.dumps(metrics["summary"]))
+    return out / "metrics.json"

@@ -1,0 +1,148 @@
+"""Stage 6 — export: the final model as ONNX (scoring graph fp32 + int8, generation graph with KV cache) and
+the bundles: `bundle-full/` (everything, with the checkpoint) and `bundle/` (what ships).
+
+The int8 graph must keep every dev metric of the scoring tasks within `export.int8_tolerance` of fp32; when it
+does not, the bundle ships fp32 as its default graph and says so in its metrics.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from redone_sdk.bundle.manifest import DataSource
+from redone_sdk.training.chat import ChatCodec
+from redone_sdk.training.config import PipelineConfig
+from redone_sdk.training.datasets import DATA_SOURCES, Example
+from redone_sdk.training.evaluate import evaluate_bundle
+from redone_sdk.training.export import export_generation_graph, export_scoring_graph, quantize_int8, write_bundle
+from redone_sdk.training.model import load_model
+from redone_sdk.training.stages.common import (
+    configure_torch,
+    is_main_process,
+    latest_model_dir,
+    log,
+    mark_done,
+    stage_dir,
+)
+from redone_sdk.training.stages.data import load_dev
+from redone_sdk.training.tasks import answer_tokens
+from redone_sdk.training.tokenizer import special_tokens
+
+__all__ = ["run", "bundle_license"]
+
+NON_COMMERCIAL = (
+    "CC BY-NC-SA 4.0 (trained on SNS-Bench / SNS-TransBench: non-commercial use only, "
+    "derivatives under the same license)"
+)
+
+
+def bundle_license(config: PipelineConfig) -> tuple[str, list[DataSource]]:
+    """The weights' license follows the data: any SNS-Bench or SNS-TransBench text makes them non-commercial."""
+    used = list(config.data.harm_sources)
+    snsbench = (
+        config.data.matching or config.cpt.enabled or any(t not in ("moderation",) for t in config.data.sft_tasks)
+    )
+    if snsbench:
+        used += ["sns-bench", "sns-transbench"]
+    sources = [DataSource(name=DATA_SOURCES[s][0], license=DATA_SOURCES[s][1]) for s in used]
+    return (NON_COMMERCIAL if snsbench else "Apache-2.0"), sources
+
+
+def dev_examples(config: PipelineConfig) -> dict[str, list[Example]]:
+    scoring, _ = load_dev(config)
+    sets: dict[str, list[Example]] = {}
+    for row in scoring:
+        example = Example(
+            task=row["task"], fields=tuple(row["fields"].items()), label=row["label"], source=row["source"]
+        )
+        sets.setdefault(row["set"], []).append(example)
+    return sets
+
+
+def run(config: PipelineConfig) -> Path:
+    configure_torch(config)
+    out = stage_dir(config, "export")
+    root = Path(config.output_dir)
+    model_dir = latest_model_dir(config, "export")
+    model = load_model(model_dir).eval()
+    codec = ChatCodec(model_dir, config)
+    label_ids = [codec.token_ids[t] for t in answer_tokens()]
+    cfg = config.export
+    longest = max(config.model.moderation_max_length, config.model.matching_max_length)
+    fp32 = export_scoring_graph(model, label_ids, out / "scoring.fp32.onnx", max_length=longest, opset=cfg.opset)
+    int8 = quantize_int8(fp32, out / "scoring.int8.onnx")
+    generation = export_generation_graph(model_dir, out / "generation") if cfg.generation_graph else None
+    license, sources = bundle_license(config)
+    common: dict[str, Any] = {
+        "name": config.bundle_name,
+        "version": config.bundle_version,
+        "description": "Qwen2-architecture model post-trained by redone-sdk's pipeline "
+        f"(continued pretraining: {config.cpt.enabled}, SFT: {config.sft.enabled}, DPO: {config.dpo.enabled}): "
+        "harm taxonomy (safe/offensive/hate/sexism) and SNS-Bench query-note relevance by one forward pass; "
+        "other SNS-Bench tasks and translation through the generation graph.",
+        "license": license,
+        "tokenizer_file": model_dir / "tokenizer.json",
+        "pad_token_id": codec.pad_id,
+        "special_tokens": special_tokens(),
+        "tasks": codec.tasks,
+        "label_token_ids": label_ids,
+        "data_sources": sources,
+        "training_config": config.to_dict(),
+        "architecture": type(model).__name__,
+        "parameters": sum(p.numel() for p in model.parameters()),
+    }
+    graphs = {"fp32": (fp32, cfg.opset), "int8": (int8, cfg.opset)}
+    full = write_bundle(
+        root / "bundle-full", graphs=graphs, metrics={}, checkpoint_dir=model_dir, generation_dir=generation, **common
+    )
+
+    metrics: dict[str, dict[str, float]] = {}
+    dev = dev_examples(config)
+    for precision in ("fp32", "int8"):
+        for set_name, values in evaluate_bundle(full.path, dev, precision=precision).items():
+            metrics[f"{precision}/{set_name}"] = values
+    drops = [metrics[f"fp32/{s}"][k] - metrics[f"int8/{s}"][k] for s in dev for k in ("macro_f1", "accuracy")]
+    max_drop = max(drops) if drops else 0.0
+    within = max_drop <= cfg.int8_tolerance
+    metrics["int8_check"] = {
+        "max_drop": round(max_drop, 4),
+        "tolerance": cfg.int8_tolerance,
+        "within_tolerance": float(within),
+    }
+    if not within:
+        log.warning(
+            "export: int8 loses %.3f on a dev metric (tolerance %.3f): shipping fp32 as default",
+            max_drop,
+            cfg.int8_tolerance,
+        )
+    evaluation = stage_dir(config, "eval") / "metrics.json"
+    if evaluation.is_file():
+        measured = json.loads(evaluation.read_text())
+        metrics["summary"] = measured["summary"]
+        for task, values in measured["generative"].items():
+            metrics[f"torch/{task}"] = {k: float(v) for k, v in values.items() if isinstance(v, int | float)}
+    shipped = {"int8": ["int8"], "fp32": ["fp32"], "both": ["fp32", "int8"]}[cfg.ship_precision]
+    if not within and "fp32" not in shipped:
+        shipped.append("fp32")
+    bundle = write_bundle(
+        root / "bundle",
+        graphs={p: graphs[p] for p in shipped},
+        metrics=metrics,
+        checkpoint_dir=model_dir if cfg.keep_checkpoint else None,
+        default_graph="int8" if within and "int8" in shipped else "fp32",
+        **common,
+    )
+    if is_main_process():
+        write_bundle(
+            root / "bundle-full",
+            graphs=graphs,
+            metrics=metrics,
+            checkpoint_dir=model_dir,
+            generation_dir=generation,
+            **common,
+        )
+    log.info("export: bundle %s, int8 max drop %.4f", bundle.path, max_drop)
+    mark_done(config, "export", {"bundle": str(bundle.path), "int8_max_drop": max_drop})
+    return bundle.path
