@@ -119,8 +119,12 @@ class DPOStageConfig:
     extra_pairs: str = _f("", "JSON-lines file of extra {prompt, chosen, rejected} pairs (prompt = user text).")
     beta: float = _f(0.1, "DPO beta (strength of the KL anchor to the SFT model).")
     epochs: float = _f(1.0, "Passes over the pairs.")
+    max_steps: int = _f(0, "Stop after this many steps (0: use epochs).")
     batch_size: int = _f(16, "Pairs per step (per device).")
+    gradient_accumulation: int = _f(1, "Steps accumulated per optimizer update.")
     learning_rate: float = _f(5e-5, "Peak learning rate.")
+    warmup_ratio: float = _f(0.1, "Share of steps for linear warm-up.")
+    weight_decay: float = _f(0.0, "AdamW weight decay.")
     max_length: int = _f(320, "Most tokens of prompt + answer.")
 
 

@@ -6,6 +6,7 @@ import hashlib
 import json
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,8 @@ __all__ = [
     "read_jsonl",
     "stage_dir",
     "trainer_arguments",
+    "start_model",
+    "train_and_save",
     "write_jsonl",
     "latest_model_dir",
 ]
@@ -116,31 +119,22 @@ def configure_torch(config: PipelineConfig) -> None:
     torch.manual_seed(config.seed)
 
 
-def trainer_arguments(
-    config: PipelineConfig,
-    out: Path,
-    *,
-    epochs: float,
-    max_steps: int,
-    batch_size: int,
-    accumulation: int,
-    learning_rate: float,
-    warmup_ratio: float,
-    weight_decay: float,
-) -> dict[str, Any]:
-    """Keyword arguments shared by trl's SFTConfig and DPOConfig (both are transformers TrainingArguments)."""
+def trainer_arguments(config: PipelineConfig, out: Path, section: Any) -> dict[str, Any]:
+    """Keyword arguments shared by trl's SFTConfig and DPOConfig (both are transformers TrainingArguments),
+    from a stage section with epochs, max_steps, batch_size, gradient_accumulation, learning_rate,
+    warmup_ratio and weight_decay."""
     import torch
 
     return {
         "output_dir": str(out / "trainer"),
-        "num_train_epochs": epochs,
-        "max_steps": max_steps if max_steps > 0 else -1,
-        "per_device_train_batch_size": batch_size,
-        "gradient_accumulation_steps": accumulation,
-        "learning_rate": learning_rate,
+        "num_train_epochs": section.epochs,
+        "max_steps": section.max_steps if section.max_steps > 0 else -1,
+        "per_device_train_batch_size": section.batch_size,
+        "gradient_accumulation_steps": section.gradient_accumulation,
+        "learning_rate": section.learning_rate,
         "lr_scheduler_type": "cosine",
-        "warmup_ratio": warmup_ratio,
-        "weight_decay": weight_decay,
+        "warmup_ratio": section.warmup_ratio,
+        "weight_decay": section.weight_decay,
         "max_grad_norm": 1.0,
         "logging_steps": 10,
         "logging_first_step": True,
@@ -154,6 +148,49 @@ def trainer_arguments(
         "bf16": bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported()),
         "disable_tqdm": False,
     }
+
+
+def start_model(config: PipelineConfig, stage: str) -> tuple[Path, Path, Any, Any]:
+    """(stage folder, the checkpoint it starts from, its tokenizer, its model) for a training stage."""
+    from transformers import AutoTokenizer
+
+    from redone_sdk.training.model import load_model
+
+    configure_torch(config)
+    start = latest_model_dir(config, stage)
+    tokenizer = AutoTokenizer.from_pretrained(str(start), local_files_only=True)
+    return stage_dir(config, stage), start, tokenizer, load_model(start)
+
+
+def train_and_save(
+    config: PipelineConfig,
+    stage: str,
+    trainer: Any,
+    tokenizer: Any,
+    extra: dict[str, Any],
+    finalize: Callable[[Any], Any] | None = None,
+) -> Path:
+    """Train (resuming from the stage's last checkpoint), save `<stage>/model` and `log.json`, mark done."""
+    from redone_sdk.training.model import save_model
+
+    out = stage_dir(config, stage)
+    result = trainer.train(resume_from_checkpoint=last_checkpoint(out))
+    model = finalize(trainer.model) if finalize else trainer.model
+    history = trainer.state.log_history
+    losses = [e["loss"] for e in history if "loss" in e]
+    summary = {
+        **extra,
+        "steps": trainer.state.global_step,
+        "first_loss": losses[0] if losses else None,
+        "final_loss": float(sum(losses[-5:]) / len(losses[-5:])) if losses else None,
+        "train_runtime_s": result.metrics.get("train_runtime"),
+    }
+    if is_main_process():
+        save_model(model, tokenizer, out / "model")
+        (out / "log.json").write_text(json.dumps(history, indent=1) + "\n")
+    log.info("%s: %s", stage, summary)
+    mark_done(config, stage, summary)
+    return out / "model"
 
 
 def last_checkpoint(out: Path) -> str | None:

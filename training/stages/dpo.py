@@ -15,16 +15,14 @@ from typing import Any
 from redone_sdk.training.chat import ChatCodec
 from redone_sdk.training.config import PipelineConfig
 from redone_sdk.training.generation import generate_answers, predict_labels
-from redone_sdk.training.model import load_model, save_model
+from redone_sdk.training.model import save_model
 from redone_sdk.training.stages.common import (
-    configure_torch,
     is_main_process,
-    last_checkpoint,
-    latest_model_dir,
     log,
     mark_done,
     read_jsonl,
-    stage_dir,
+    start_model,
+    train_and_save,
     trainer_arguments,
     write_jsonl,
 )
@@ -102,16 +100,10 @@ def mine_pairs(model: Any, codec: ChatCodec, config: PipelineConfig) -> tuple[li
 
 def run(config: PipelineConfig) -> Path:
     from datasets import Dataset
-    from transformers import AutoTokenizer
     from trl import DPOConfig, DPOTrainer
 
-    configure_torch(config)
-    out = stage_dir(config, "dpo")
-    start = latest_model_dir(config, "dpo")
-    tokenizer = AutoTokenizer.from_pretrained(str(start), local_files_only=True)
-    model = load_model(start)
-    codec = ChatCodec(start, config)
-    pairs, stats = mine_pairs(model, codec, config)
+    out, start, tokenizer, model = start_model(config, "dpo")
+    pairs, stats = mine_pairs(model, ChatCodec(start, config), config)
     log.info("dpo: %d pairs mined: %s", len(pairs), stats)
     if is_main_process():
         write_jsonl(out / "pairs.jsonl", pairs)
@@ -123,17 +115,7 @@ def run(config: PipelineConfig) -> Path:
         return out / "model"
     cfg = config.dpo
     args = DPOConfig(
-        **trainer_arguments(
-            config,
-            out,
-            epochs=cfg.epochs,
-            max_steps=0,
-            batch_size=cfg.batch_size,
-            accumulation=1,
-            learning_rate=cfg.learning_rate,
-            warmup_ratio=0.1,
-            weight_decay=0.0,
-        ),
+        **trainer_arguments(config, out, cfg),
         beta=cfg.beta,
         max_length=cfg.max_length,
         truncation_mode="keep_end",  # keep the answers whole; a long prompt loses its head
@@ -141,22 +123,7 @@ def run(config: PipelineConfig) -> Path:
     trainer = DPOTrainer(
         model=model, ref_model=None, args=args, train_dataset=Dataset.from_list(pairs), processing_class=tokenizer
     )
-    result = trainer.train(resume_from_checkpoint=last_checkpoint(out))
-    history = trainer.state.log_history
-    losses = [e["loss"] for e in history if "loss" in e]
-    accuracies = [e["rewards/accuracies"] for e in history if "rewards/accuracies" in e]
-    summary = {
-        "pairs": len(pairs),
-        "mined": stats,
-        "steps": trainer.state.global_step,
-        "first_loss": losses[0] if losses else None,
-        "final_loss": float(sum(losses[-5:]) / len(losses[-5:])) if losses else None,
-        "final_reward_accuracy": accuracies[-1] if accuracies else None,
-        "train_runtime_s": result.metrics.get("train_runtime"),
-    }
-    if is_main_process():
-        save_model(trainer.model, tokenizer, out / "model")
-        (out / "log.json").write_text(json.dumps(history, indent=1) + "\n")
-    log.info("dpo: %s", summary)
-    mark_done(config, "dpo", summary)
-    return out / "model"
+    path = train_and_save(config, "dpo", trainer, tokenizer, {"pairs": len(pairs), "mined": stats})
+    accuracies = [e["rewards/accuracies"] for e in trainer.state.log_history if "rewards/accuracies" in e]
+    log.info("dpo: reward accuracy %s -> %s", accuracies[:1], accuracies[-1:])
+    return path

@@ -6,23 +6,12 @@ masked (-100 on the prompt), so scoring tasks train on exactly the prompt the SD
 
 from __future__ import annotations
 
-import json
 import random
 from pathlib import Path
 
 from redone_sdk.training.chat import ChatCodec
 from redone_sdk.training.config import PipelineConfig
-from redone_sdk.training.model import load_model, save_model
-from redone_sdk.training.stages.common import (
-    configure_torch,
-    is_main_process,
-    last_checkpoint,
-    latest_model_dir,
-    log,
-    mark_done,
-    stage_dir,
-    trainer_arguments,
-)
+from redone_sdk.training.stages.common import log, start_model, train_and_save, trainer_arguments
 from redone_sdk.training.stages.data import training_mixture
 
 __all__ = ["run", "build_rows"]
@@ -47,16 +36,10 @@ def build_rows(codec: ChatCodec, config: PipelineConfig) -> tuple[list[dict], di
 
 def run(config: PipelineConfig) -> Path:
     from datasets import Dataset
-    from transformers import AutoTokenizer
     from trl import SFTConfig, SFTTrainer
 
-    configure_torch(config)
-    out = stage_dir(config, "sft")
-    start = latest_model_dir(config, "sft")
-    tokenizer = AutoTokenizer.from_pretrained(str(start), local_files_only=True)
-    model = load_model(start)
-    codec = ChatCodec(start, config)
-    rows, counts = build_rows(codec, config)
+    out, start, tokenizer, model = start_model(config, "sft")
+    rows, counts = build_rows(ChatCodec(start, config), config)
     if not rows:
         raise ValueError("no SFT examples: check data.sft_tasks")
     longest = max(len(r["input_ids"]) for r in rows)
@@ -74,17 +57,7 @@ def run(config: PipelineConfig) -> Path:
             task_type="CAUSAL_LM",
         )
     args = SFTConfig(
-        **trainer_arguments(
-            config,
-            out,
-            epochs=cfg.epochs,
-            max_steps=cfg.max_steps,
-            batch_size=cfg.batch_size,
-            accumulation=cfg.gradient_accumulation,
-            learning_rate=cfg.learning_rate,
-            warmup_ratio=cfg.warmup_ratio,
-            weight_decay=cfg.weight_decay,
-        ),
+        **trainer_arguments(config, out, cfg),
         max_length=longest,
         packing=False,
         group_by_length=True,  # batches of similar length: far less padding on CPU
@@ -96,23 +69,7 @@ def run(config: PipelineConfig) -> Path:
         processing_class=tokenizer,
         peft_config=peft_config,
     )
-    result = trainer.train(resume_from_checkpoint=last_checkpoint(out))
-    trained = trainer.model
-    if cfg.lora:
-        trained = trained.merge_and_unload()
-    losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
-    summary = {
-        "examples": len(rows),
-        "tasks": counts,
-        "steps": trainer.state.global_step,
-        "first_loss": losses[0] if losses else None,
-        "final_loss": float(sum(losses[-5:]) / len(losses[-5:])) if losses else None,
-        "train_runtime_s": result.metrics.get("train_runtime"),
-        "lora": cfg.lora,
-    }
-    if is_main_process():
-        save_model(trained, tokenizer, out / "model")
-        (out / "log.json").write_text(json.dumps(trainer.state.log_history, indent=1) + "\n")
-    log.info("sft: %s", summary)
-    mark_done(config, "sft", summary)
-    return out / "model"
+    merge = (lambda m: m.merge_and_unload()) if cfg.lora else None
+    return train_and_save(
+        config, "sft", trainer, tokenizer, {"examples": len(rows), "tasks": counts, "lora": cfg.lora}, merge
+    )

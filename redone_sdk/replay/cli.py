@@ -1,0 +1,409 @@
+"""`redone replay …` (also `python -m redone_sdk.replay …`): synth, exposure, search, report, demo.
+
+Registered through the `redone_sdk.cli` entry-point group: `register(subparsers)` adds the `replay`
+parser and sets `handler=run`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import logging
+import re
+import sys
+from datetime import timedelta
+from pathlib import Path
+
+__all__ = ["register", "run", "main", "parse_duration"]
+
+# The `redone` front end loads every plug-in to build its parser: fail here, cheaply, when the extra is
+# missing, so that it shows `replay` as unavailable instead of failing later with a traceback.
+for _module in ("pyarrow", "matplotlib"):
+    if importlib.util.find_spec(_module) is None:
+        raise ImportError(f"redone replay needs {_module}: pip install 'redone-sdk[replay]'", name=_module)
+
+EXIT_OK, EXIT_BAD_ROWS, EXIT_ERROR = 0, 1, 2
+CONTROL_WORDS = ("none", "control")
+
+_DURATION = re.compile(
+    r"^\s*(?:(\d+(?:\.\d+)?)d)?\s*(?:(\d+(?:\.\d+)?)h)?\s*(?:(\d+(?:\.\d+)?)m)?\s*(?:(\d+(?:\.\d+)?)s?)?\s*$"
+)
+
+
+def parse_duration(text: str) -> timedelta:
+    """`6h`, `90m`, `1d12h`, `45s` or plain seconds (`3600`)."""
+    match = _DURATION.match(text)
+    if not text.strip() or match is None or not any(match.groups()):
+        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (use e.g. 6h, 90m, 1d12h, 3600)")
+    days, hours, minutes, seconds = (float(g) if g else 0.0 for g in match.groups())
+    return timedelta(days=days, hours=hours, minutes=minutes, seconds=seconds)
+
+
+def _name_value(text: str) -> tuple[str, str]:
+    name, sep, value = text.partition("=")
+    if not sep or not name.strip() or not value.strip():
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
+    return name.strip(), value.strip()
+
+
+def _named_duration(text: str) -> tuple[str, timedelta]:
+    name, value = _name_value(text)
+    return name, parse_duration(value)
+
+
+# ---------------------------------------------------------------------------------------- handlers
+
+
+def _synth(args: argparse.Namespace) -> int:
+    from redone_sdk.replay.synth import SynthConfig, synthesize
+
+    config = SynthConfig(
+        seed=args.seed,
+        users=args.users,
+        notes=args.notes,
+        impressions=args.impressions,
+        days=args.days,
+        harmful_note_share=args.harmful_note_share,
+        harmful_rate=args.harmful_rate,
+        search_sessions=args.sessions,
+        page_size=args.page_size,
+        search_split=args.search_split,
+        bad_rows=args.bad_rows,
+    )
+    manifest = synthesize(args.out, config, data_dir=args.data_dir)
+    rows = manifest["rows"]
+    print(
+        f"wrote {args.out}: {rows['impressions']:,} impressions of {rows['feed_notes']:,} notes "
+        f"({rows['harmful_feed_notes']:,} harmful), {rows['sessions']:,} search sessions "
+        f"over {rows['queries']:,} queries"
+    )
+    return EXIT_OK
+
+
+def _cache(args: argparse.Namespace):
+    from redone_sdk.replay.arms import ScoreCache
+
+    if args.no_cache:
+        return ScoreCache()
+    directory = args.cache_dir if args.cache_dir else Path(args.out) / "score-cache"
+    return ScoreCache(directory)
+
+
+def _model_options(args: argparse.Namespace) -> dict:
+    return {"backend": args.backend, "batch_size": args.batch_size, "intra_op_threads": args.threads}
+
+
+def _build_arms(args: argparse.Namespace) -> tuple[list, str]:
+    from redone_sdk.moderator import Moderator
+    from redone_sdk.policy import Policy
+    from redone_sdk.replay.arms import Arm
+    from redone_sdk.replay.schemas import ReplayInputError
+
+    specs = args.arm or []
+    policies = dict(args.policy or [])
+    delays = dict(args.arm_review_delay or [])
+    names = [n for n, _ in specs]
+    for what, mapping in (("--policy", policies), ("--arm-review-delay", delays)):
+        unknown = sorted(set(mapping) - set(names))
+        if unknown:
+            raise ReplayInputError(f"{what} names arms that no --arm defines: {unknown}")
+    arms = []
+    if not any(value.lower() in CONTROL_WORDS for _, value in specs) and args.control is None:
+        arms.append(Arm.control("logged"))
+    loaded: dict[str, Moderator] = {}
+    for name, value in specs:
+        if value.lower() in CONTROL_WORDS:
+            if name in policies:
+                raise ReplayInputError(f"arm {name!r} is a control arm (no model); it takes no --policy")
+            arms.append(Arm(name=name, review_delay=delays.get(name)))
+            continue
+        key = "default" if value.lower() == "default" else str(Path(value).resolve())
+        if key not in loaded:
+            loaded[key] = Moderator.load(None if key == "default" else value, **_model_options(args))
+        moderator = loaded[key]
+        if name in policies:
+            moderator = moderator.with_policy(Policy.load(policies[name]))
+        arms.append(Arm(name=name, moderator=moderator, review_delay=delays.get(name)))
+    control = args.control or next(a.name for a in arms if a.is_control)
+    return arms, control
+
+
+def _finish(issues: list, args: argparse.Namespace, html_path: Path) -> int:
+    print(f"report: {html_path} (and {html_path.with_suffix('.md').name}, figures/, JSON results)")
+    bad = sum(i.bad_rows for i in issues)
+    for i in issues:
+        print(f"  {i.summary()}", file=sys.stderr)
+    if bad and not args.allow_bad_rows:
+        print(
+            f"{bad} bad input rows were left out and counted in the report (exit 1; --allow-bad-rows to exit 0)",
+            file=sys.stderr,
+        )
+        return EXIT_BAD_ROWS
+    return EXIT_OK
+
+
+def _exposure(args: argparse.Namespace) -> int:
+    from redone_sdk.replay.exposure import ExposureSettings, replay_exposure
+    from redone_sdk.replay.report import write_report
+
+    arms, control = _build_arms(args)
+    settings = ExposureSettings(
+        review_delay=args.review_delay,
+        review_clock=args.review_clock,
+        unlabeled_review=args.unlabeled_review,
+        bootstrap=args.bootstrap,
+        confidence=args.confidence,
+        seed=args.seed,
+        user_buckets=args.user_buckets,
+        batch_rows=args.batch_rows,
+        surfaces=tuple(args.surface) if args.surface else None,
+        sweep_points=args.sweep_points,
+        spill_dir=args.spill_dir,
+    )
+    result = replay_exposure(
+        args.impressions, args.notes, arms, labels=args.labels, control=control, settings=settings, cache=_cache(args)
+    )
+    for arm in result.arms:
+        if arm.name != result.control:
+            print(
+                f"{arm.name}: harmful exposure rate {arm.harmful_exposure_rate.fmt(digits=5)}, "
+                f"change vs {result.control} {arm.change_vs_control.fmt(percent=True, signed=True)}, "
+                f"benign exposures removed {arm.benign_exposures_removed:,}, notes actioned {arm.notes_actioned:,}"
+            )
+    html_path = write_report(args.out, exposure=result)
+    return _finish(list(result.inputs.values()), args, html_path)
+
+
+def _search(args: argparse.Namespace) -> int:
+    from redone_sdk.matcher import NoteQueryMatcher
+    from redone_sdk.replay.report import write_report
+    from redone_sdk.replay.search import SearchSettings, replay_search
+
+    matcher = NoteQueryMatcher.load(None if args.bundle in (None, "default") else args.bundle, **_model_options(args))
+    settings = SearchSettings(
+        attractiveness=args.attractiveness,
+        relevance_bins=args.relevance_bins,
+        prior_strength=args.prior_strength,
+        bootstrap=args.bootstrap,
+        confidence=args.confidence,
+        seed=args.seed,
+    )
+    result = replay_search(
+        args.sessions, args.notes, matcher, judgments=args.judgments, settings=settings, cache=_cache(args)
+    )
+    print(
+        f"click page rate: logged {result.model_cpr_logged.fmt(percent=True)} (observed "
+        f"{result.observed_cpr_logged.fmt(percent=True)}), reranked {result.model_cpr_new.fmt(percent=True)}, "
+        f"change {result.change.fmt(percent=True, signed=True)}"
+    )
+    html_path = write_report(args.out, search=result)
+    return _finish(list(result.inputs.values()), args, html_path)
+
+
+def _report(args: argparse.Namespace) -> int:
+    from redone_sdk.replay.report import write_report
+
+    print(f"report: {write_report(args.out)}")
+    return EXIT_OK
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from redone_sdk.bundle import Bundle
+    from redone_sdk.replay.synth import SynthConfig, synthesize
+
+    Bundle.load(None if args.bundle in (None, "default") else args.bundle, verify=False)  # fail before synthesizing
+    out = Path(args.out)
+    data = out / "data"
+    synthesize(data, SynthConfig(seed=args.seed, impressions=args.impressions, bad_rows=25), data_dir=args.data_dir)
+    print(f"synthetic log in {data} (25 malformed impressions mixed in on purpose)")
+    bundle = args.bundle or "default"
+    data_args = ["--notes", str(data / "notes.parquet"), "--out", str(out), "--allow-bad-rows"]
+    data_args += ["--seed", str(args.seed), "--bootstrap", str(args.bootstrap)]
+    exposure_argv = [
+        "exposure",
+        "--impressions",
+        str(data / "impressions.parquet"),
+        "--labels",
+        str(data / "labels.parquet"),
+    ]
+    exposure_argv += ["--arm", f"redone={bundle}", *data_args]
+    if args.strict_policy:
+        exposure_argv += ["--arm", f"redone-strict={bundle}", "--policy", f"redone-strict={args.strict_policy}"]
+    exposure_args = _parser_for_demo().parse_args(exposure_argv)
+    _copy_model_options(args, exposure_args)
+    status = _exposure(exposure_args)
+    search_argv = [
+        "search",
+        "--sessions",
+        str(data / "sessions.parquet"),
+        "--judgments",
+        str(data / "judgments.parquet"),
+    ]
+    search_args = _parser_for_demo().parse_args([*search_argv, "--bundle", bundle, *data_args])
+    _copy_model_options(args, search_args)
+    return max(status, _search(search_args))
+
+
+def _copy_model_options(source: argparse.Namespace, target: argparse.Namespace) -> None:
+    target.backend, target.batch_size, target.threads = source.backend, source.batch_size, source.threads
+
+
+def _parser_for_demo() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="redone replay")
+    _add_commands(parser.add_subparsers(dest="replay_command", required=True))
+    return parser
+
+
+# ------------------------------------------------------------------------------------------ parsers
+
+
+def _add_model_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--backend", choices=["auto", "onnx", "torch"], default="auto", help="Inference backend.")
+    parser.add_argument("--batch-size", type=int, default=32, help="Notes per forward pass.")
+    parser.add_argument("--threads", type=int, default=None, help="Intra-op threads (default: ONNX Runtime's).")
+
+
+def _add_common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", required=True, help="Report folder (report.md, report.html, figures/, *.json).")
+    parser.add_argument("--bootstrap", type=int, default=1000, help="Bootstrap replicates (0: no intervals).")
+    parser.add_argument("--confidence", type=float, default=0.95, help="Interval level.")
+    parser.add_argument("--seed", type=int, default=0, help="Seed of the bootstrap.")
+    parser.add_argument("--cache-dir", default=None, help="Score cache folder (default: OUT/score-cache).")
+    parser.add_argument("--no-cache", action="store_true", help="Keep scores in memory only.")
+    parser.add_argument(
+        "--allow-bad-rows",
+        action="store_true",
+        help="Exit 0 even when input rows were bad (they are reported either way).",
+    )
+    _add_model_options(parser)
+
+
+def _add_commands(commands: argparse._SubParsersAction) -> None:
+    synth = commands.add_parser(
+        "synth",
+        help="Write a seeded synthetic log from the shared labeled data.",
+        description="Write impressions, notes, labels, search sessions and judgments (Parquet) built from the "
+        "harm sets' dev parts and SNS-Bench QueryCorr. Outputs derived from SNS-Bench are CC BY-NC-SA 4.0.",
+    )
+    synth.add_argument("--out", required=True, help="Folder to write.")
+    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--users", type=int, default=5_000)
+    synth.add_argument("--notes", type=int, default=4_000, help="Feed notes.")
+    synth.add_argument("--impressions", type=int, default=300_000)
+    synth.add_argument("--days", type=int, default=14)
+    synth.add_argument("--harmful-note-share", type=float, default=0.15, help="Share of feed notes that are harmful.")
+    synth.add_argument("--harmful-rate", type=float, default=0.05, help="Expected share of exposures that are harmful.")
+    synth.add_argument("--sessions", type=int, default=5_000, help="Search page views.")
+    synth.add_argument("--page-size", type=int, default=10)
+    synth.add_argument(
+        "--search-split", choices=["dev", "all"], default="dev", help="QueryCorr queries used for search."
+    )
+    synth.add_argument("--bad-rows", type=int, default=0, help="Malformed impressions to mix in.")
+    synth.add_argument(
+        "--data-dir", default=None, help="Shared data folder (default: $REDONE_DATA_DIR or ../shared/data)."
+    )
+    synth.set_defaults(replay_handler=_synth)
+
+    exposure = commands.add_parser(
+        "exposure",
+        help="Replay the harmful exposure rate of moderation arms on an impression log.",
+        description="Each --arm NAME=BUNDLE is a moderation setup (BUNDLE: a bundle folder, 'default', or 'none' for a "
+        "control arm); --policy NAME=FILE gives it a policy. Without a control arm, 'logged' (no moderation) is added.",
+    )
+    exposure.add_argument("--impressions", required=True, help="Impression log: Parquet file or folder, or JSON lines.")
+    exposure.add_argument("--notes", required=True, help="Notes table (Parquet or JSON lines).")
+    exposure.add_argument("--labels", default=None, help="Ground truth: note_id, label (safe or a harm category).")
+    exposure.add_argument("--arm", action="append", type=_name_value, metavar="NAME=BUNDLE", help="An arm (repeat).")
+    exposure.add_argument("--policy", action="append", type=_name_value, metavar="NAME=FILE", help="Policy of an arm.")
+    exposure.add_argument("--arm-review-delay", action="append", type=_named_duration, metavar="NAME=DURATION")
+    exposure.add_argument("--control", default=None, help="The arm others are compared to (default: the control arm).")
+    exposure.add_argument(
+        "--review-delay", type=parse_duration, default=timedelta(hours=6), help="e.g. 6h, 90m (default 6h)."
+    )
+    exposure.add_argument("--review-clock", choices=["created_at", "first_exposure"], default="created_at")
+    exposure.add_argument("--unlabeled-review", choices=["keep", "remove"], default="keep")
+    exposure.add_argument("--surface", action="append", help="Keep only this surface (repeat for several).")
+    exposure.add_argument("--user-buckets", type=int, default=4096, help="Bootstrap clusters users are hashed into.")
+    exposure.add_argument("--sweep-points", type=int, default=25)
+    exposure.add_argument("--batch-rows", type=int, default=1 << 18, help="Impressions per streamed batch.")
+    exposure.add_argument(
+        "--spill-dir", default=None, help="Folder for the temporary columns of pass 1 (default: TMPDIR)."
+    )
+    _add_common(exposure)
+    exposure.set_defaults(replay_handler=_exposure)
+
+    search = commands.add_parser(
+        "search",
+        help="Replay the click page rate of search pages reranked by the matcher.",
+        description="Fit a position-based click model on logged search page views, rerank each page with the matcher "
+        "and estimate the click page rate of both rankings, with a query-bootstrap interval.",
+    )
+    search.add_argument(
+        "--sessions", required=True, help="Search sessions: session_id, query, notes (ids), clicks (0/1)."
+    )
+    search.add_argument("--notes", required=True, help="Notes table (Parquet or JSON lines).")
+    search.add_argument("--bundle", default=None, help="Matcher bundle folder (default: the shipped bundle).")
+    search.add_argument("--judgments", default=None, help="Optional graded relevance (query, note_id, grade) for NDCG.")
+    search.add_argument("--attractiveness", choices=["pair", "relevance"], default="pair")
+    search.add_argument("--relevance-bins", type=int, default=10)
+    search.add_argument("--prior-strength", type=float, default=2.0)
+    _add_common(search)
+    search.set_defaults(replay_handler=_search)
+
+    report = commands.add_parser("report", help="Render the report again from the JSON results in a folder.")
+    report.add_argument("out", help="Folder with exposure.json and/or search.json.")
+    report.set_defaults(replay_handler=_report)
+
+    demo = commands.add_parser(
+        "demo",
+        help="Synthesize a log and replay exposure and search on it, end to end.",
+        description="synth + exposure (control vs the bundle's policy, and --strict-policy if given) + search "
+        "+ report.",
+    )
+    demo.add_argument("--out", required=True)
+    demo.add_argument("--bundle", default=None, help="Bundle folder (default: the shipped bundle).")
+    demo.add_argument("--strict-policy", default=None, help="A second policy file to compare, as arm 'redone-strict'.")
+    demo.add_argument("--impressions", type=int, default=300_000)
+    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--bootstrap", type=int, default=1000)
+    demo.add_argument("--data-dir", default=None)
+    _add_model_options(demo)
+    demo.set_defaults(replay_handler=_demo)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add `replay` to the `redone` command line (entry point `redone_sdk.cli`)."""
+    parser = subparsers.add_parser(
+        "replay",
+        help="Offline replay of exposure-rate and click-page-rate experiments.",
+        description="Estimate moderation (harmful exposure rate) and search (click page rate) effects offline "
+        "from logs.",
+    )
+    _add_commands(parser.add_subparsers(dest="replay_command", required=True, metavar="COMMAND"))
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    logger = logging.getLogger("redone_sdk.replay")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("replay: %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+    return int(args.replay_handler(args))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m redone_sdk.replay`: the same commands without the `redone` front end."""
+    from redone_sdk.errors import RedOneError
+
+    parser = argparse.ArgumentParser(prog="python -m redone_sdk.replay", description="Offline replay of experiments.")
+    _add_commands(parser.add_subparsers(dest="replay_command", required=True, metavar="COMMAND"))
+    args = parser.parse_args(argv)
+    try:
+        return run(args)
+    except (RedOneError, FileNotFoundError, UnicodeDecodeError) as exc:
+        print(f"redone replay: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except BrokenPipeError:
+        return EXIT_OK

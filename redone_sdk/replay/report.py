@@ -1,0 +1,679 @@
+"""The replay report: Markdown and HTML with the same content, PNG plots, and the data of every plot as JSON.
+
+Layout of the output folder:
+
+    report.md, report.html       the report (the HTML is self-contained except for the images)
+    exposure.json, search.json   the full results (`ExposureResult` / `SearchResult`)
+    figures/<name>.png           each plot (matplotlib, Agg)
+    figures/<name>.json          exactly the numbers drawn in that plot
+
+Every figure is a `Figure` spec first; the PNG is drawn from the spec and the spec is saved beside it.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from redone_sdk.replay.bootstrap import Estimate
+from redone_sdk.replay.exposure import ExposureResult
+from redone_sdk.replay.schemas import TableIssues
+from redone_sdk.replay.search import SearchResult
+
+__all__ = ["Figure", "Series", "write_report", "load_results", "render_figure"]
+
+
+class Series(BaseModel):
+    name: str
+    x: list[float | str | None]
+    y: list[float | None]
+    lo: list[float | None] | None = None
+    hi: list[float | None] | None = None
+    style: Literal["line", "bar", "points"] = "line"
+
+
+class Figure(BaseModel):
+    """A plot as data: what `figures/<id>.json` holds and what `figures/<id>.png` shows."""
+
+    id: str
+    title: str
+    x_label: str
+    y_label: str
+    series: list[Series]
+    y_percent: bool = False
+    x_percent: bool = False
+    caption: str = ""
+    reference_y: float | None = Field(default=None, description="A horizontal reference line (e.g. 0 change).")
+
+
+def _num(x: float | None) -> float:
+    return float("nan") if x is None else float(x)
+
+
+def render_figure(figure: Figure, path: Path) -> None:
+    """Draw a `Figure` to PNG with matplotlib's Agg canvas (no pyplot, no global backend change)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure as MplFigure
+    from matplotlib.ticker import PercentFormatter
+
+    fig = MplFigure(figsize=(7.5, 4.2), dpi=110)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    categorical = any(isinstance(v, str) for s in figure.series for v in s.x)
+    bars = [s for s in figure.series if s.style == "bar"]
+    width = 0.8 / max(len(bars), 1)
+    for series in figure.series:
+        y = [_num(v) for v in series.y]
+        if categorical:
+            labels = [str(v) for v in series.x]
+            xs = list(range(len(labels)))
+            ax.set_xticks(xs)
+            ax.set_xticklabels(
+                labels, rotation=30 if len(labels) > 6 else 0, ha="right" if len(labels) > 6 else "center"
+            )
+        else:
+            xs = [_num(v) for v in series.x]
+        if series.style == "bar":
+            k = bars.index(series)
+            pos = [x + (k - (len(bars) - 1) / 2) * width for x in xs]
+            err = None
+            if series.lo is not None and series.hi is not None:
+                err = [
+                    [
+                        max(0.0, yy - _num(lo)) if not math.isnan(_num(lo)) else 0.0
+                        for yy, lo in zip(y, series.lo, strict=True)
+                    ],
+                    [
+                        max(0.0, _num(hi) - yy) if not math.isnan(_num(hi)) else 0.0
+                        for yy, hi in zip(y, series.hi, strict=True)
+                    ],
+                ]
+            ax.bar(pos, y, width=width, label=series.name, yerr=err, capsize=4, alpha=0.85)
+        elif series.style == "points":
+            ax.scatter(xs, y, label=series.name, zorder=5, s=40, marker="D")
+        else:
+            ax.plot(xs, y, marker="o", markersize=3, label=series.name)
+            if series.lo is not None and series.hi is not None:
+                ax.fill_between(xs, [_num(v) for v in series.lo], [_num(v) for v in series.hi], alpha=0.18)
+    if figure.reference_y is not None:
+        ax.axhline(figure.reference_y, color="grey", linewidth=0.8, linestyle="--")
+    if figure.y_percent:
+        ax.yaxis.set_major_formatter(PercentFormatter(1.0))
+    if figure.x_percent:
+        ax.xaxis.set_major_formatter(PercentFormatter(1.0))
+    ax.set_title(figure.title, fontsize=11)
+    ax.set_xlabel(figure.x_label)
+    ax.set_ylabel(figure.y_label)
+    ax.grid(alpha=0.3)
+    if len(figure.series) > 1 or any(s.style == "points" for s in figure.series):
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, format="png")
+
+
+# ------------------------------------------------------------------------------------------- blocks
+
+# ("h", level, text) | ("p", text) | ("ul", [text]) | ("table", headers, rows) | ("img", src, alt, caption)
+Block = tuple
+
+
+def _pct(x: float | None, digits: int = 2) -> str:
+    return "n/a" if x is None else f"{x * 100:.{digits}f} %"
+
+
+def _rate(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.5f}"
+
+
+def _est(e: Estimate, *, percent: bool = False, signed: bool = False, digits: int | None = None) -> str:
+    return e.fmt(percent=percent, signed=signed, digits=digits if digits is not None else (2 if percent else 5))
+
+
+def _issue_blocks(inputs: dict[str, TableIssues]) -> list[Block]:
+    blocks: list[Block] = [("h", 3, "Input rows")]
+    rows = []
+    for issues in inputs.values():
+        reasons = "; ".join(f"{k}: {v}" for k, v in sorted(issues.reasons.items(), key=lambda kv: -kv[1])) or "—"
+        rows.append(
+            [
+                issues.table,
+                issues.source,
+                str(issues.rows_read),
+                str(issues.rows_used),
+                str(issues.rows_filtered),
+                str(issues.bad_rows),
+                reasons,
+            ]
+        )
+    blocks.append(("table", ["table", "source", "read", "used", "filtered", "bad", "bad rows by reason"], rows))
+    examples = [(i.table, e) for i in inputs.values() for e in i.examples]
+    if examples:
+        blocks.append(("p", "Examples of bad rows (row: 0-based in Parquet, line number in JSON lines):"))
+        blocks.append(
+            ("table", ["table", "row", "reason", "value"], [[t, str(e.row), e.reason, e.value] for t, e in examples])
+        )
+    ignored = [f"{i.table}: {', '.join(i.ignored_columns)}" for i in inputs.values() if i.ignored_columns]
+    if ignored:
+        blocks.append(("p", "Columns ignored: " + "; ".join(ignored) + "."))
+    return blocks
+
+
+def _exposure_figures(result: ExposureResult) -> list[Figure]:
+    arms = result.arms
+    figures = [
+        Figure(
+            id="exposure_rate_by_arm",
+            title="Harmful exposure rate by arm",
+            x_label="arm",
+            y_label="harmful exposures / exposures",
+            y_percent=True,
+            series=[
+                Series(
+                    name="harmful exposure rate",
+                    x=[a.name for a in arms],
+                    y=[a.harmful_exposure_rate.value for a in arms],
+                    lo=[a.harmful_exposure_rate.lo for a in arms],
+                    hi=[a.harmful_exposure_rate.hi for a in arms],
+                    style="bar",
+                )
+            ],
+            caption=f"{int(result.settings.confidence * 100)} % intervals: bootstrap over users.",
+        ),
+        Figure(
+            id="exposure_change_by_day",
+            title=f"Change of the harmful exposure rate vs {result.control}, by day",
+            x_label="day (UTC)",
+            y_label="relative change",
+            y_percent=True,
+            reference_y=0.0,
+            series=[
+                Series(
+                    name=a.name,
+                    x=[d.day for d in result.days],
+                    y=[d.arms[a.name].change_vs_control.value for d in result.days],
+                    lo=[d.arms[a.name].change_vs_control.lo for d in result.days],
+                    hi=[d.arms[a.name].change_vs_control.hi for d in result.days],
+                )
+                for a in arms
+                if a.name != result.control
+            ],
+        ),
+        Figure(
+            id="exposure_rate_by_day",
+            title="Harmful exposure rate by day",
+            x_label="day (UTC)",
+            y_label="harmful exposure rate",
+            y_percent=True,
+            series=[
+                Series(
+                    name=a.name,
+                    x=[d.day for d in result.days],
+                    y=[d.arms[a.name].harmful_exposure_rate.value for d in result.days],
+                )
+                for a in arms
+            ],
+        ),
+    ]
+    for i, sweep in enumerate(result.sweeps):
+        series = [
+            Series(
+                name=f"block threshold t ({sweep.source})",
+                x=[p.benign_removed_share for p in sweep.points],
+                y=[p.harmful_exposure_rate for p in sweep.points],
+            )
+        ]
+        for name, point in sweep.arm_points.items():
+            series.append(
+                Series(
+                    name=f"arm {name}", x=[point.benign_removed_share], y=[point.harmful_exposure_rate], style="points"
+                )
+            )
+        control = result.arm(result.control)
+        series.append(
+            Series(
+                name=f"{result.control} (control)",
+                x=[control.benign_removed_share.value],
+                y=[control.harmful_exposure_rate.value],
+                style="points",
+            )
+        )
+        figures.append(
+            Figure(
+                id=f"threshold_sweep_{i + 1}",
+                title=f"Threshold sweep: {sweep.source}",
+                x_label="benign exposures removed (share of benign exposures)",
+                y_label="harmful exposure rate",
+                x_percent=True,
+                y_percent=True,
+                series=series,
+                caption=sweep.rule,
+            )
+        )
+    return figures
+
+
+def _search_figures(result: SearchResult) -> list[Figure]:
+    ranks = [r.rank for r in result.ranks]
+    cpr = [
+        ("observed, logged", result.observed_cpr_logged),
+        ("model, logged", result.model_cpr_logged),
+        ("model, new", result.model_cpr_new),
+    ]
+    return [
+        Figure(
+            id="search_examination",
+            title="Examination and click-through by rank",
+            x_label="rank",
+            y_label="probability",
+            series=[
+                Series(name="examination θ (fitted)", x=ranks, y=[r.examination for r in result.ranks]),
+                Series(name="click-through, observed", x=ranks, y=[r.observed_ctr for r in result.ranks]),
+                Series(name="click-through, predicted", x=ranks, y=[r.predicted_ctr for r in result.ranks]),
+            ],
+            caption="θ is scaled so that the most examined rank has θ = 1; "
+            "observed vs predicted click-through checks the fit.",
+        ),
+        Figure(
+            id="search_attractiveness",
+            title="Attractiveness by relevance bin (matcher score)",
+            x_label="matcher score bin",
+            y_label="attractiveness α",
+            series=[
+                Series(
+                    name="α (fitted)",
+                    x=[f"{b.score_lo:.3f}–{b.score_hi:.3f}" for b in result.bins],
+                    y=[b.attractiveness for b in result.bins],
+                    style="bar",
+                )
+            ],
+        ),
+        Figure(
+            id="search_cpr",
+            title="Click page rate",
+            x_label="",
+            y_label="page views with a click",
+            y_percent=True,
+            series=[
+                Series(
+                    name="click page rate",
+                    x=[n for n, _ in cpr],
+                    y=[e.value for _, e in cpr],
+                    lo=[e.lo for _, e in cpr],
+                    hi=[e.hi for _, e in cpr],
+                    style="bar",
+                )
+            ],
+            caption="Intervals: bootstrap over queries, click model held fixed.",
+        ),
+    ]
+
+
+def _exposure_blocks(result: ExposureResult, figures: list[Figure]) -> list[Block]:
+    s = result.settings
+    conf = f"{int(s.confidence * 100)} %"
+    blocks: list[Block] = [("h", 2, "Exposure-rate replay")]
+    treated = [a for a in result.arms if a.name != result.control]
+    summary = [
+        f"Period {result.period_start} … {result.period_end} (UTC): {result.logged_exposures:,} exposures of "
+        f"{result.distinct_notes:,} notes to {result.distinct_users:,} users; ground truth covers "
+        f"{_pct(result.label_coverage, 1)} of exposures, {result.harmful_exposures:,} of them harmful.",
+        f"Control arm: **{result.control}**. Review delay {s.review_delay}, review clock `{s.review_clock}`, "
+        f"unlabeled reviewed notes: `{s.unlabeled_review}`; {s.bootstrap} bootstrap replicates over "
+        f"{result.user_clusters:,} user clusters, {conf} intervals.",
+    ]
+    for arm in treated:
+        summary.append(
+            f"**{arm.name}**: harmful exposure rate {_est(arm.harmful_exposure_rate)} vs "
+            f"{_est(result.arm(result.control).harmful_exposure_rate)}, change "
+            f"{_est(arm.change_vs_control, percent=True, signed=True)}; benign exposures removed "
+            f"{arm.benign_exposures_removed:,} ({_est(arm.benign_removed_share, percent=True)})."
+        )
+    blocks.append(("ul", summary))
+    blocks.append(("h", 3, "Arms"))
+    blocks.append(
+        (
+            "table",
+            [
+                "arm",
+                "setup",
+                "harmful exposure rate",
+                f"change vs {result.control}",
+                "difference",
+                "exposures kept",
+                "benign exp. removed",
+                "notes actioned (block / review)",
+                "harmful notes missed",
+            ],
+            [
+                [
+                    a.name,
+                    a.description,
+                    _est(a.harmful_exposure_rate),
+                    _est(a.change_vs_control, percent=True, signed=True),
+                    _est(a.difference_vs_control, signed=True),
+                    f"{a.exposures:,}",
+                    f"{a.benign_exposures_removed:,} ({_pct(a.benign_removed_share.value)})",
+                    f"{a.notes_actioned:,} ({a.notes_blocked:,} / {a.notes_reviewed:,})",
+                    f"{a.harmful_notes_missed:,}",
+                ]
+                for a in result.arms
+            ],
+        )
+    )
+    blocks.append(
+        (
+            "table",
+            [
+                "arm",
+                "removed by block",
+                "removed by review",
+                "harmful removed",
+                "benign removed",
+                "unlabeled removed",
+                "reviews upheld",
+                "benign notes blocked",
+            ],
+            [
+                [
+                    a.name,
+                    f"{a.removed_by_block:,}",
+                    f"{a.removed_by_review:,}",
+                    f"{a.harmful_exposures_removed:,}",
+                    f"{a.benign_exposures_removed:,}",
+                    f"{a.unlabeled_exposures_removed:,}",
+                    f"{a.notes_removed_after_review:,}",
+                    f"{a.benign_notes_blocked:,}",
+                ]
+                for a in result.arms
+            ],
+        )
+    )
+    blocks.append(("h", 3, "By day"))
+    blocks.append(
+        (
+            "table",
+            ["day", "logged exposures"] + [f"{a.name}: rate / change" for a in treated],
+            [
+                [d.day, f"{d.logged_exposures:,}"]
+                + [
+                    f"{_rate(d.arms[a.name].harmful_exposure_rate.value)} / "
+                    f"{_est(d.arms[a.name].change_vs_control, percent=True, signed=True, digits=1)}"
+                    for a in treated
+                ]
+                for d in result.days
+            ],
+        )
+    )
+    blocks.append(("h", 3, "Threshold sweep"))
+    for sweep in result.sweeps:
+        blocks.append(("p", f"{sweep.source}: {sweep.rule}."))
+        blocks.append(
+            (
+                "table",
+                ["block threshold t", "harmful exposure rate", "benign exposures removed", "notes actioned"],
+                [
+                    [
+                        f"{p.threshold:.4f}",
+                        _rate(p.harmful_exposure_rate),
+                        f"{p.benign_exposures_removed:,} ({_pct(p.benign_removed_share)})",
+                        f"{p.notes_actioned:,}",
+                    ]
+                    for p in sweep.points
+                ],
+            )
+        )
+    for figure in figures:
+        blocks.append(("img", f"figures/{figure.id}.png", figure.title, figure.caption))
+    if result.scoring:
+        blocks.append(
+            (
+                "p",
+                "Model runs: "
+                + "; ".join(
+                    f"{k}: {v['notes_scored_by_model']:,} notes scored, {v['notes_from_cache']:,} from cache"
+                    for k, v in result.scoring.items()
+                )
+                + ".",
+            )
+        )
+    blocks += _issue_blocks(result.inputs)
+    blocks.append(("h", 3, "Estimator and assumptions"))
+    blocks.append(
+        (
+            "ul",
+            [
+                "Each distinct note of the log is scored once per bundle; each arm's policy decides its action from "
+                "those scores.",
+                "`block` removes every exposure of the note (moderation acts at publication). `review` removes the "
+                f"note's exposures from {s.review_delay} after it entered review (its `created_at`, else its first "
+                "exposure) and only if ground truth says harmful.",
+                "Harmful exposure rate = harmful exposures kept / labeled exposures kept; exposures of unlabeled notes "
+                "are in neither. "
+                "Removed exposures are not replaced (equivalently, refilled with content as harmful as what is kept).",
+                "The log is what the current system showed: notes it already removed never appear, and users' "
+                "behaviour after a removal is not modelled.",
+                f"Intervals: {s.bootstrap} Poisson-bootstrap replicates over users (hashed into {s.user_buckets} "
+                "clusters), paired across arms; "
+                "percentile intervals of the relative change rate(arm)/rate(control) − 1, overall and per UTC day.",
+                "The threshold sweep re-decides actions at each threshold from the cached scores and per-note "
+                "exposure counts.",
+            ],
+        )
+    )
+    return blocks
+
+
+def _search_blocks(result: SearchResult, figures: list[Figure]) -> list[Block]:
+    s = result.settings
+    conf = f"{int(s.confidence * 100)} %"
+    blocks: list[Block] = [("h", 2, "Click-page-rate replay (search)")]
+    items = [
+        f"{result.sessions:,} page views of {result.queries:,} queries, {result.pairs:,} distinct (query, note) pairs "
+        f"({result.pairs_scored_by_model:,} scored by the matcher, the rest from cache); matcher {result.matcher}.",
+        f"Click page rate, logged ranking: observed {_est(result.observed_cpr_logged, percent=True)}, "
+        f"model {_est(result.model_cpr_logged, percent=True)}.",
+        f"Click page rate, matcher's ranking (model): {_est(result.model_cpr_new, percent=True)}; "
+        f"change **{_est(result.change, percent=True, signed=True)}** ({conf} interval, bootstrap over queries).",
+        f"The matcher reorders {_pct(result.sessions_reordered, 1)} of page views. Click model: EM, "
+        f"{result.em_iterations} iterations ({'converged' if result.em_converged else 'NOT converged'}), "
+        f"attractiveness `{s.attractiveness}` over {len(result.bins)} relevance bins, "
+        f"prior strength {s.prior_strength}.",
+    ]
+    if result.ndcg_logged is not None:
+        items.append(
+            f"With judgments ({_pct(result.judged_share, 1)} of shown pairs judged): NDCG of the page "
+            f"{result.ndcg_logged:.4f} logged vs {result.ndcg_new:.4f} reranked."
+        )
+    blocks.append(("ul", items))
+    blocks.append(
+        (
+            "table",
+            ["rank", "impressions", "examination θ", "observed CTR", "predicted CTR"],
+            [
+                [
+                    str(r.rank),
+                    f"{r.impressions:,}",
+                    f"{r.examination:.4f}",
+                    f"{r.observed_ctr:.4f}",
+                    f"{r.predicted_ctr:.4f}",
+                ]
+                for r in result.ranks
+            ],
+        )
+    )
+    for figure in figures:
+        blocks.append(("img", f"figures/{figure.id}.png", figure.title, figure.caption))
+    blocks += _issue_blocks(result.inputs)
+    blocks.append(("h", 3, "Estimator and assumptions"))
+    blocks.append(
+        (
+            "ul",
+            [
+                "A position-based click model is fitted by EM on the logged page views: "
+                "P(click at rank k) = θ_k · α(query, note).",
+                "Each page's notes are reranked by the matcher's expected relevance (ties keep the logged order).",
+                "Click page rate of a ranking = mean over page views of 1 − Π_k (1 − θ_k · α(note at k)); "
+                "the change compares the model's "
+                "rate for the new and the logged rankings.",
+                *result.assumptions,
+            ],
+        )
+    )
+    return blocks
+
+
+# ---------------------------------------------------------------------------------------- renderers
+
+
+def _md_cell(text: str) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def _to_markdown(title: str, blocks: list[Block]) -> str:
+    out = [f"# {title}", ""]
+    for block in blocks:
+        kind = block[0]
+        if kind == "h":
+            out += ["#" * block[1] + " " + block[2], ""]
+        elif kind == "p":
+            out += [block[1], ""]
+        elif kind == "ul":
+            out += [f"- {item}" for item in block[1]] + [""]
+        elif kind == "table":
+            headers, rows = block[1], block[2]
+            out.append("| " + " | ".join(_md_cell(h) for h in headers) + " |")
+            out.append("|" + "|".join("---" for _ in headers) + "|")
+            out += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in rows]
+            out.append("")
+        elif kind == "img":
+            out += [f"![{block[2]}]({block[1]})", ""]
+            if block[3]:
+                out += [f"*{block[3]}*", ""]
+        elif kind == "pre":
+            out += ["```", block[1], "```", ""]
+    return "\n".join(out).rstrip() + "\n"
+
+
+def _inline_html(text: str) -> str:
+    """Escape, then render `code` and **bold** (the only inline Markdown the report uses)."""
+    escaped = html.escape(text, quote=False)
+    parts = escaped.split("`")
+    for i in range(1, len(parts), 2):
+        parts[i] = f"<code>{parts[i]}</code>"
+    escaped = "".join(parts)
+    pieces = escaped.split("**")
+    for i in range(1, len(pieces), 2):
+        pieces[i] = f"<strong>{pieces[i]}</strong>"
+    return "".join(pieces)
+
+
+_CSS = """
+body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; max-width: 1100px; margin: 2em auto;
+       padding: 0 1em; color: #222; }
+table { border-collapse: collapse; margin: 0.8em 0; font-size: 0.9em; }
+th, td { border: 1px solid #ccc; padding: 0.3em 0.6em; text-align: left; vertical-align: top; }
+th { background: #f3f3f3; }
+img { max-width: 100%; border: 1px solid #eee; }
+figure { margin: 1em 0; }
+figcaption { font-size: 0.85em; color: #555; }
+code { background: #f5f5f5; padding: 0 0.2em; }
+"""
+
+
+def _to_html(title: str, blocks: list[Block]) -> str:
+    out = [
+        "<!DOCTYPE html>",
+        '<html lang="en">',
+        "<head>",
+        '<meta charset="utf-8">',
+        f"<title>{html.escape(title)}</title>",
+        f"<style>{_CSS}</style>",
+        "</head>",
+        "<body>",
+        f"<h1>{html.escape(title)}</h1>",
+    ]
+    for block in blocks:
+        kind = block[0]
+        if kind == "h":
+            out.append(f"<h{block[1]}>{_inline_html(block[2])}</h{block[1]}>")
+        elif kind == "p":
+            out.append(f"<p>{_inline_html(block[1])}</p>")
+        elif kind == "ul":
+            out.append("<ul>" + "".join(f"<li>{_inline_html(i)}</li>" for i in block[1]) + "</ul>")
+        elif kind == "table":
+            head = "".join(f"<th>{_inline_html(h)}</th>" for h in block[1])
+            body = "".join(
+                "<tr>" + "".join(f"<td>{_inline_html(str(c))}</td>" for c in row) + "</tr>" for row in block[2]
+            )
+            out.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+        elif kind == "img":
+            caption = f"<figcaption>{_inline_html(block[3])}</figcaption>" if block[3] else ""
+            out.append(f'<figure><img src="{html.escape(block[1])}" alt="{html.escape(block[2])}">{caption}</figure>')
+        elif kind == "pre":
+            out.append(f"<pre>{html.escape(block[1])}</pre>")
+    out += ["</body>", "</html>"]
+    return "\n".join(out) + "\n"
+
+
+# ------------------------------------------------------------------------------------------- public
+
+
+def load_results(out_dir: str | Path) -> tuple[ExposureResult | None, SearchResult | None]:
+    """Read `exposure.json` and `search.json` from a report folder (each may be absent)."""
+    out = Path(out_dir)
+    exposure = search = None
+    if (out / "exposure.json").is_file():
+        exposure = ExposureResult.model_validate_json((out / "exposure.json").read_text(encoding="utf-8"))
+    if (out / "search.json").is_file():
+        search = SearchResult.model_validate_json((out / "search.json").read_text(encoding="utf-8"))
+    return exposure, search
+
+
+def write_report(
+    out_dir: str | Path,
+    *,
+    exposure: ExposureResult | None = None,
+    search: SearchResult | None = None,
+    title: str = "Replay report",
+) -> Path:
+    """Write the results, figures (PNG + JSON), `report.md` and `report.html`; return the HTML's path.
+
+    Results not given are read from `exposure.json` / `search.json` in `out_dir` when present, so running
+    the exposure and the search replays one after the other into one folder gives one report.
+    """
+    out = Path(out_dir)
+    (out / "figures").mkdir(parents=True, exist_ok=True)
+    saved_exposure, saved_search = load_results(out)
+    exposure = exposure or saved_exposure
+    search = search or saved_search
+    if exposure is None and search is None:
+        raise FileNotFoundError(f"nothing to report in {out}: no exposure.json or search.json")
+    blocks: list[Block] = [
+        ("p", f"Generated {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')} by `redone replay`.")
+    ]
+    figures: list[Figure] = []
+    if exposure is not None:
+        (out / "exposure.json").write_text(exposure.model_dump_json(indent=2) + "\n", encoding="utf-8")
+        exp_figures = _exposure_figures(exposure)
+        figures += exp_figures
+        blocks += _exposure_blocks(exposure, exp_figures)
+    if search is not None:
+        (out / "search.json").write_text(search.model_dump_json(indent=2) + "\n", encoding="utf-8")
+        search_figures = _search_figures(search)
+        figures += search_figures
+        blocks += _search_blocks(search, search_figures)
+    for figure in figures:
+        (out / "figures" / f"{figure.id}.json").write_text(
+            json.dumps(figure.model_dump(mode="json"), indent=2, allow_nan=False) + "\n", encoding="utf-8"
+        )
+        render_figure(figure, out / "figures" / f"{figure.id}.png")
+    (out / "report.md").write_text(_to_markdown(title, blocks), encoding="utf-8")
+    html_path = out / "report.html"
+    html_path.write_text(_to_html(title, blocks), encoding="utf-8")
+    return html_path
