@@ -1,0 +1,335 @@
+"""`ModerationStream`: the Kafka adapter's facade. Consume notes, classify them in micro-batches, produce verdicts.
+
+    from redone_sdk import Moderator
+    from redone_sdk.adapters.kafka import ModerationStream, StreamSettings
+
+    stream = ModerationStream(classifier=Moderator.load(), settings=StreamSettings(bootstrap="127.0.0.1:9092"))
+    stream.run()  # until SIGTERM/SIGINT or stream.stop()
+
+The loop: poll a batch → pause the assigned partitions → decode and classify → complete the previous batch
+(acknowledgements, then offsets) → submit this batch's outputs → resume. Under exactly-once each batch is
+one transaction, completed before the next poll. Scaling out is running more processes with the same group
+id: Kafka splits the input partitions between them.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from kafka import KafkaConsumer
+from kafka.errors import IllegalStateError
+
+from . import clients
+from .admin import ensure_topics
+from .at_least_once import AtLeastOnceSink
+from .batch import Batch, BatchCollector
+from .errors import DeliveryError, ErrorCallback, default_on_error
+from .exactly_once import ExactlyOnceSink
+from .logs import log_event
+from .metrics import StreamMetrics
+from .process import BatchClassifier, BatchProcessor, ProcessedBatch
+from .prometheus import MetricsServer
+from .rebalance import RebalanceHandler
+from .retry import Backoff, retry_transient
+from .settings import StreamSettings
+from .shutdown import stop_on_signals
+from .sink import Delivery, Sink
+
+__all__ = ["ModerationStream", "RunSummary"]
+
+_log = logging.getLogger("redone_sdk.adapters.kafka")
+
+StopReason = Literal["stopped", "idle", "max_messages"]
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """What one `run()` did."""
+
+    messages: int
+    verdicts: int
+    review: int
+    dead_letters: int
+    batches: int
+    aborted_batches: int
+    elapsed_s: float
+    stopped_by: StopReason
+
+
+class ModerationStream:
+    """Moderates a Kafka topic of notes with any `BatchClassifier` (e.g. `redone_sdk.Moderator`).
+
+    `on_error(error, context) -> bool` decides, for a note the classifier fails on (or an output that cannot
+    be produced), whether to skip it (True: dead letter / logged and counted) or stop the stream (False).
+    """
+
+    def __init__(
+        self,
+        *,
+        classifier: BatchClassifier,
+        settings: StreamSettings | None = None,
+        on_error: ErrorCallback | None = None,
+        metrics: StreamMetrics | None = None,
+    ) -> None:
+        self._classifier = classifier
+        self._settings = settings or StreamSettings.from_env()
+        self._on_error = on_error or default_on_error
+        self._metrics = metrics or StreamMetrics()
+        self._stop = threading.Event()
+        self._started = False
+        self._metrics_port: int | None = None
+
+    @classmethod
+    def from_bundle(
+        cls,
+        bundle: str | Path | None = None,
+        *,
+        settings: StreamSettings | None = None,
+        policy: str | Path | None = None,
+        backend: Literal["auto", "onnx", "torch"] = "auto",
+        intra_op_threads: int | None = None,
+        on_error: ErrorCallback | None = None,
+    ) -> ModerationStream:
+        """A stream around `Moderator.load(bundle)` (`None`: the bundle shipped with the SDK); `policy` is a
+        policy JSON file replacing the bundle's own."""
+        from redone_sdk import Moderator  # heavy (ONNX Runtime): only when asked for
+
+        moderator = Moderator.load(bundle, policy=policy, backend=backend, intra_op_threads=intra_op_threads)
+        return cls(classifier=moderator, settings=settings, on_error=on_error)
+
+    @property
+    def settings(self) -> StreamSettings:
+        return self._settings
+
+    @property
+    def metrics(self) -> StreamMetrics:
+        return self._metrics
+
+    @property
+    def metrics_port(self) -> int | None:
+        """The port `/metrics` is served on while running (useful with `metrics_port=0`)."""
+        return self._metrics_port
+
+    def stop(self) -> None:
+        """Ask `run()` to finish its current batch, commit, close and return. Thread-safe, idempotent."""
+        self._stop.set()
+
+    def run(
+        self,
+        *,
+        idle_exit_s: float | None = None,
+        max_messages: int | None = None,
+        handle_signals: bool = True,
+    ) -> RunSummary:
+        """Process until `stop()`, SIGTERM/SIGINT, `max_messages` handled, or `idle_exit_s` without a message
+        (counted from the last message or partition assignment, so a member waiting to join does not quit).
+
+        Raises `FencedError` when another instance takes over this one's transactional.id, `StreamError` when
+        the stream cannot go on; offsets of unfinished work are never committed, so a restart loses nothing.
+        A stream runs once: build another to run again.
+        """
+        if self._started:
+            raise RuntimeError("a ModerationStream runs once; build a new one")
+        self._started = True
+        s = self._settings
+        backoff = Backoff(s.retry_backoff_ms / 1000, s.retry_backoff_max_ms / 1000, s.retry_timeout_s)
+        totals = _Totals(started=time.monotonic())
+        if s.create_topics:
+            ensure_topics(s, backoff=backoff)
+        with ExitStack() as cleanup:  # closes in reverse: producer, consumer (leaves the group), metrics server
+            if s.metrics_port is not None:
+                server = MetricsServer(self._metrics.registry, host=s.metrics_host, port=s.metrics_port).start()
+                cleanup.callback(server.stop)
+                self._metrics_port = server.port
+            consumer = retry_transient(lambda: clients.consumer(s), backoff=backoff, what="consumer connect")
+            cleanup.callback(consumer.close, autocommit=False)
+            producer = retry_transient(lambda: clients.producer(s), backoff=backoff, what="producer connect")
+            sink: Sink
+            if s.exactly_once:
+                sink = ExactlyOnceSink(
+                    producer,
+                    consumer,
+                    transactional_id=s.effective_transactional_id,
+                    backoff=backoff,
+                    metrics=self._metrics,
+                )
+            else:
+                sink = AtLeastOnceSink(
+                    producer, consumer, backoff=backoff, on_error=self._on_error, metrics=self._metrics
+                )
+            cleanup.callback(sink.close)
+            collector = BatchCollector(consumer, batch_size=s.batch_size, max_wait_s=s.max_wait_ms / 1000)
+            processor = BatchProcessor(self._classifier, s, on_error=self._on_error, metrics=self._metrics)
+            rebalance = RebalanceHandler(collector, sink, self._metrics)
+            cleanup.enter_context(stop_on_signals(self.stop, enabled=handle_signals))
+            sink.start()
+            consumer.subscribe(topics=[s.input_topic], listener=rebalance)
+            log_event(
+                _log,
+                logging.INFO,
+                "stream started",
+                input=s.input_topic,
+                output=s.output_topic,
+                review=s.review_topic,
+                dlq=s.dlq_topic,
+                group=s.group_id,
+                guarantee=s.guarantee,
+                batch_size=s.batch_size,
+                max_wait_ms=s.max_wait_ms,
+                metrics_port=self._metrics_port,
+            )
+            reason = self._loop(
+                consumer,
+                collector,
+                processor,
+                sink,
+                rebalance,
+                backoff,
+                totals,
+                idle_exit_s=idle_exit_s,
+                max_messages=max_messages,
+            )
+        summary = totals.summary(reason)
+        log_event(_log, logging.INFO, "stream stopped", **summary.__dict__)
+        return summary
+
+    def _loop(
+        self,
+        consumer: KafkaConsumer,
+        collector: BatchCollector,
+        processor: BatchProcessor,
+        sink: Sink,
+        rebalance: RebalanceHandler,
+        backoff: Backoff,
+        totals: _Totals,
+        *,
+        idle_exit_s: float | None,
+        max_messages: int | None,
+    ) -> StopReason:
+        """Poll → classify → complete the previous batch → submit this one. At-least-once overlaps a batch's
+        acknowledgements with the next batch's classification; exactly-once completes each batch at once."""
+        last_activity: float | None = None  # the idle clock starts once the group gave this member its share
+        in_flight: _InFlight | None = None
+        while not self._stop.is_set():
+            batch = collector.collect(self._stop)
+            if batch is None:
+                if in_flight is not None:
+                    self._finish(consumer, sink, in_flight, backoff, totals)
+                    in_flight = None
+                self._metrics.idle()
+                since = max(last_activity or 0.0, rebalance.joined_at or 0.0)
+                if idle_exit_s is not None and since and time.monotonic() - since >= idle_exit_s:
+                    return "idle"
+                continue
+            last_activity = time.monotonic()
+            # Pause the assigned partitions while the batch is in work: nothing is fetched meanwhile.
+            consumer.pause(*consumer.assignment())
+            try:
+                processed = processor.process(batch.records)
+                if in_flight is not None:
+                    self._finish(consumer, sink, in_flight, backoff, totals)
+                    in_flight = None
+                in_flight = _InFlight(sink.submit(batch, processed.records), processed)
+                if not sink.pipelined:
+                    self._finish(consumer, sink, in_flight, backoff, totals)
+                    in_flight = None
+            finally:
+                consumer.resume(*(consumer.paused() & consumer.assignment()))
+            if max_messages is not None and totals.messages >= max_messages:
+                break
+        if in_flight is not None:  # a graceful stop completes the submitted batch (a crash would redo it)
+            self._finish(consumer, sink, in_flight, backoff, totals)
+        return "max_messages" if max_messages is not None and totals.messages >= max_messages else "stopped"
+
+    def _finish(
+        self, consumer: KafkaConsumer, sink: Sink, in_flight: _InFlight, backoff: Backoff, totals: _Totals
+    ) -> None:
+        """Complete a submitted batch; count it, or back off before its records come round again."""
+        batch = in_flight.delivery.batch
+        if sink.complete(in_flight.delivery):
+            totals.failing_since = None
+            totals.add(batch, in_flight.processed)
+            self._record(consumer, batch, in_flight.processed)
+            return
+        totals.aborted += 1
+        totals.failing_since = totals.failing_since or time.monotonic()
+        if time.monotonic() - totals.failing_since > backoff.timeout_s:
+            raise DeliveryError(f"batches kept failing for {backoff.timeout_s:.0f}s; giving up")
+        time.sleep(backoff.delay(min(totals.aborted, 16)))
+
+    def _record(self, consumer: KafkaConsumer, batch: Batch, processed: ProcessedBatch) -> None:
+        m = self._metrics
+        for result in processed.verdicts:
+            m.verdicts.inc(action=result.action)
+        m.review.inc(processed.review)
+        for rejection in processed.rejections:
+            m.dead_letters.inc(reason=rejection.reason)
+        m.batch_done(len(batch))
+        m.batch_seconds.observe(time.monotonic() - batch.started)
+        for tp, next_offset in batch.next_offsets().items():
+            try:
+                highwater = consumer.highwater(tp)
+            except IllegalStateError:  # the partition was lost meanwhile: no lag to report for it
+                continue
+            if highwater is not None:
+                m.lag.set(max(0, highwater - next_offset), topic=tp.topic, partition=str(tp.partition))
+        if processed.rejections:
+            log_event(
+                _log,
+                logging.INFO,
+                "dead letters",
+                count=len(processed.rejections),
+                reasons=sorted({r.reason for r in processed.rejections}),
+            )
+        log_event(
+            _log,
+            logging.DEBUG,
+            "batch done",
+            messages=len(batch),
+            verdicts=len(processed.verdicts),
+            review=processed.review,
+            dead_letters=len(processed.rejections),
+        )
+
+
+@dataclass(frozen=True)
+class _InFlight:
+    delivery: Delivery
+    processed: ProcessedBatch
+
+
+@dataclass
+class _Totals:
+    started: float
+    failing_since: float | None = None
+    messages: int = 0
+    verdicts: int = 0
+    review: int = 0
+    dead_letters: int = 0
+    batches: int = 0
+    aborted: int = 0
+
+    def add(self, batch: Batch, processed: ProcessedBatch) -> None:
+        self.messages += len(batch)
+        self.verdicts += len(processed.verdicts)
+        self.review += processed.review
+        self.dead_letters += len(processed.rejections)
+        self.batches += 1
+
+    def summary(self, reason: StopReason) -> RunSummary:
+        return RunSummary(
+            messages=self.messages,
+            verdicts=self.verdicts,
+            review=self.review,
+            dead_letters=self.dead_letters,
+            batches=self.batches,
+            aborted_batches=self.aborted,
+            elapsed_s=round(time.monotonic() - self.started, 3),
+            stopped_by=reason,
+        )

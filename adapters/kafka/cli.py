@@ -1,0 +1,153 @@
+"""`redone stream` (and `python -m redone_sdk.adapters.kafka`): moderate a Kafka topic of notes until stopped.
+
+Every flag has a `REDONE_KAFKA_*` environment variable (see `settings.py`); a flag given wins. Passwords are
+read from the environment only (`REDONE_KAFKA_SASL_PLAIN_PASSWORD`, `REDONE_KAFKA_SSL_PASSWORD`), never from
+flags, which other users can see in the process list.
+
+Exit codes: 0 stopped normally, 2 bad settings or bundle, 3 fenced by another instance, 1 any other failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import Any
+
+from pydantic import ValidationError
+
+from redone_sdk.errors import RedOneError
+from redone_sdk.schemas import format_validation_error
+
+from .errors import FencedError, StreamError
+from .logs import configure_json_logging, log_event
+from .settings import SecuritySettings, StreamSettings, env_name
+
+__all__ = ["EXIT_ERROR", "EXIT_FENCED", "EXIT_OK", "EXIT_USAGE", "add_arguments", "main", "register", "run"]
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_FENCED = 0, 1, 2, 3
+
+_log = logging.getLogger("redone_sdk.adapters.kafka.cli")
+
+_DESCRIPTION = (
+    "Consume notes (JSON) from a Kafka topic as a consumer group, classify them in micro-batches and produce "
+    "one verdict per note; review/block notes are copied to a review topic, malformed messages go to a "
+    "dead-letter topic. Run more processes with the same --group to scale out."
+)
+
+# (flag, settings field, type, help); every default is None so that only given flags override the environment.
+_FLAGS: list[tuple[str, str, Any, str]] = [
+    ("--bootstrap", "bootstrap", str, "Kafka bootstrap servers, HOST:PORT[,...] (default 127.0.0.1:9092)"),
+    ("--input", "input_topic", str, "topic of notes to moderate (default notes)"),
+    ("--output", "output_topic", str, "verdict topic, keyed by note_id (default note-verdicts)"),
+    ("--review", "review_topic", str, "topic for review/block notes; '' turns it off (default notes-review)"),
+    ("--dlq", "dlq_topic", str, "dead-letter topic for malformed messages (default notes-dlq)"),
+    ("--group", "group_id", str, "consumer group id (default redone-moderation)"),
+    ("--guarantee", "guarantee", str, "at-least-once (default) or exactly-once (one transaction per batch)"),
+    ("--instance-id", "instance_id", str, "stable name of this process (exactly-once: transactional.id suffix)"),
+    ("--transactional-id", "transactional_id", str, "explicit transactional.id (exactly-once)"),
+    ("--batch-size", "batch_size", int, "most notes classified at once (default 64)"),
+    ("--max-wait-ms", "max_wait_ms", int, "longest wait to fill a batch, in ms (default 100)"),
+    ("--max-message-bytes", "max_message_bytes", int, "larger messages go to the DLQ (default 1 MiB)"),
+    ("--partitions", "topic_partitions", int, "partitions of topics this command creates (default 3)"),
+    ("--replication-factor", "replication_factor", int, "replication of topics this command creates (default 1)"),
+    ("--offset-reset", "auto_offset_reset", str, "where a new group starts: earliest (default) or latest"),
+    ("--session-timeout-ms", "session_timeout_ms", int, "consumer session timeout (default 45000)"),
+    ("--transaction-timeout-ms", "transaction_timeout_ms", int, "transaction timeout (default 60000)"),
+    ("--retry-timeout-s", "retry_timeout_s", float, "give up on transient broker errors after this (default 300)"),
+    ("--metrics-port", "metrics_port", int, "serve Prometheus metrics on this port (0: any free port)"),
+    ("--metrics-host", "metrics_host", str, "address for the metrics endpoint (default 127.0.0.1)"),
+    ("--client-id", "client_id", str, "Kafka client id prefix (default redone-stream)"),
+    ("--security-protocol", "security_protocol", str, "PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL"),
+    ("--sasl-mechanism", "sasl_mechanism", str, "PLAIN, SCRAM-SHA-256, SCRAM-SHA-512, OAUTHBEARER or GSSAPI"),
+    ("--sasl-username", "sasl_plain_username", str, "SASL user (password: $REDONE_KAFKA_SASL_PLAIN_PASSWORD)"),
+    ("--ssl-cafile", "ssl_cafile", str, "CA bundle to verify the brokers"),
+    ("--ssl-certfile", "ssl_certfile", str, "client certificate (mutual TLS)"),
+    ("--ssl-keyfile", "ssl_keyfile", str, "client key (password: $REDONE_KAFKA_SSL_PASSWORD)"),
+]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The stream's flags, shared by `redone stream` and `python -m redone_sdk.adapters.kafka`."""
+    parser.add_argument("--bundle", default=None, help="model bundle directory (default: the SDK's own)")
+    parser.add_argument("--policy", default=None, help="moderation policy JSON replacing the bundle's own")
+    parser.add_argument("--backend", choices=("auto", "onnx", "torch"), default="auto", help="inference backend")
+    parser.add_argument("--threads", type=int, default=None, help="intra-op threads of the model")
+    for flag, field, kind, text in _FLAGS:
+        parser.add_argument(
+            flag,
+            dest=field,
+            type=kind,
+            default=None,
+            metavar=flag[2:].upper().replace("-", "_"),
+            help=f"{text} [${env_name(field)}]",
+        )
+    parser.add_argument(
+        "--no-create-topics",
+        dest="create_topics",
+        action="store_false",
+        default=None,
+        help="do not create missing topics",
+    )
+    parser.add_argument(
+        "--exit-when-idle",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="stop after this long without a message (batch jobs, demos)",
+    )
+    parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO (default), WARNING, ERROR")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Entry point of the `redone_sdk.cli` group: adds `redone stream`."""
+    parser = subparsers.add_parser("stream", help="moderate a Kafka topic of notes (online)", description=_DESCRIPTION)
+    add_arguments(parser)
+    parser.set_defaults(handler=run)
+
+
+def settings_from_args(args: argparse.Namespace) -> StreamSettings:
+    fields = set(StreamSettings.model_fields) | set(SecuritySettings.model_fields)
+    overrides = {name: value for name, value in vars(args).items() if name in fields and value is not None}
+    return StreamSettings.from_env(**overrides)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the stream with parsed arguments; returns the exit code."""
+    configure_json_logging(args.log_level.upper())
+    try:
+        settings = settings_from_args(args)
+    except ValidationError as exc:
+        log_event(_log, logging.ERROR, format_validation_error(exc, "stream settings"))
+        return EXIT_USAGE
+    from .app import ModerationStream  # after logging is set up: importing kafka-python logs
+
+    try:
+        stream = ModerationStream.from_bundle(
+            args.bundle, settings=settings, policy=args.policy, backend=args.backend, intra_op_threads=args.threads
+        )
+    except RedOneError as exc:
+        log_event(_log, logging.ERROR, "cannot load the bundle", error=str(exc))
+        return EXIT_USAGE
+    try:
+        stream.run(idle_exit_s=args.exit_when_idle)
+    except FencedError as exc:
+        log_event(_log, logging.ERROR, "fenced: another instance took over", error=str(exc))
+        return EXIT_FENCED
+    except StreamError as exc:
+        log_event(_log, logging.ERROR, "stream failed", error=str(exc))
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        log_event(_log, logging.WARNING, "interrupted before the last batch was finished; it will be redone")
+        return EXIT_ERROR
+    return EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m redone_sdk.adapters.kafka", description=_DESCRIPTION)
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,135 @@
+"""What the stream writes: verdicts, review copies and dead letters, each with its headers.
+
+Every output names its source (`source_topic`, `source_partition`, `source_offset` headers), so any verdict
+or dead letter can be traced back to the input message, and duplicates can be told apart from re-sends.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from pydantic import BaseModel, ConfigDict
+
+from redone_sdk.schemas import ModerationResult, Note
+
+from .codec import Rejection
+
+__all__ = [
+    "HEADER_ACTION",
+    "HEADER_DETAIL",
+    "HEADER_MODEL_NAME",
+    "HEADER_MODEL_VERSION",
+    "HEADER_REASON",
+    "HEADER_SOURCE_OFFSET",
+    "HEADER_SOURCE_PARTITION",
+    "HEADER_SOURCE_TOPIC",
+    "OutRecord",
+    "ReviewItem",
+    "SourceRecord",
+    "dead_letter_record",
+    "header_map",
+    "review_record",
+    "verdict_record",
+]
+
+HEADER_MODEL_NAME = "model_name"
+HEADER_MODEL_VERSION = "model_version"
+HEADER_ACTION = "action"
+HEADER_SOURCE_TOPIC = "source_topic"
+HEADER_SOURCE_PARTITION = "source_partition"
+HEADER_SOURCE_OFFSET = "source_offset"
+HEADER_REASON = "reason"
+HEADER_DETAIL = "detail"
+
+_MAX_DETAIL_BYTES = 2000
+
+Headers = tuple[tuple[str, bytes], ...]
+
+
+class SourceRecord(Protocol):
+    """The fields of a consumed Kafka message that the stream reads (kafka-python's `ConsumerRecord` has them)."""
+
+    @property
+    def topic(self) -> str: ...
+    @property
+    def partition(self) -> int: ...
+    @property
+    def offset(self) -> int: ...
+    @property
+    def key(self) -> bytes | None: ...
+    @property
+    def value(self) -> bytes | None: ...
+
+
+@dataclass(frozen=True)
+class OutRecord:
+    """A message to produce."""
+
+    topic: str
+    key: bytes | None
+    value: bytes | None
+    headers: Headers
+
+
+class ReviewItem(BaseModel):
+    """The value of a review-topic message: the note itself, for the human reviewer, and its verdict."""
+
+    model_config = ConfigDict(frozen=True)
+
+    note: Note
+    result: ModerationResult
+
+
+def _source_headers(record: SourceRecord) -> Headers:
+    return (
+        (HEADER_SOURCE_TOPIC, record.topic.encode()),
+        (HEADER_SOURCE_PARTITION, str(record.partition).encode()),
+        (HEADER_SOURCE_OFFSET, str(record.offset).encode()),
+    )
+
+
+def _model_headers(result: ModerationResult) -> Headers:
+    return (
+        (HEADER_MODEL_NAME, result.model.name.encode()),
+        (HEADER_MODEL_VERSION, result.model.version.encode()),
+        (HEADER_ACTION, result.action.encode()),
+    )
+
+
+def verdict_record(topic: str, source: SourceRecord, result: ModerationResult) -> OutRecord:
+    """The verdict on one note: keyed by note_id, the `ModerationResult` as JSON."""
+    return OutRecord(
+        topic=topic,
+        key=result.note_id.encode(),
+        value=result.model_dump_json().encode(),
+        headers=_model_headers(result) + _source_headers(source),
+    )
+
+
+def review_record(topic: str, source: SourceRecord, note: Note, result: ModerationResult) -> OutRecord:
+    """A copy for human review of a note whose action is `review` or `block`: the note and its verdict as JSON."""
+    item = ReviewItem(note=note, result=result)
+    return OutRecord(
+        topic=topic,
+        key=result.note_id.encode(),
+        value=item.model_dump_json().encode(),
+        headers=_model_headers(result) + _source_headers(source),
+    )
+
+
+def dead_letter_record(topic: str, source: SourceRecord, rejection: Rejection) -> OutRecord:
+    """The original key and bytes, unchanged, with a `reason` code and a human-readable `detail` header."""
+    detail = rejection.detail.encode()[:_MAX_DETAIL_BYTES]
+    return OutRecord(
+        topic=topic,
+        key=source.key,
+        value=source.value,
+        headers=((HEADER_REASON, rejection.reason.encode()), (HEADER_DETAIL, detail), *_source_headers(source)),
+    )
+
+
+def header_map(headers: Sequence[tuple[str, bytes]] | None) -> dict[str, str]:
+    """Headers of a consumed message as text, for readers of the output topics (last value wins)."""
+    return {name: value.decode("utf-8", "replace") for name, value in headers or ()}

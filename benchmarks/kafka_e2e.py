@@ -1,0 +1,251 @@
+"""End-to-end benchmark of the Kafka adapter: notes/s through Kafka against `classify_batch` alone, on the same
+bundle in the same run (the ratio is the figure), and produce-to-verdict latency p50/p99.
+
+    scripts/kafka-broker start
+    python -m benchmarks.kafka_e2e --bundle PATH [--notes 5000] [--batch-size 64] [--threads 2] [--json out.json]
+
+1. Baseline: `Moderator.classify_batch` on the notes in batches of `--batch-size`, in this process, measured
+   before and after the Kafka run (their mean is the reference; their spread shows how steady the machine was).
+2. Throughput: the notes are produced to a fresh topic first; then `python -m redone_sdk.adapters.kafka` (a
+   separate process, as deployed) drains that backlog. Its rate is read from its own Prometheus endpoint
+   (messages handled, i.e. verdicts acknowledged and offsets committed), from the first batch to the last.
+3. Latency: notes are produced at a steady `--latency-rate` (default: half the measured throughput); the time
+   from each note's produce timestamp to its verdict reaching a consumer here gives p50/p99.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+from typing import Any
+
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+
+from redone_sdk import Moderator, Note
+from redone_sdk.adapters.kafka import StreamSettings
+from redone_sdk.adapters.kafka.admin import ensure_topics, stream_topics
+from redone_sdk.adapters.kafka.settings import env_name
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def load_texts(count: int) -> list[str]:
+    """Real note texts (COLD dev set from the shared data) when available, else varied synthetic ones."""
+    data = Path(os.environ.get("REDONE_DATA_DIR", REPO.parent / "shared" / "data")) / "cold" / "dev.csv"
+    texts: list[str] = []
+    if data.is_file():
+        with data.open(encoding="utf-8-sig", newline="") as handle:
+            texts = [row["TEXT"] for row in csv.DictReader(handle) if row["TEXT"].strip()]
+    if not texts:
+        texts = [f"第{i}条笔记：今天去了{i % 50}号咖啡馆，拍了很多照片，推荐给大家。" for i in range(1000)]
+    return [texts[i % len(texts)] for i in range(count)]
+
+
+def baseline(moderator: Moderator, notes: list[Note], batch_size: int) -> float:
+    """notes/s of classify_batch alone (the first batch warms up and is not timed)."""
+    moderator.classify_batch(notes[:batch_size])
+    started = time.perf_counter()
+    for i in range(0, len(notes), batch_size):
+        moderator.classify_batch(notes[i : i + batch_size])
+    return len(notes) / (time.perf_counter() - started)
+
+
+def metric(port: int, name: str) -> float:
+    body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    for line in body.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    return 0.0
+
+
+def start_stream(settings: StreamSettings, args: argparse.Namespace, log: Path) -> subprocess.Popen:
+    env = {**os.environ}
+    for name, value in settings.model_dump(exclude={"security"}).items():
+        if value is not None:
+            env[env_name(name)] = str(value).lower() if isinstance(value, bool) else str(value)
+    command = [
+        sys.executable,
+        "-m",
+        "redone_sdk.adapters.kafka",
+        "--bundle",
+        str(args.bundle),
+        "--log-level",
+        "WARNING",
+    ]
+    if args.threads:
+        command += ["--threads", str(args.threads)]
+    return subprocess.Popen(command, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
+
+
+def wait_metric(port: int, proc: subprocess.Popen, predicate: Any, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc.poll() is not None:
+            raise SystemExit(f"the stream process exited with {proc.returncode}")
+        try:
+            if predicate():
+                return
+        except OSError:
+            pass  # the metrics endpoint is not up yet
+        if time.monotonic() > deadline:
+            raise SystemExit("timed out waiting for the stream")
+        time.sleep(0.05)
+
+
+def throughput(port: int, proc: subprocess.Popen, total: int, timeout: float) -> float:
+    """Messages/s while the stream drains the backlog, between its first and its last completed batch."""
+    wait_metric(port, proc, lambda: metric(port, "redone_stream_messages_total") > 0, timeout)
+    first_count, first_time = metric(port, "redone_stream_messages_total"), time.perf_counter()
+    wait_metric(port, proc, lambda: metric(port, "redone_stream_messages_total") >= total, timeout)
+    last_count, last_time = metric(port, "redone_stream_messages_total"), time.perf_counter()
+    return (last_count - first_count) / (last_time - first_time)
+
+
+def latency(settings: StreamSettings, texts: list[str], rate: float, seconds: float) -> list[float]:
+    """Produce at `rate` notes/s for `seconds`; return produce-to-verdict latencies in seconds."""
+    reader = KafkaConsumer(
+        settings.output_topic,
+        bootstrap_servers=settings.bootstrap_servers,
+        auto_offset_reset="latest",
+        group_id=f"bench-reader-{uuid.uuid4().hex[:6]}",
+        fetch_max_wait_ms=20,
+    )
+    while not reader.assignment():
+        reader.poll(timeout_ms=100)
+    producer = KafkaProducer(bootstrap_servers=settings.bootstrap_servers, linger_ms=0)
+    sent: dict[str, float] = {}
+    latencies: list[float] = []
+    count = int(rate * seconds)
+    started = time.perf_counter()
+    for i in range(count):
+        due = started + i / rate
+        while (now := time.perf_counter()) < due:
+            for batch in reader.poll(timeout_ms=max(0, int((due - now) * 1000))).values():
+                latencies.extend(time.perf_counter() - sent[r.key.decode()] for r in batch if r.key.decode() in sent)
+        note_id = f"lat-{i}"
+        sent[note_id] = time.perf_counter()
+        producer.send(
+            settings.input_topic,
+            key=note_id.encode(),
+            value=json.dumps({"note_id": note_id, "content": texts[i % len(texts)]}).encode(),
+        )
+        producer.flush()
+    deadline = time.perf_counter() + 60
+    while len(latencies) < count and time.perf_counter() < deadline:
+        for batch in reader.poll(timeout_ms=100).values():
+            latencies.extend(time.perf_counter() - sent[r.key.decode()] for r in batch if r.key.decode() in sent)
+    producer.close()
+    reader.close()
+    return latencies
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.kafka_e2e", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--bundle", required=True, type=Path, help="model bundle directory")
+    parser.add_argument("--bootstrap", default=os.environ.get("KAFKA_BOOTSTRAP", "127.0.0.1:9092"))
+    parser.add_argument("--notes", type=int, default=5000, help="notes for the baseline and throughput runs")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--max-wait-ms", type=int, default=50)
+    parser.add_argument("--partitions", type=int, default=3)
+    parser.add_argument("--guarantee", choices=("at-least-once", "exactly-once"), default="at-least-once")
+    parser.add_argument("--threads", type=int, default=None, help="intra-op threads (both runs)")
+    parser.add_argument("--latency-rate", type=float, default=None, help="notes/s (default: half the throughput)")
+    parser.add_argument("--latency-seconds", type=float, default=10.0)
+    parser.add_argument("--json", type=Path, default=None, help="also write the results here")
+    args = parser.parse_args(argv)
+
+    texts = load_texts(args.notes)
+    notes = [Note(note_id=f"n{i}", content=t) for i, t in enumerate(texts)]
+    moderator = Moderator.load(args.bundle, intra_op_threads=args.threads)
+    base_before = baseline(moderator, notes, args.batch_size)
+
+    tag = f"bench-{uuid.uuid4().hex[:8]}"
+    settings = StreamSettings(
+        bootstrap=args.bootstrap,
+        input_topic=f"{tag}-in",
+        output_topic=f"{tag}-verdicts",
+        review_topic=f"{tag}-review",
+        dlq_topic=f"{tag}-dlq",
+        group_id=f"{tag}-group",
+        guarantee=args.guarantee,
+        instance_id=tag,
+        batch_size=args.batch_size,
+        max_wait_ms=args.max_wait_ms,
+        topic_partitions=args.partitions,
+        metrics_port=0,
+    )
+    ensure_topics(settings)
+    producer = KafkaProducer(bootstrap_servers=settings.bootstrap_servers, linger_ms=20)
+    for note in notes:
+        producer.send(settings.input_topic, key=note.note_id.encode(), value=note.model_dump_json().encode())
+    producer.flush()
+    producer.close()
+
+    port = _free_port()
+    log = Path(tempfile.gettempdir()) / f"{tag}-stream.log"
+    proc = start_stream(settings.model_copy(update={"metrics_port": port}), args, log)
+    try:
+        e2e = throughput(port, proc, len(notes), timeout=600)
+        base_after = baseline(moderator, notes, args.batch_size)  # the stream is idle now
+        rate = args.latency_rate or max(1.0, e2e / 2)
+        latencies = latency(settings, texts, rate, args.latency_seconds)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(60)
+        admin = KafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
+        admin.delete_topics(stream_topics(settings), raise_errors=False)
+        admin.close()
+
+    base = (base_before + base_after) / 2
+    results = {
+        "bundle": f"{moderator.bundle.name} {moderator.bundle.version}",
+        "notes": len(notes),
+        "batch_size": args.batch_size,
+        "max_wait_ms": args.max_wait_ms,
+        "partitions": args.partitions,
+        "guarantee": args.guarantee,
+        "threads": args.threads,
+        "classify_batch_notes_per_s": round(base, 1),
+        "classify_batch_before_after": [round(base_before, 1), round(base_after, 1)],
+        "kafka_e2e_notes_per_s": round(e2e, 1),
+        "ratio": round(e2e / base, 3),
+        "latency_rate_notes_per_s": round(rate, 1),
+        "latency_samples": len(latencies),
+        "latency_p50_ms": round(1000 * statistics.median(latencies), 1) if latencies else None,
+        "latency_p99_ms": round(1000 * percentile(latencies, 0.99), 1) if latencies else None,
+    }
+    width = max(len(k) for k in results)
+    for key, value in results.items():
+        print(f"{key:<{width}}  {value}")
+    print(json.dumps(results))
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    return 0
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,96 @@
+"""`redone stream` / `python -m redone_sdk.adapters.kafka`: flags, environment and exit codes (no broker needed)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import subprocess
+import sys
+from importlib.metadata import entry_points
+
+import pytest
+
+from redone_sdk.adapters.kafka.cli import EXIT_USAGE, add_arguments, register, run, settings_from_args
+
+
+def _parse(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    return parser.parse_args(argv)
+
+
+def test_register_adds_the_stream_subcommand() -> None:
+    parser = argparse.ArgumentParser(prog="redone")
+    register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(
+        [
+            "stream",
+            "--bootstrap",
+            "h:1",
+            "--input",
+            "i",
+            "--output",
+            "o",
+            "--review",
+            "r",
+            "--dlq",
+            "d",
+            "--group",
+            "g",
+            "--bundle",
+            "/b",
+        ]
+    )
+    assert args.handler is run and args.bundle == "/b"
+    s = settings_from_args(args)
+    assert (s.bootstrap, s.input_topic, s.output_topic, s.review_topic, s.dlq_topic, s.group_id) == (
+        "h:1",
+        "i",
+        "o",
+        "r",
+        "d",
+        "g",
+    )
+
+
+def test_flags_override_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REDONE_KAFKA_BOOTSTRAP", "env:9092")
+    monkeypatch.setenv("REDONE_KAFKA_BATCH_SIZE", "10")
+    s = settings_from_args(_parse("--batch-size", "20", "--guarantee", "exactly-once", "--no-create-topics"))
+    assert (s.bootstrap, s.batch_size, s.guarantee, s.create_topics) == ("env:9092", 20, "exactly-once", False)
+
+
+def test_bad_settings_exit_with_a_usage_error(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = logging.getLogger()
+    monkeypatch.setattr(root, "handlers", list(root.handlers))  # run() installs its JSON handler; undo it after
+    monkeypatch.setattr(root, "level", root.level)
+    monkeypatch.setattr(logging.getLogger("kafka"), "level", logging.getLogger("kafka").level)
+    assert run(_parse("--guarantee", "sometimes")) == EXIT_USAGE
+    assert "guarantee" in capsys.readouterr().err
+
+
+def test_module_entry_point_prints_help() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "redone_sdk.adapters.kafka", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+        env={**os.environ},
+    ).stdout
+    for flag in ("--bootstrap", "--input", "--output", "--review", "--dlq", "--group", "--bundle", "--guarantee"):
+        assert flag in out
+    assert "REDONE_KAFKA_BOOTSTRAP" in out
+
+
+def test_redone_stream_is_registered_in_the_core_cli() -> None:
+    installed = {e.name for e in entry_points(group="redone_sdk.cli")}
+    assert "stream" in installed, "reinstall the package (pip install -e .)"
+    from redone_sdk.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["stream", "--help"])
+    assert exit_info.value.code == 0

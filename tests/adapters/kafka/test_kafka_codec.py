@@ -1,0 +1,95 @@
+"""Decoding messages into notes, and the records the stream writes (no broker needed)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import pytest
+
+from redone_sdk import ModerationResult, Note
+from redone_sdk.adapters.kafka import REASONS, Rejection, ReviewItem, decode_note, header_map
+from redone_sdk.adapters.kafka.records import dead_letter_record, review_record, verdict_record
+from redone_sdk.schemas import ModelInfo
+
+
+@dataclass(frozen=True)
+class Message:
+    topic: str = "notes"
+    partition: int = 2
+    offset: int = 41
+    key: bytes | None = b"k"
+    value: bytes | None = None
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        (None, "empty"),
+        (b"", "empty"),
+        (b"x" * 65, "too_large"),
+        (b'{"note_id": "1", "content": "\xc3\x28"}', "invalid_utf8"),
+        (b"not json", "not_json"),
+        (b'{"note_id": "1", "content": "cut', "not_json"),
+        (b'{"title": "no id"}', "missing_fields"),
+        (b'{"note_id": "1", "content": "x", "extra": 1}', "invalid_schema"),
+        (b'{"note_id": "1", "content": 5}', "invalid_schema"),
+        (b'{"note_id": "1"}', "invalid_schema"),
+        (b"[1, 2]", "invalid_schema"),
+        (b'"just a string"', "invalid_schema"),
+    ],
+)
+def test_each_kind_of_bad_message_has_its_reason(value: bytes | None, reason: str) -> None:
+    outcome = decode_note(value, max_bytes=64)
+    assert isinstance(outcome, Rejection)
+    assert outcome.reason == reason
+    assert outcome.reason in REASONS and outcome.detail
+
+
+def test_a_valid_note_decodes() -> None:
+    raw = json.dumps({"note_id": 7, "title": "标题", "content": "正文", "tags": ["a"]}, ensure_ascii=False).encode()
+    note = decode_note(raw, max_bytes=1000)
+    assert note == Note(note_id="7", title="标题", content="正文", tags=("a",))
+
+
+def _result(action: str = "review") -> ModerationResult:
+    return ModerationResult(
+        note_id="n1",
+        flagged=action != "allow",
+        label="offensive",
+        scores={"offensive": 0.7},
+        action=action,
+        model=ModelInfo(name="bundle-x", version="1.2.3"),
+        truncated=False,
+    )
+
+
+def test_verdict_record_is_keyed_by_note_id_with_model_and_source_headers() -> None:
+    record = verdict_record("verdicts", Message(), _result())
+    assert record.topic == "verdicts" and record.key == b"n1"
+    assert ModerationResult.model_validate_json(record.value) == _result()
+    assert header_map(record.headers) == {
+        "model_name": "bundle-x",
+        "model_version": "1.2.3",
+        "action": "review",
+        "source_topic": "notes",
+        "source_partition": "2",
+        "source_offset": "41",
+    }
+
+
+def test_review_record_carries_the_note_and_its_verdict() -> None:
+    note = Note(note_id="n1", content="text")
+    record = review_record("review", Message(), note, _result("block"))
+    item = ReviewItem.model_validate_json(record.value)
+    assert item.note == note and item.result.action == "block"
+
+
+def test_dead_letter_keeps_key_and_bytes_and_says_why() -> None:
+    message = Message(key=b"orig-key", value=b"\xff\xfe raw")
+    record = dead_letter_record("dlq", message, Rejection("invalid_utf8", "not UTF-8 at byte 0" + "!" * 5000))
+    assert (record.key, record.value) == (b"orig-key", b"\xff\xfe raw")
+    headers = header_map(record.headers)
+    assert headers["reason"] == "invalid_utf8"
+    assert headers["detail"].startswith("not UTF-8") and len(headers["detail"]) <= 2000
+    assert (headers["source_topic"], headers["source_partition"], headers["source_offset"]) == ("notes", "2", "41")

@@ -1,0 +1,53 @@
+"""`python -m benchmarks.kafka_e2e` runs end to end on a small sample: the output's structure, never its speed."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.kafka
+
+REPO = Path(__file__).resolve().parents[3]
+
+
+def test_benchmark_reports_ratio_and_latency(tiny_bundle: Path, kafka_bootstrap: str, tmp_path: Path) -> None:
+    out = tmp_path / "kafka_e2e.json"
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.kafka_e2e",
+            "--bundle",
+            str(tiny_bundle),
+            "--bootstrap",
+            kafka_bootstrap,
+            "--notes",
+            "300",
+            "--latency-rate",
+            "50",
+            "--latency-seconds",
+            "2",
+            "--threads",
+            "1",
+            "--json",
+            str(out),
+        ],
+        cwd=REPO,
+        env={**os.environ},
+        check=True,
+        timeout=300,
+        capture_output=True,
+    )
+    results = json.loads(out.read_text())
+    assert results["notes"] == 300
+    assert results["classify_batch_notes_per_s"] > 0 and results["kafka_e2e_notes_per_s"] > 0
+    assert results["ratio"] == pytest.approx(
+        results["kafka_e2e_notes_per_s"] / results["classify_batch_notes_per_s"], rel=0.01
+    )
+    assert results["latency_samples"] >= 90
+    assert 0 < results["latency_p50_ms"] <= results["latency_p99_ms"]

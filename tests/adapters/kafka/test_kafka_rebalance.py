@@ -1,0 +1,59 @@
+"""Scaling out: two consumers of one group share the partitions; a third joining takes its share, and the
+rebalance loses nothing (each member commits what it finished before giving partitions up)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from redone_sdk import Moderator
+from redone_sdk.adapters.kafka import ModerationStream
+
+pytestmark = pytest.mark.kafka
+
+PARTITIONS = 6
+BATCH = 32
+
+
+def _until(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def test_consumers_share_partitions_and_a_third_joins_without_loss(
+    moderator: Moderator, sample_notes: list[dict[str, Any]], stream_settings, kit, stream_threads
+) -> None:
+    notes = sample_notes[:6000]
+    settings = stream_settings(topic_partitions=PARTITIONS, batch_size=BATCH)
+    kit.create_topics(settings)
+    kit.produce_notes(settings.input_topic, notes)
+    progress = kit.watch(settings.output_topic)
+
+    a = stream_threads(ModerationStream(classifier=moderator, settings=settings))
+    b = stream_threads(ModerationStream(classifier=moderator, settings=settings))
+    members = [a, b]
+
+    def assigned() -> list[float]:
+        return [m.stream.metrics.assigned.value() for m in members]
+
+    _until(lambda: all(n > 0 for n in assigned()) and sum(assigned()) == PARTITIONS, 60, "a split between two")
+    progress.wait_for(1000, timeout=60, alive=lambda: a.alive and b.alive)
+    assert progress.count() < len(notes) - 1000, "too little work left for the third consumer"
+
+    c = stream_threads(ModerationStream(classifier=moderator, settings=settings))
+    members.append(c)
+    _until(lambda: all(n > 0 for n in assigned()) and sum(assigned()) == PARTITIONS, 60, "a split between three")
+    progress.wait_for_keys({n["note_id"] for n in notes}, timeout=180, alive=lambda: a.alive and b.alive and c.alive)
+    summaries = [m.stop() for m in members]
+
+    assert all(s.messages > 0 for s in summaries), [s.messages for s in summaries]
+    verdicts = kit.read_all(settings.output_topic)
+    assert set(kit.verdict_counts(verdicts)) == {n["note_id"] for n in notes}
+    duplicates = kit.duplicates_by_source_partition(verdicts)
+    assert all(d <= BATCH for d in duplicates.values()), duplicates
+    assert sum(s.messages for s in summaries) == len(verdicts)
