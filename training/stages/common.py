@@ -116,6 +116,9 @@ def configure_torch(config: PipelineConfig) -> None:
 
     if config.threads:
         torch.set_num_threads(config.threads)
+    # Optimizer moments of a small model drift into denormal floats, which made CPU training here several
+    # times slower as a run went on (3.3 -> 1.1 steps/s); flushing them to zero costs nothing measurable.
+    torch.set_flush_denormal(True)
     torch.manual_seed(config.seed)
 
 
