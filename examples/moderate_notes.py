@@ -1,6 +1,6 @@
 """Moderate notes with the default bundle and a stricter policy for `hate`, without retraining.
 
-    python examples/moderate_notes.py examples/notes.jsonl
+python examples/moderate_notes.py examples/notes.jsonl
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Rank notes for a search query with the default bundle's query-note matcher.
 
-    python examples/rank_notes.py "周末 杭州 去哪儿"
+python examples/rank_notes.py "周末 杭州 去哪儿"
 """
 
 from __future__ import annotations

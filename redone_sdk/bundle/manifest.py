@@ -167,7 +167,9 @@ class Manifest(_Frozen):
                 raise ValueError(f"checkpoint folder {self.checkpoint!r} has no config.json listed in `files`")
         if self.generation is not None:
             _relative_file(self.generation)
-            if not any(name.startswith(self.generation.rstrip("/") + "/") and name.endswith(".onnx") for name in self.files):
+            if not any(
+                name.startswith(self.generation.rstrip("/") + "/") and name.endswith(".onnx") for name in self.files
+            ):
                 raise ValueError(f"generation folder {self.generation!r} has no .onnx file listed in `files`")
         if self.default_graph is not None and self.default_graph not in self.graphs:
             raise ValueError(f"default_graph {self.default_graph!r} is not one of {sorted(self.graphs)}")
