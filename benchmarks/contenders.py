@@ -1,0 +1,84 @@
+"""Everything the speed table times, behind one interface: `classify(texts)` plus what was measured."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from redone_sdk.bundle import Bundle
+
+__all__ = ["Contender", "SDK_BACKENDS", "REFERENCE", "load_sdk_contenders", "peer_contender"]
+
+REFERENCE = "torch-eager-fp32"
+
+# name -> (Moderator.load keyword arguments, bundle files it reads besides tokenizer/policy/manifest)
+SDK_BACKENDS: dict[str, tuple[dict[str, Any], str]] = {
+    "torch-eager-fp32": ({"backend": "torch", "torch_dtype": "float32"}, "checkpoint/model.safetensors"),
+    "torch-bf16": ({"backend": "torch", "torch_dtype": "bfloat16"}, "checkpoint/model.safetensors"),
+    "onnx-fp32": ({"backend": "onnx", "precision": "fp32"}, "scoring.fp32.onnx"),
+    "onnx-int8": ({"backend": "onnx", "precision": "int8"}, "scoring.int8.onnx"),
+}
+
+
+@dataclass
+class Contender:
+    name: str
+    kind: str  # "redone" (the SDK, through Moderator.classify_batch) or "peer"
+    classify: Callable[[Sequence[str]], Any]
+    files: list[str]
+    detail: dict[str, Any] = field(default_factory=dict)
+    moderator: Any = None  # the Moderator, for SDK contenders
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "kind": self.kind, "files": self.files, **self.detail}
+
+
+def load_sdk_contenders(
+    bundle_full: Path, *, batch_size: int, threads: int | None, tuned_batch_size: int | None = None
+) -> tuple[list[Contender], dict[str, str]]:
+    """The four backends of one bundle-full, loaded the way users load them; (loaded, {name: why not}).
+
+    `tuned_batch_size` adds `onnx-int8 (batch_size=N)`: the same graph with a different `Moderator.load` option."""
+    from redone_sdk import Moderator
+
+    bundle = Bundle.load(bundle_full)
+    plans = {name: (kwargs, file, batch_size) for name, (kwargs, file) in SDK_BACKENDS.items()}
+    if tuned_batch_size and tuned_batch_size != batch_size:
+        int8_kwargs, int8_file = SDK_BACKENDS["onnx-int8"]
+        plans[f"onnx-int8 (batch_size={tuned_batch_size})"] = (int8_kwargs, int8_file, tuned_batch_size)
+    loaded, missing = [], {}
+    for name, (kwargs, file, size) in plans.items():
+        started = time.perf_counter()
+        try:
+            moderator = Moderator.load(bundle, batch_size=size, intra_op_threads=threads, **kwargs)
+        except Exception as exc:  # a missing extra or graph: shown as unavailable, not dropped
+            missing[name] = f"{type(exc).__name__}: {exc}"
+            continue
+        detail = {
+            "load_kwargs": {**kwargs, "batch_size": size, "intra_op_threads": threads},
+            "load_seconds": round(time.perf_counter() - started, 2),
+        }
+        loaded.append(
+            Contender(
+                name=name,
+                kind="redone",
+                classify=moderator.classify_batch,
+                files=[str(bundle.path / file)],
+                detail=detail,
+                moderator=moderator,
+            )
+        )
+    return loaded, missing
+
+
+def peer_contender(peer: Any, files: list[str] | None = None) -> Contender:
+    return Contender(
+        name=peer.name,
+        kind="peer",
+        classify=peer.predict,
+        files=files or [],
+        detail={"languages": list(peer.languages) if peer.languages else "any"},
+    )

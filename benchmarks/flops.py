@@ -1,0 +1,97 @@
+"""Useful FLOPs of one scoring forward pass, counted from the model's shape and the real (unpadded) token counts.
+
+Counted (multiply-add = 2 FLOPs), per decoder layer and real token: the q/k/v/o projections
+(2·h·(h + 2·kv + h), kv = kv_heads·head_dim), the gated MLP (3 · 2·h·i), and causal attention (QKᵀ and
+attention·V over the positions a token may see: 2 · 2·heads·head_dim per visible position, so for a prompt of
+n tokens 2·heads·head_dim·n(n+1) per layer). Plus the label head at the last token only (2·h·labels).
+Not counted: embeddings (a gather), norms, rotary, softmax, SiLU (elementwise, < 2 %), padded positions and
+the masked half of the attention matrix the kernels compute anyway — so this is the work a perfect kernel
+would do, and the rate is the *useful* rate.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from redone_sdk.bundle import Bundle
+
+__all__ = ["ModelShape", "model_shape", "forward_flops", "last_layer_avoidable", "FLOPS_RULE"]
+
+FLOPS_RULE = __doc__.split("\n\n", 1)[1].strip() if __doc__ else ""
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    hidden: int
+    layers: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+    intermediate: int
+    labels: int
+    source: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def per_token_linear(self) -> int:
+        h, kv = self.hidden, self.kv_heads * self.head_dim
+        return self.layers * (2 * h * (h + 2 * kv + self.heads * self.head_dim) + 3 * 2 * h * self.intermediate)
+
+
+def model_shape(bundle: Bundle) -> ModelShape:
+    """From `checkpoint/config.json` when the bundle has it, else from the manifest's training config."""
+    manifest = bundle.manifest
+    labels = len(next(iter(manifest.graphs.values())).label_token_ids) if manifest.graphs else 9
+    if manifest.checkpoint and (bundle.path / manifest.checkpoint / "config.json").is_file():
+        cfg = json.loads((bundle.path / manifest.checkpoint / "config.json").read_text(encoding="utf-8"))
+        heads = cfg["num_attention_heads"]
+        return ModelShape(
+            hidden=cfg["hidden_size"],
+            layers=cfg["num_hidden_layers"],
+            heads=heads,
+            kv_heads=cfg.get("num_key_value_heads", heads),
+            head_dim=cfg.get("head_dim") or cfg["hidden_size"] // heads,
+            intermediate=cfg["intermediate_size"],
+            labels=labels,
+            source=f"{manifest.checkpoint}/config.json",
+        )
+    cfg = manifest.lineage.training_config
+    heads = int(cfg["num_heads"])
+    return ModelShape(
+        hidden=int(cfg["hidden_size"]),
+        layers=int(cfg["num_layers"]),
+        heads=heads,
+        kv_heads=int(cfg.get("num_kv_heads", heads)),
+        head_dim=int(cfg["hidden_size"]) // heads,
+        intermediate=int(cfg["intermediate_size"]),
+        labels=labels,
+        source="manifest lineage.training_config",
+    )
+
+
+def forward_flops(shape: ModelShape, token_counts: Sequence[int]) -> float:
+    """Useful FLOPs to score prompts of these real lengths (see the module docstring for what counts)."""
+    linear = shape.per_token_linear()
+    attention = 2 * shape.heads * shape.head_dim * shape.layers
+    head = 2 * shape.hidden * shape.labels
+    return float(sum(linear * n + attention * n * (n + 1) + head for n in token_counts))
+
+
+def last_layer_avoidable(shape: ModelShape, token_counts: Sequence[int]) -> float:
+    """Share of `forward_flops` the scoring graph spends on outputs it throws away: in the last decoder layer only
+    the last real token's output is read, so its q/o projections, MLP and attention rows for the other positions
+    are not needed (their keys and values are)."""
+    h, kv, q = shape.hidden, shape.kv_heads * shape.head_dim, shape.heads * shape.head_dim
+    per_layer_linear = shape.per_token_linear() // shape.layers
+    kv_linear = 2 * h * 2 * kv
+    total = forward_flops(shape, token_counts)
+    avoidable = 0.0
+    for n in token_counts:
+        layer = per_layer_linear * n + 2 * shape.heads * shape.head_dim * n * (n + 1)
+        needed = kv_linear * n + (per_layer_linear - kv_linear) + 4 * q * n
+        avoidable += layer - needed
+    return avoidable / total if total else 0.0

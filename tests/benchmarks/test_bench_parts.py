@@ -1,0 +1,61 @@
+"""The benchmark's small pure pieces: FLOP counting, padding waste, grade cuts, label spaces, CLI plug-in."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:  # `benchmarks/` is a source folder, not an installed package
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks.breakdown import padding_waste  # noqa: E402
+from benchmarks.flops import ModelShape, forward_flops  # noqa: E402
+from benchmarks.peers.relevance import GRADES, GradeCuts  # noqa: E402
+from benchmarks.quality import metrics_for  # noqa: E402
+
+
+def test_flops_count_linear_attention_and_head() -> None:
+    shape = ModelShape(hidden=4, layers=1, heads=2, kv_heads=1, head_dim=2, intermediate=8, labels=3, source="t")
+    # per token: q 2*4*4 + k,v 2*(2*4*2) + o 2*4*4 = 96; MLP 3*2*4*8 = 192 -> 288
+    assert shape.per_token_linear() == 288
+    # one prompt of 3 tokens: 288*3 + attention 2*heads*head_dim*n(n+1) = 2*2*2*12 = 96, + head 2*4*3 = 24
+    assert forward_flops(shape, [3]) == 288 * 3 + 96 + 24
+    assert forward_flops(shape, [3, 3]) == 2 * forward_flops(shape, [3])
+
+
+def test_padding_waste_is_zero_for_sorted_equal_lengths_and_positive_when_mixed() -> None:
+    assert padding_waste([5, 5, 5, 5], 2)["bulk_length_buckets"] == 0.0
+    waste = padding_waste([1, 9, 1, 9], 2)
+    assert waste["bulk_length_buckets"] == 0.0
+    assert waste["batched_arrival_order"] == pytest.approx(1 - 20 / 36, abs=1e-4)
+
+
+def test_grade_cuts_recover_separable_grades() -> None:
+    scores = np.array([0.0, 0.1, 1.0, 1.1, 2.0, 2.1, 3.0, 3.1, 4.0, 4.1])
+    gold = [g for g in GRADES for _ in range(2)]
+    cuts = GradeCuts()
+    assert cuts.fit(scores, gold) == pytest.approx(1.0)
+    assert cuts.grades(scores) == gold
+    assert list(cuts.cuts) == sorted(cuts.cuts)
+
+
+def test_label_spaces_match_the_pipeline() -> None:
+    # COLD/SWSR are harmful-vs-safe: `hate` predicted for an offensive note counts as right
+    assert metrics_for("cold_dev", ["offensive", "safe"], ["hate", "safe"], [])["accuracy"] == 1.0
+    # Davidson keeps its three classes
+    assert metrics_for("davidson_dev", ["offensive", "hate"], ["hate", "hate"], [])["accuracy"] == 0.5
+    assert metrics_for("davidson_dev:binary", ["offensive", "hate"], ["hate", "hate"], [])["accuracy"] == 1.0
+
+
+def test_register_adds_bench_to_a_cli() -> None:
+    from benchmarks.cli import register, run
+
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["bench", "--quick", "--sections", "quality"])
+    assert args.handler is run and args.quick and args.sections == "quality"
