@@ -74,8 +74,10 @@ def start_stream(settings: StreamSettings, args: argparse.Namespace, log: Path) 
     for name, value in settings.model_dump(exclude={"security"}).items():
         if value is not None:
             env[env_name(name)] = str(value).lower() if isinstance(value, bool) else str(value)
+    profile = ["-m", "cProfile", "-o", str(args.profile)] if args.profile else []
     command = [
         sys.executable,
+        *profile,
         "-m",
         "redone_sdk.adapters.kafka",
         "--bundle",
@@ -85,6 +87,8 @@ def start_stream(settings: StreamSettings, args: argparse.Namespace, log: Path) 
     ]
     if args.threads:
         command += ["--threads", str(args.threads)]
+    if args.spinning is not None:
+        command += ["--spinning" if args.spinning else "--no-spinning"]
     return subprocess.Popen(command, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
 
 
@@ -167,6 +171,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=None, help="intra-op threads (both runs)")
     parser.add_argument("--latency-rate", type=float, default=None, help="notes/s (default: half the throughput)")
     parser.add_argument("--latency-seconds", type=float, default=10.0)
+    parser.add_argument(
+        "--spinning",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="the stream's ONNX Runtime threads busy-wait between batches (default: ONNX Runtime's choice)",
+    )
+    parser.add_argument(
+        "--profile", type=Path, default=None, help="run the stream under cProfile, write its stats here, print the top"
+    )
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = parser.parse_args(argv)
 
@@ -230,6 +243,10 @@ def main(argv: list[str] | None = None) -> int:
         "latency_p50_ms": round(1000 * statistics.median(latencies), 1) if latencies else None,
         "latency_p99_ms": round(1000 * percentile(latencies, 0.99), 1) if latencies else None,
     }
+    if args.profile:
+        import pstats
+
+        pstats.Stats(str(args.profile)).sort_stats("tottime").print_stats(30)
     width = max(len(k) for k in results)
     for key, value in results.items():
         print(f"{key:<{width}}  {value}")

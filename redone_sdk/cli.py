@@ -124,7 +124,7 @@ def _bundle_info(args: argparse.Namespace) -> int:
 def _add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bundle", default=None, help="Bundle directory (default: the bundle shipped with the SDK).")
     parser.add_argument("--backend", choices=["auto", "onnx", "torch"], default="auto", help="Inference backend.")
-    parser.add_argument("--batch-size", type=int, default=32, help="Notes per forward pass.")
+    parser.add_argument("--batch-size", type=int, default=8, help="Most notes per forward pass.")
     parser.add_argument("--threads", type=int, default=None, help="Intra-op threads (default: ONNX Runtime's).")
 
 

@@ -5,6 +5,8 @@ Variants, all from the same tokenizer and initial weights:
 - `cpt_sft`      — continued pretraining, then the same SFT;
 - `cpt_sft_dpo`  — the full recipe, DPO on the SFT model's own mistakes;
 - `single_task`  — each task fine-tuned alone from the initial model (one model per task).
+Stages that `redone train all` already finished in the same output folder with the same configuration are
+reused (linked), so the ablation after a pipeline run trains only what the pipeline did not.
 Plus the cross-set check: the full recipe's CPT model fine-tuned on harm data without SWSR, scored on SWSR's
 dev part, against a char 1–3-gram TF-IDF + logistic regression trained on the same data.
 """
@@ -39,6 +41,18 @@ def _link_upstream(source: PipelineConfig, target: PipelineConfig, stages: tuple
             raise RuntimeError(f"ablation: stage {name} of {source.output_dir} does not fit {target.output_dir}")
 
 
+def _reuse_finished(source: PipelineConfig, target: PipelineConfig, stages: tuple[str, ...]) -> list[str]:
+    """Link the stages `redone train all` already finished in `source` (same fingerprint) into `target`."""
+    reused: list[str] = []
+    for name in stages:
+        if stage_dir(target, name).exists() or not is_done(source, name):
+            break
+        Path(target.output_dir).mkdir(parents=True, exist_ok=True)
+        os.symlink(stage_dir(source, name).resolve(), stage_dir(target, name), target_is_directory=True)
+        reused.append(name)
+    return reused
+
+
 def _ensure(config: PipelineConfig, name: str) -> None:
     if not is_done(config, name):
         run_stage(name, config)
@@ -71,31 +85,103 @@ def _tfidf_cross_set(config: PipelineConfig, harm_sources: tuple[str, ...]) -> d
     return out
 
 
+def _stage_summary(config: PipelineConfig, name: str) -> dict[str, Any]:
+    """Steps, first/final loss and runtime a stage recorded in its DONE.json (what CPT's loss fell to, say)."""
+    marker = stage_dir(config, name) / "DONE.json"
+    if not marker.is_file():
+        return {}
+    done = json.loads(marker.read_text())
+    keep = ("steps", "first_loss", "final_loss", "train_runtime_s", "tokens_per_step", "pairs")
+    return {k: done[k] for k in keep if k in done}
+
+
+def _machine() -> dict[str, Any]:
+    import platform
+
+    import torch
+
+    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"cpu ({os.cpu_count()} cores)"
+    return {"device": device, "torch": torch.__version__, "python": platform.python_version()}
+
+
 def run_ablation(config: PipelineConfig, *, single_tasks: tuple[str, ...] | None = None) -> Path:
-    """Train and evaluate every variant under `<output_dir>/ablation`; write `table.json` and `table.md`."""
+    """Train and evaluate every variant under `<output_dir>/ablation`; write `table.json` and `table.md`.
+
+    The table is rewritten after every variant (with `"complete": false` until the end), so a run that stops
+    part-way leaves what it measured; finished stages are reused when the command is run again.
+    """
     started = time.monotonic()
     root = Path(config.output_dir) / "ablation"
     full = config.replace(
         output_dir=str(root / "cpt_sft_dpo"), cpt={"enabled": True}, sft={"enabled": True}, dpo={"enabled": True}
     )
+    table: dict[str, Any] = {
+        "variants": {},
+        "stages": {},
+        "seconds": {},
+        "config": full.to_dict(),
+        "machine": _machine(),
+        "complete": False,
+    }
+
+    def write() -> None:
+        table["seconds"]["total"] = round(time.monotonic() - started, 1)
+        root.mkdir(parents=True, exist_ok=True)
+        (root / "table.json").write_text(json.dumps(table, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        (root / "table.md").write_text(render_table(table), encoding="utf-8")
+
+    def timed(name: str, fn: Any) -> Any:
+        begun = time.monotonic()
+        result = fn()
+        table["seconds"][name] = round(time.monotonic() - begun, 1)
+        return result
+
+    pipeline = config.replace(cpt={"enabled": True}, sft={"enabled": True}, dpo={"enabled": True})
+    table["reused_from_pipeline_run"] = _reuse_finished(pipeline, full, ("data", "init", "cpt", "sft", "dpo"))
     for name in ("data", "init", "cpt", "sft", "dpo"):
-        _ensure(full, name)
-    results: dict[str, dict[str, float]] = {}
-    results["cpt_sft"] = _flatten(evaluate_model(stage_dir(full, "sft") / "model", full))
-    results["cpt_sft_dpo"] = _flatten(evaluate_model(stage_dir(full, "dpo") / "model", full))
+        timed(f"train/{name}", lambda name=name: _ensure(full, name))
+        table["stages"][name] = _stage_summary(full, name)
+    results: dict[str, dict[str, float]] = table["variants"]
+    results["cpt_sft"] = _flatten(timed("eval/cpt_sft", lambda: evaluate_model(stage_dir(full, "sft") / "model", full)))
+    results["cpt_sft_dpo"] = _flatten(
+        timed("eval/cpt_sft_dpo", lambda: evaluate_model(stage_dir(full, "dpo") / "model", full))
+    )
+    write()
 
     sft_only = full.replace(output_dir=str(root / "sft_only"), cpt={"enabled": False}, dpo={"enabled": False})
     _link_upstream(full, sft_only, ("data", "init"))
-    _ensure(sft_only, "sft")
-    results["sft_only"] = _flatten(evaluate_model(stage_dir(sft_only, "sft") / "model", sft_only))
+    timed("train/sft_only", lambda: _ensure(sft_only, "sft"))
+    table["stages"]["sft_only/sft"] = _stage_summary(sft_only, "sft")
+    results["sft_only"] = _flatten(
+        timed("eval/sft_only", lambda: evaluate_model(stage_dir(sft_only, "sft") / "model", sft_only))
+    )
+    write()
+
+    without = tuple(s for s in full.data.harm_sources if s != "swsr")
+    cross = full.replace(
+        output_dir=str(root / "cross_no_swsr"), dpo={"enabled": False}, data={"harm_sources": list(without)}
+    )
+    _link_upstream(full, cross, ("data", "init", "cpt"))
+    timed("train/cross_no_swsr", lambda: _ensure(cross, "sft"))
+    model_cross = evaluate_model(stage_dir(cross, "sft") / "model", cross, tasks={"moderation"})["scoring"]
+    tfidf_cross = _tfidf_cross_set(full, without)
+    tfidf_all = _tfidf_cross_set(full, full.data.harm_sources)
+    table["cross_set"] = {
+        "trained_on": list(without),
+        "model_cpt_sft": {k: v["macro_f1"] for k, v in model_cross.items()},
+        "tfidf_logreg": {k: v["macro_f1"] for k, v in tfidf_cross.items()},
+    }
+    table["tfidf_logreg_all_harm_sources"] = {k: v["macro_f1"] for k, v in tfidf_all.items()}
+    write()
+
+    from redone_sdk.training.stages.evaluate import summarize
 
     _, _, counts = training_mixture(full)
-    tasks = single_tasks or tuple(sorted(counts))
     single: dict[str, float] = {}
-    for task in tasks:
+    for task in single_tasks or tuple(sorted(counts)):
         alone = sft_only.replace(output_dir=str(root / "single" / task), data={"sft_tasks": [task]})
         _link_upstream(full, alone, ("data", "init"))
-        _ensure(alone, "sft")
+        timed(f"train/single/{task}", lambda alone=alone: _ensure(alone, "sft"))
         metrics = evaluate_model(stage_dir(alone, "sft") / "model", alone, tasks={task})
         single.update(
             {
@@ -104,38 +190,16 @@ def run_ablation(config: PipelineConfig, *, single_tasks: tuple[str, ...] | None
                 if k not in ("snsbench_average", "harm_macro_f1", "translation")
             }
         )
-    from redone_sdk.training.stages.evaluate import summarize
-
-    results["single_task"] = single
-    results["single_task"].update(
-        summarize(
-            {k: {"macro_f1": v} for k, v in single.items() if k.endswith("_dev")},
-            {k: {"score": v} for k, v in single.items() if not k.endswith("_dev")},
-        )
-    )
-
-    without = tuple(s for s in full.data.harm_sources if s != "swsr")
-    cross = full.replace(
-        output_dir=str(root / "cross_no_swsr"), dpo={"enabled": False}, data={"harm_sources": list(without)}
-    )
-    _link_upstream(full, cross, ("data", "init", "cpt"))
-    _ensure(cross, "sft")
-    model_cross = evaluate_model(stage_dir(cross, "sft") / "model", cross, tasks={"moderation"})["scoring"]
-    tfidf_cross = _tfidf_cross_set(full, without)
-    tfidf_all = _tfidf_cross_set(full, full.data.harm_sources)
-    table = {
-        "variants": results,
-        "cross_set": {
-            "trained_on": list(without),
-            "model_cpt_sft": {k: v["macro_f1"] for k, v in model_cross.items()},
-            "tfidf_logreg": {k: v["macro_f1"] for k, v in tfidf_cross.items()},
-        },
-        "tfidf_logreg_all_harm_sources": {k: v["macro_f1"] for k, v in tfidf_all.items()},
-        "config": full.to_dict(),
-        "seconds": round(time.monotonic() - started, 1),
-    }
-    (root / "table.json").write_text(json.dumps(table, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    (root / "table.md").write_text(render_table(table), encoding="utf-8")
+        results["single_task"] = {
+            **single,
+            **summarize(
+                {k: {"macro_f1": v} for k, v in single.items() if k.endswith("_dev")},
+                {k: {"score": v} for k, v in single.items() if not k.endswith("_dev")},
+            ),
+        }
+        write()
+    table["complete"] = True
+    write()
     log.info("ablation written to %s in %.0f s", root, time.monotonic() - started)
     return root
 
@@ -145,11 +209,27 @@ def render_table(table: dict[str, Any]) -> str:
     rows = sorted({k for v in variants for k in table["variants"][v]})
     summary = [r for r in ("snsbench_average", "harm_macro_f1", "translation") if r in rows]
     body = [r for r in rows if r not in summary]
-    lines = ["| task (dev) | " + " | ".join(variants) + " |", "|---|" + "---|" * len(variants)]
+    machine = table.get("machine", {})
+    lines = []
+    if machine:
+        lines += [f"Machine: {machine.get('device')}, torch {machine.get('torch')}.", ""]
+    if not table.get("complete", True):
+        lines += ["**Partial table: the run stopped before every variant was measured.**", ""]
+    cpt = table.get("stages", {}).get("cpt", {})
+    if cpt.get("final_loss") is not None:
+        tokens = cpt.get("steps", 0) * cpt.get("tokens_per_step", 0)
+        lines += [
+            f"Continued pretraining: {cpt['steps']} steps, {tokens / 1e6:.1f} M tokens, "
+            f"loss {cpt['first_loss']:.2f} → {cpt['final_loss']:.2f}.",
+            "",
+        ]
+    lines += ["| task (dev) | " + " | ".join(variants) + " |", "|---|" + "---|" * len(variants)]
     for row in [*body, *summary]:
         cells = [table["variants"][v].get(row) for v in variants]
         label = f"**{row}**" if row in summary else row
         lines.append(f"| {label} | " + " | ".join("—" if c is None else f"{c:.3f}" for c in cells) + " |")
+    if "cross_set" not in table:
+        return "\n".join(lines) + "\n"
     cross = table["cross_set"]
     lines += [
         "",

@@ -12,11 +12,15 @@ __all__ = ["generate_answers", "predict_labels"]
 
 
 def generate_answers(
-    model: Any, codec: ChatCodec, prompts: Sequence[str], *, max_new_tokens: int = 64, batch_size: int = 16
+    model: Any, codec: ChatCodec, prompts: Sequence[str], *, max_new_tokens: int = 64, batch_size: int | None = None
 ) -> list[str]:
-    """Greedy decoding until `<|im_end|>`; prompts are left-padded so every row ends where its answer starts."""
+    """Greedy decoding until `<|im_end|>`; prompts are left-padded so every row ends where its answer starts.
+    Runs where the model is; `batch_size` defaults to 16 on CPU and 128 on a GPU (decoding is launch-bound)."""
     import torch
     from tqdm.auto import tqdm
+
+    device = model.device
+    batch_size = batch_size or (128 if device.type == "cuda" else 16)
 
     encoded = codec.chat_prompts(list(prompts), reserve=max_new_tokens)
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
@@ -33,15 +37,15 @@ def generate_answers(
             mask[row, width - len(seq) :] = 1
         with torch.inference_mode():
             output = model.generate(
-                input_ids=ids,
-                attention_mask=mask,
+                input_ids=ids.to(device),
+                attention_mask=mask.to(device),
                 max_new_tokens=max_new_tokens,
                 do_sample=False,
                 eos_token_id=codec.end_id,
                 pad_token_id=codec.pad_id,
             )
         for row, i in enumerate(batch):
-            answers[i] = codec.decode(output[row, width:].tolist())
+            answers[i] = codec.decode(output[row, width:].cpu().tolist())
     return answers
 
 
@@ -57,12 +61,13 @@ def predict_labels(
     spec = codec.tasks[task]
     token_ids = [codec.token_ids[answer_token(label.name)] for label in spec.labels]
     head = build_scoring_head(model, token_ids).eval()
+    device = model.device
     prompts = codec.scoring_prompts(task, list(records))
     predicted: list[str] = [""] * len(prompts)
     for batch in length_buckets([len(p) for p in prompts], batch_size):
         ids, mask = pad_batch([prompts[i] for i in batch], codec.pad_id)
         with torch.inference_mode():
-            logits = head(torch.from_numpy(ids), torch.from_numpy(mask))
+            logits = head(torch.from_numpy(ids).to(device), torch.from_numpy(mask).to(device)).float().cpu()
         for row, i in enumerate(batch):
             predicted[i] = spec.labels[int(logits[row].argmax())].name
     return predicted

@@ -7,7 +7,7 @@ from typing import Any
 
 from redone_sdk.training.config import ModelConfig
 
-__all__ = ["build_model", "load_model", "save_model"]
+__all__ = ["build_model", "inference_device", "load_model", "save_model"]
 
 
 def build_model(config: ModelConfig, vocab_size: int, pad_token_id: int, eos_token_id: int, seed: int) -> Any:
@@ -35,13 +35,25 @@ def build_model(config: ModelConfig, vocab_size: int, pad_token_id: int, eos_tok
     return model
 
 
-def load_model(path: Path) -> Any:
-    """A causal LM from a local checkpoint: safetensors only, no remote code, no network."""
+def inference_device() -> str:
+    """Where evaluation and mining run: this process's GPU when there is one (`LOCAL_RANK` under accelerate)."""
+    import os
+
+    import torch
+
+    if torch.cuda.is_available():
+        return f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+    return "cpu"
+
+
+def load_model(path: Path, device: str | None = None) -> Any:
+    """A causal LM from a local checkpoint: safetensors only, no remote code, no network; on `device` if given."""
     from transformers import AutoModelForCausalLM
 
-    return AutoModelForCausalLM.from_pretrained(
+    model = AutoModelForCausalLM.from_pretrained(
         str(path), trust_remote_code=False, use_safetensors=True, local_files_only=True
     )
+    return model.to(device) if device else model
 
 
 def save_model(model: Any, tokenizer: Any, path: Path) -> Path:

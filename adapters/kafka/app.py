@@ -94,13 +94,17 @@ class ModerationStream:
         policy: str | Path | None = None,
         backend: Literal["auto", "onnx", "torch"] = "auto",
         intra_op_threads: int | None = None,
+        allow_spinning: bool | None = None,
         on_error: ErrorCallback | None = None,
     ) -> ModerationStream:
         """A stream around `Moderator.load(bundle)` (`None`: the bundle shipped with the SDK); `policy` is a
-        policy JSON file replacing the bundle's own."""
+        policy JSON file replacing the bundle's own. `allow_spinning=False` lets ONNX Runtime's idle threads
+        sleep between batches, leaving the cores to the Kafka client threads (and a broker on the same host)."""
         from redone_sdk import Moderator  # heavy (ONNX Runtime): only when asked for
 
-        moderator = Moderator.load(bundle, policy=policy, backend=backend, intra_op_threads=intra_op_threads)
+        moderator = Moderator.load(
+            bundle, policy=policy, backend=backend, intra_op_threads=intra_op_threads, allow_spinning=allow_spinning
+        )
         return cls(classifier=moderator, settings=settings, on_error=on_error)
 
     @property

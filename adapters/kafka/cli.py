@@ -73,6 +73,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--policy", default=None, help="moderation policy JSON replacing the bundle's own")
     parser.add_argument("--backend", choices=("auto", "onnx", "torch"), default="auto", help="inference backend")
     parser.add_argument("--threads", type=int, default=None, help="intra-op threads of the model")
+    parser.add_argument(
+        "--spinning",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="let ONNX Runtime's idle threads busy-wait between batches (default: ONNX Runtime's choice)",
+    )
     for flag, field, kind, text in _FLAGS:
         parser.add_argument(
             flag,
@@ -124,7 +130,12 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         stream = ModerationStream.from_bundle(
-            args.bundle, settings=settings, policy=args.policy, backend=args.backend, intra_op_threads=args.threads
+            args.bundle,
+            settings=settings,
+            policy=args.policy,
+            backend=args.backend,
+            intra_op_threads=args.threads,
+            allow_spinning=args.spinning,
         )
     except RedOneError as exc:
         log_event(_log, logging.ERROR, "cannot load the bundle", error=str(exc))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import weakref
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -10,7 +12,7 @@ import numpy as np
 
 from redone_sdk.errors import BackendUnavailableError, BundleFormatError
 
-__all__ = ["OnnxScorer", "PROVIDER_PREFERENCE", "choose_providers"]
+__all__ = ["OnnxScorer", "PROVIDER_PREFERENCE", "choose_providers", "shared_scorer"]
 
 PROVIDER_PREFERENCE = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
 
@@ -43,6 +45,7 @@ class OnnxScorer:
         providers: Sequence[str] | None = None,
         intra_op_threads: int | None = None,
         inter_op_threads: int | None = None,
+        allow_spinning: bool | None = None,
     ) -> None:
         import onnxruntime as ort
 
@@ -52,6 +55,10 @@ class OnnxScorer:
             options.intra_op_num_threads = intra_op_threads
         if inter_op_threads:
             options.inter_op_num_threads = inter_op_threads
+        if allow_spinning is not None:
+            flag = "1" if allow_spinning else "0"
+            options.add_session_config_entry("session.intra_op.allow_spinning", flag)
+            options.add_session_config_entry("session.inter_op.allow_spinning", flag)
         self.providers = choose_providers(providers)
         provider_options: list[dict[str, Any]] = []
         for provider in self.providers:
@@ -76,3 +83,44 @@ class OnnxScorer:
     def __call__(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         (logits,) = self._session.run([self._output], {"input_ids": input_ids, "attention_mask": attention_mask})
         return np.asarray(logits, dtype=np.float32)
+
+
+_SHARED: weakref.WeakValueDictionary[tuple[Any, ...], OnnxScorer] = weakref.WeakValueDictionary()
+_SHARED_LOCK = threading.Lock()
+
+
+def shared_scorer(
+    graph: Path,
+    *,
+    providers: Sequence[str] | None = None,
+    intra_op_threads: int | None = None,
+    inter_op_threads: int | None = None,
+    allow_spinning: bool | None = None,
+) -> OnnxScorer:
+    """One scorer per (graph file, options) in this process, alive while anything uses it.
+
+    ONNX Runtime sessions are safe to run from several threads; two sessions on the same cores instead compete
+    for them (each keeps its own spinning thread pool), so a Moderator and a matcher on one bundle share.
+    """
+    stat = graph.stat()
+    key = (
+        str(graph.resolve()),
+        stat.st_mtime_ns,
+        stat.st_size,
+        tuple(providers) if providers else None,
+        intra_op_threads,
+        inter_op_threads,
+        allow_spinning,
+    )
+    with _SHARED_LOCK:
+        scorer = _SHARED.get(key)
+        if scorer is None:
+            scorer = OnnxScorer(
+                graph,
+                providers=providers,
+                intra_op_threads=intra_op_threads,
+                inter_op_threads=inter_op_threads,
+                allow_spinning=allow_spinning,
+            )
+            _SHARED[key] = scorer
+        return scorer

@@ -114,3 +114,17 @@ def test_checkpoint_without_safetensors_is_refused(tmp_path: Path, tiny_bundle: 
     (tmp_path / "pytorch_model.bin").write_bytes(b"pickle")
     with pytest.raises(BundleFormatError, match=r"no \.safetensors weights"):
         Moderator.load(tmp_path, template=tiny_bundle)
+
+
+def test_engines_on_one_graph_share_one_onnx_session(tiny_bundle: Path) -> None:
+    from redone_sdk import NoteQueryMatcher
+    from redone_sdk.inference.engine import InferenceOptions, open_backend
+
+    moderator = Moderator.load(tiny_bundle, intra_op_threads=2)
+    matcher = NoteQueryMatcher.load(tiny_bundle, intra_op_threads=2)
+    assert moderator._engine._backend is matcher._engine._backend
+    other = open_backend(moderator.bundle, InferenceOptions(intra_op_threads=2, allow_spinning=False))
+    assert other is not moderator._engine._backend
+    scores = moderator.classify("测试").scores
+    quiet = Moderator.load(tiny_bundle, intra_op_threads=2, allow_spinning=False).classify("测试").scores
+    assert quiet == pytest.approx(scores, abs=1e-6)

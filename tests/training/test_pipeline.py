@@ -161,3 +161,24 @@ def test_cli_flags_reach_the_config() -> None:
     )
     config = config_from_args(args)
     assert config.sft.learning_rate == 0.01 and config.sft.lora and config.data.harm_sources == ("cold",)
+
+
+def test_ablation_table_reuses_the_pipeline_run_and_covers_every_variant(tiny_run: Path, data_dir: Path) -> None:
+    from redone_sdk.training.ablation import VARIANTS, run_ablation
+
+    root = run_ablation(_config(tiny_run, data_dir), single_tasks=("moderation", "ner"))
+    table = json.loads((root / "table.json").read_text())
+    assert table["complete"] is True
+    assert table["reused_from_pipeline_run"] == ["data", "init", "cpt", "sft", "dpo"]
+    assert set(table["variants"]) == set(VARIANTS)
+    for variant in ("sft_only", "cpt_sft", "cpt_sft_dpo"):
+        row = table["variants"][variant]
+        assert {"cold_dev", "swsr_dev", "davidson_dev", "querycorr_dev", "ner", "harm_macro_f1"} <= set(row)
+        assert all(0.0 <= v <= 1.0 for v in row.values() if v == v)
+    assert {"cold_dev", "ner", "snsbench_average"} <= set(table["variants"]["single_task"])
+    assert "swsr" not in table["cross_set"]["trained_on"]
+    assert set(table["cross_set"]["model_cpt_sft"]) == set(table["cross_set"]["tfidf_logreg"]) >= {"swsr_dev"}
+    assert table["stages"]["cpt"]["steps"] >= 1 and table["stages"]["cpt"]["final_loss"] > 0
+    markdown = (root / "table.md").read_text()
+    assert "| task (dev) | sft_only | cpt_sft | cpt_sft_dpo | single_task |" in markdown
+    assert "Cross-set check" in markdown and "Continued pretraining:" in markdown

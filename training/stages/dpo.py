@@ -15,7 +15,7 @@ from typing import Any
 from redone_sdk.training.chat import ChatCodec
 from redone_sdk.training.config import PipelineConfig
 from redone_sdk.training.generation import generate_answers, predict_labels
-from redone_sdk.training.model import save_model
+from redone_sdk.training.model import inference_device, save_model
 from redone_sdk.training.stages.common import (
     is_main_process,
     log,
@@ -103,6 +103,7 @@ def run(config: PipelineConfig) -> Path:
     from trl import DPOConfig, DPOTrainer
 
     out, start, tokenizer, model = start_model(config, "dpo")
+    model.to(inference_device())  # mining is inference: on the GPU when there is one; the trainer keeps it there
     pairs, stats = mine_pairs(model, ChatCodec(start, config), config)
     log.info("dpo: %d pairs mined: %s", len(pairs), stats)
     if is_main_process():

@@ -15,7 +15,7 @@ from redone_sdk.training.chat import ChatCodec
 from redone_sdk.training.config import PipelineConfig
 from redone_sdk.training.evaluate import classification_metrics
 from redone_sdk.training.generation import generate_answers, predict_labels
-from redone_sdk.training.model import load_model
+from redone_sdk.training.model import inference_device, load_model
 from redone_sdk.training.stages.common import configure_torch, is_main_process, latest_model_dir, log, stage_dir
 from redone_sdk.training.stages.data import load_dev
 
@@ -40,7 +40,7 @@ def evaluate_model(model_dir: Path, config: PipelineConfig, tasks: set[str] | No
     from redone_sdk.training.instructions import ChatExample
     from redone_sdk.training.snsbench_metrics import score_task
 
-    model = load_model(model_dir)
+    model = load_model(model_dir, inference_device())
     model.eval()
     codec = ChatCodec(model_dir, config)
     dev_scoring, dev_generative = load_dev(config)
