@@ -42,12 +42,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--threads", type=int, default=None, help="Intra-op threads for every backend (default: usable cores)."
     )
-    parser.add_argument("--batch-size", type=int, default=32, help="Notes per forward pass (the SDK default, 32).")
+    parser.add_argument("--batch-size", type=int, default=8, help="Most notes per forward pass (the SDK default, 8).")
     parser.add_argument(
         "--tuned-batch-size",
         type=int,
-        default=8,
-        help="Also time onnx-int8 loaded with this batch_size (0: don't); see the profile's batching table.",
+        default=32,
+        help="Also time onnx-int8 loaded with this batch_size (0: don't; 32 was the SDK default before 0.2).",
     )
     parser.add_argument(
         "--sections", default=",".join(SECTIONS), help=f"Comma-separated subset of {','.join(SECTIONS)}."

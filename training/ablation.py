@@ -25,9 +25,10 @@ from redone_sdk.training.stages.common import is_done, log, stage_dir
 from redone_sdk.training.stages.data import load_dev, training_mixture
 from redone_sdk.training.stages.evaluate import evaluate_model, harm_set_metrics
 
-__all__ = ["run_ablation", "render_table"]
+__all__ = ["PARTS", "VARIANTS", "run_ablation", "render_table"]
 
 VARIANTS = ("sft_only", "cpt_sft", "cpt_sft_dpo", "single_task")
+PARTS = (*VARIANTS, "cross_set")
 
 
 def _link_upstream(source: PipelineConfig, target: PipelineConfig, stages: tuple[str, ...]) -> None:
@@ -104,25 +105,34 @@ def _machine() -> dict[str, Any]:
     return {"device": device, "torch": torch.__version__, "python": platform.python_version()}
 
 
-def run_ablation(config: PipelineConfig, *, single_tasks: tuple[str, ...] | None = None) -> Path:
+def run_ablation(
+    config: PipelineConfig,
+    *,
+    single_tasks: tuple[str, ...] | None = None,
+    parts: tuple[str, ...] | None = None,
+) -> Path:
     """Train and evaluate every variant under `<output_dir>/ablation`; write `table.json` and `table.md`.
 
     The table is rewritten after every variant (with `"complete": false` until the end), so a run that stops
-    part-way leaves what it measured; finished stages are reused when the command is run again.
+    part-way leaves what it measured; finished stages are reused when the command is run again. `parts`
+    (some of `PARTS`) runs only those and merges them into the table already there, e.g. to finish the
+    single-task column of a run that stopped.
     """
+    unknown = set(parts or ()) - set(PARTS)
+    if unknown:
+        raise ValueError(f"unknown ablation parts {sorted(unknown)}; choose from {PARTS}")
+    wanted = set(parts or PARTS)
     started = time.monotonic()
     root = Path(config.output_dir) / "ablation"
     full = config.replace(
         output_dir=str(root / "cpt_sft_dpo"), cpt={"enabled": True}, sft={"enabled": True}, dpo={"enabled": True}
     )
-    table: dict[str, Any] = {
-        "variants": {},
-        "stages": {},
-        "seconds": {},
-        "config": full.to_dict(),
-        "machine": _machine(),
-        "complete": False,
-    }
+    table: dict[str, Any] = {"variants": {}, "stages": {}, "seconds": {}}
+    if parts and (root / "table.json").is_file():
+        table = json.loads((root / "table.json").read_text(encoding="utf-8"))
+    table.update(config=full.to_dict(), machine=_machine(), complete=False)
+    if parts:
+        table.setdefault("runs", []).append({"parts": sorted(wanted), "machine": table["machine"]})
 
     def write() -> None:
         table["seconds"]["total"] = round(time.monotonic() - started, 1)
@@ -138,46 +148,82 @@ def run_ablation(config: PipelineConfig, *, single_tasks: tuple[str, ...] | None
 
     pipeline = config.replace(cpt={"enabled": True}, sft={"enabled": True}, dpo={"enabled": True})
     table["reused_from_pipeline_run"] = _reuse_finished(pipeline, full, ("data", "init", "cpt", "sft", "dpo"))
-    for name in ("data", "init", "cpt", "sft", "dpo"):
+    needed = ("data", "init", "cpt", "sft", "dpo") if wanted & {"cpt_sft", "cpt_sft_dpo"} else ("data", "init")
+    if "cross_set" in wanted and len(needed) == 2:
+        needed = ("data", "init", "cpt")
+    for name in needed:
         timed(f"train/{name}", lambda name=name: _ensure(full, name))
         table["stages"][name] = _stage_summary(full, name)
     results: dict[str, dict[str, float]] = table["variants"]
-    results["cpt_sft"] = _flatten(timed("eval/cpt_sft", lambda: evaluate_model(stage_dir(full, "sft") / "model", full)))
-    results["cpt_sft_dpo"] = _flatten(
-        timed("eval/cpt_sft_dpo", lambda: evaluate_model(stage_dir(full, "dpo") / "model", full))
-    )
-    write()
+    for variant, stage in (("cpt_sft", "sft"), ("cpt_sft_dpo", "dpo")):
+        if variant in wanted:
+            model_dir = stage_dir(full, stage) / "model"
+            results[variant] = _flatten(timed(f"eval/{variant}", lambda d=model_dir: evaluate_model(d, full)))
+            write()
 
-    sft_only = full.replace(output_dir=str(root / "sft_only"), cpt={"enabled": False}, dpo={"enabled": False})
-    _link_upstream(full, sft_only, ("data", "init"))
-    timed("train/sft_only", lambda: _ensure(sft_only, "sft"))
-    table["stages"]["sft_only/sft"] = _stage_summary(sft_only, "sft")
-    results["sft_only"] = _flatten(
-        timed("eval/sft_only", lambda: evaluate_model(stage_dir(sft_only, "sft") / "model", sft_only))
-    )
-    write()
+    if "sft_only" in wanted:
+        sft_only = full.replace(output_dir=str(root / "sft_only"), cpt={"enabled": False}, dpo={"enabled": False})
+        _link_upstream(full, sft_only, ("data", "init"))
+        timed("train/sft_only", lambda: _ensure(sft_only, "sft"))
+        table["stages"]["sft_only/sft"] = _stage_summary(sft_only, "sft")
+        results["sft_only"] = _flatten(
+            timed("eval/sft_only", lambda: evaluate_model(stage_dir(sft_only, "sft") / "model", sft_only))
+        )
+        write()
 
-    without = tuple(s for s in full.data.harm_sources if s != "swsr")
-    cross = full.replace(
-        output_dir=str(root / "cross_no_swsr"), dpo={"enabled": False}, data={"harm_sources": list(without)}
-    )
-    _link_upstream(full, cross, ("data", "init", "cpt"))
-    timed("train/cross_no_swsr", lambda: _ensure(cross, "sft"))
-    model_cross = evaluate_model(stage_dir(cross, "sft") / "model", cross, tasks={"moderation"})["scoring"]
-    tfidf_cross = _tfidf_cross_set(full, without)
-    tfidf_all = _tfidf_cross_set(full, full.data.harm_sources)
-    table["cross_set"] = {
-        "trained_on": list(without),
-        "model_cpt_sft": {k: v["macro_f1"] for k, v in model_cross.items()},
-        "tfidf_logreg": {k: v["macro_f1"] for k, v in tfidf_cross.items()},
-    }
-    table["tfidf_logreg_all_harm_sources"] = {k: v["macro_f1"] for k, v in tfidf_all.items()}
-    write()
+    if "cross_set" in wanted:
+        without = tuple(s for s in full.data.harm_sources if s != "swsr")
+        cross = full.replace(
+            output_dir=str(root / "cross_no_swsr"), dpo={"enabled": False}, data={"harm_sources": list(without)}
+        )
+        _link_upstream(full, cross, ("data", "init", "cpt"))
+        timed("train/cross_no_swsr", lambda: _ensure(cross, "sft"))
+        model_cross = evaluate_model(stage_dir(cross, "sft") / "model", cross, tasks={"moderation"})["scoring"]
+        tfidf_cross = _tfidf_cross_set(full, without)
+        tfidf_all = _tfidf_cross_set(full, full.data.harm_sources)
+        table["cross_set"] = {
+            "trained_on": list(without),
+            "model_cpt_sft": {k: v["macro_f1"] for k, v in model_cross.items()},
+            "tfidf_logreg": {k: v["macro_f1"] for k, v in tfidf_cross.items()},
+        }
+        table["tfidf_logreg_all_harm_sources"] = {k: v["macro_f1"] for k, v in tfidf_all.items()}
+        write()
 
+    if "single_task" in wanted:
+        _run_single_tasks(full, root, table, single_tasks, timed, write)
+    table["complete"] = _is_complete(table, full)
+    write()
+    log.info("ablation written to %s in %.0f s", root, time.monotonic() - started)
+    return root
+
+
+def _is_complete(table: dict[str, Any], full: PipelineConfig) -> bool:
+    """Every variant, the cross-set check, and every task of the mixture in the single-task column."""
+    _, _, counts = training_mixture(full)
+    every_task = set(counts) <= set(table.get("single_tasks_done", []))
+    return set(VARIANTS) <= set(table["variants"]) and "cross_set" in table and every_task
+
+
+def _run_single_tasks(
+    full: PipelineConfig,
+    root: Path,
+    table: dict[str, Any],
+    single_tasks: tuple[str, ...] | None,
+    timed: Any,
+    write: Any,
+) -> None:
+    """Each task fine-tuned alone from the initial model, scored on its own dev part only."""
     from redone_sdk.training.stages.evaluate import summarize
 
     _, _, counts = training_mixture(full)
-    single: dict[str, float] = {}
+    sft_only = full.replace(output_dir=str(root / "sft_only"), cpt={"enabled": False}, dpo={"enabled": False})
+    results: dict[str, dict[str, float]] = table["variants"]
+    single: dict[str, float] = {
+        k: v
+        for k, v in results.get("single_task", {}).items()
+        if k not in ("snsbench_average", "harm_macro_f1", "translation")
+    }
+    done: list[str] = table.setdefault("single_tasks_done", [])
     for task in single_tasks or tuple(sorted(counts)):
         alone = sft_only.replace(output_dir=str(root / "single" / task), data={"sft_tasks": [task]})
         _link_upstream(full, alone, ("data", "init"))
@@ -197,11 +243,9 @@ def run_ablation(config: PipelineConfig, *, single_tasks: tuple[str, ...] | None
                 {k: {"score": v} for k, v in single.items() if not k.endswith("_dev")},
             ),
         }
+        if task not in done:
+            done.append(task)
         write()
-    table["complete"] = True
-    write()
-    log.info("ablation written to %s in %.0f s", root, time.monotonic() - started)
-    return root
 
 
 def render_table(table: dict[str, Any]) -> str:
@@ -215,11 +259,15 @@ def render_table(table: dict[str, Any]) -> str:
         lines += [f"Machine: {machine.get('device')}, torch {machine.get('torch')}.", ""]
     if not table.get("complete", True):
         lines += ["**Partial table: the run stopped before every variant was measured.**", ""]
+    for run in table.get("runs", []):
+        lines += [f"Merged in later: {', '.join(run['parts'])} on {run['machine'].get('device')}.", ""]
+    if "single_tasks_done" in table:
+        lines += [f"Single-task column: {', '.join(table['single_tasks_done'])}.", ""]
     cpt = table.get("stages", {}).get("cpt", {})
     if cpt.get("final_loss") is not None:
         tokens = cpt.get("steps", 0) * cpt.get("tokens_per_step", 0)
         lines += [
-            f"Continued pretraining: {cpt['steps']} steps, {tokens / 1e6:.1f} M tokens, "
+            f"Continued pretraining: {cpt['steps']} steps, {tokens / 1e6:.2f} M tokens, "
             f"loss {cpt['first_loss']:.2f} → {cpt['final_loss']:.2f}.",
             "",
         ]

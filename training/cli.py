@@ -65,7 +65,8 @@ def _run_ablation(args: argparse.Namespace) -> int:
 
     _setup_logging()
     tasks = tuple(t for t in (args.single_tasks or "").split(",") if t) or None
-    root = run_ablation(config_from_args(args), single_tasks=tasks)
+    parts = tuple(p for p in (args.parts or "").split(",") if p) or None
+    root = run_ablation(config_from_args(args), single_tasks=tasks, parts=parts)
     print((root / "table.md").read_text(encoding="utf-8"))
     return 0
 
@@ -99,6 +100,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ablation = steps.add_parser("ablation", help="SFT only / CPT+SFT / CPT+SFT+DPO / single-task, in one table.")
     add_section_arguments(ablation, None, _ALL_SECTIONS)
     ablation.add_argument("--single-tasks", default=None, help="Comma list of tasks for the single-task column.")
+    ablation.add_argument(
+        "--parts",
+        default=None,
+        help="Comma list of sft_only, cpt_sft, cpt_sft_dpo, single_task, cross_set: run only these and merge them "
+        "into the table already there (default: all).",
+    )
     ablation.set_defaults(handler=_run_ablation)
     bundle_eval = steps.add_parser("eval-bundle", help="Dev metrics of an existing bundle's scoring tasks (ONNX).")
     add_section_arguments(bundle_eval, None, ("data",))

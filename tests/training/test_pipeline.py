@@ -164,11 +164,15 @@ def test_cli_flags_reach_the_config() -> None:
 
 
 def test_ablation_table_reuses_the_pipeline_run_and_covers_every_variant(tiny_run: Path, data_dir: Path) -> None:
+    import shutil
+
     from redone_sdk.training.ablation import VARIANTS, run_ablation
 
+    shutil.rmtree(tiny_run / "ablation", ignore_errors=True)  # a reused run folder may hold an earlier one
     root = run_ablation(_config(tiny_run, data_dir), single_tasks=("moderation", "ner"))
     table = json.loads((root / "table.json").read_text())
-    assert table["complete"] is True
+    assert table["complete"] is False  # two of the fifteen tasks in the single-task column
+    assert table["single_tasks_done"] == ["moderation", "ner"]
     assert table["reused_from_pipeline_run"] == ["data", "init", "cpt", "sft", "dpo"]
     assert set(table["variants"]) == set(VARIANTS)
     for variant in ("sft_only", "cpt_sft", "cpt_sft_dpo"):
@@ -182,3 +186,12 @@ def test_ablation_table_reuses_the_pipeline_run_and_covers_every_variant(tiny_ru
     markdown = (root / "table.md").read_text()
     assert "| task (dev) | sft_only | cpt_sft | cpt_sft_dpo | single_task |" in markdown
     assert "Cross-set check" in markdown and "Continued pretraining:" in markdown
+
+    # finishing a column later merges into the same table and keeps what was measured
+    root = run_ablation(_config(tiny_run, data_dir), single_tasks=("gender",), parts=("single_task",))
+    merged = json.loads((root / "table.json").read_text())
+    assert merged["single_tasks_done"] == ["moderation", "ner", "gender"]
+    assert merged["variants"]["cpt_sft_dpo"] == table["variants"]["cpt_sft_dpo"]
+    assert {"gender", "ner", "cold_dev"} <= set(merged["variants"]["single_task"])
+    assert merged["runs"][0]["parts"] == ["single_task"]
+    assert "Single-task column: moderation, ner, gender." in (root / "table.md").read_text()

@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 from importlib.metadata import entry_points
+from pathlib import Path
 
 import pytest
 
@@ -94,3 +95,13 @@ def test_redone_stream_is_registered_in_the_core_cli() -> None:
     with pytest.raises(SystemExit) as exit_info:
         main(["stream", "--help"])
     assert exit_info.value.code == 0
+
+
+def test_spinning_flag_reaches_the_model_session(tiny_bundle: Path) -> None:
+    from redone_sdk.adapters.kafka import ModerationStream
+
+    assert _parse().spinning is None
+    assert _parse("--no-spinning").spinning is False and _parse("--spinning").spinning is True
+    quiet = ModerationStream.from_bundle(tiny_bundle, allow_spinning=False)
+    options = quiet._classifier._engine._backend._session.get_session_options()
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
