@@ -274,7 +274,10 @@ def _quality(settings: Settings, peers: dict[str, Any]) -> dict[str, Any]:
     systems: dict[str, BundlePredictor] = {}
     files: dict[str, str] = {}
     default_precision = shipped.manifest.default_graph or "int8"
-    for path, precision in ((settings.bundle, default_precision), (settings.bundle_full, "fp32")):
+    candidates = [(settings.bundle, default_precision)]
+    candidates += [(settings.bundle, p) for p in sorted(shipped.manifest.graphs)]
+    candidates += [(settings.bundle_full, p) for p in ("int8", "fp32")]
+    for path, precision in candidates:  # every graph of the shipped bundle, then what bundle-full adds
         name = f"redone-{precision}"
         if name in systems or precision not in Bundle.load(path).manifest.graphs:
             continue
@@ -316,7 +319,8 @@ def _manifest_agreement(bundle: Bundle, table: dict[str, Any], cap: int) -> dict
 
 def _memory(settings: Settings) -> dict[str, Any]:
     texts = speed_sample(settings.data_dir, settings.size("memory_notes"), seed=99).texts
-    runs = {"default (shipped int8, ONNX)": (settings.bundle, {})}
+    default = Bundle.load(settings.bundle).manifest.default_graph or "int8"
+    runs = {f"default (shipped bundle, its default {default} graph, ONNX)": (settings.bundle, {})}
     full = Bundle.load(settings.bundle_full)
     if "fp32" in full.manifest.graphs:
         runs["fp32 graph, ONNX (bundle-full)"] = (settings.bundle_full, {"precision": "fp32"})

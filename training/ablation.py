@@ -130,9 +130,11 @@ def run_ablation(
     table: dict[str, Any] = {"variants": {}, "stages": {}, "seconds": {}}
     if parts and (root / "table.json").is_file():
         table = json.loads((root / "table.json").read_text(encoding="utf-8"))
-    table.update(config=full.to_dict(), machine=_machine(), complete=False)
-    if parts:
-        table.setdefault("runs", []).append({"parts": sorted(wanted), "machine": table["machine"]})
+    if "machine" in table:  # merging: the table keeps the machine of its first run; later ones are listed
+        table.setdefault("runs", []).append({"parts": sorted(wanted), "machine": _machine()})
+    else:
+        table["machine"] = _machine()
+    table.update(config=full.to_dict(), complete=False)
 
     def write() -> None:
         table["seconds"]["total"] = round(time.monotonic() - started, 1)
