@@ -2,7 +2,7 @@
 bundle in the same run (the ratio is the figure), and produce-to-verdict latency p50/p99.
 
     scripts/kafka-broker start
-    python -m benchmarks.kafka_e2e --bundle PATH [--notes 5000] [--batch-size 256] [--threads 2] [--json out.json]
+    python -m benchmarks.kafka_e2e --bundle PATH [--notes 5000] [--batch-size 64] [--threads 2] [--json out.json]
 
 1. Baseline: `Moderator.classify_batch` on the notes in batches of `--batch-size`, in this process, measured
    before and after the Kafka run (their mean is the reference; their spread shows how steady the machine was).
@@ -164,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bundle", required=True, type=Path, help="model bundle directory")
     parser.add_argument("--bootstrap", default=os.environ.get("KAFKA_BOOTSTRAP", "127.0.0.1:9092"))
     parser.add_argument("--notes", type=int, default=5000, help="notes for the baseline and throughput runs")
-    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--max-wait-ms", type=int, default=50)
     parser.add_argument("--partitions", type=int, default=3)
     parser.add_argument("--guarantee", choices=("at-least-once", "exactly-once"), default="at-least-once")

@@ -46,7 +46,7 @@ _FLAGS: list[tuple[str, str, Any, str]] = [
     ("--guarantee", "guarantee", str, "at-least-once (default) or exactly-once (one transaction per batch)"),
     ("--instance-id", "instance_id", str, "stable name of this process (exactly-once: transactional.id suffix)"),
     ("--transactional-id", "transactional_id", str, "explicit transactional.id (exactly-once)"),
-    ("--batch-size", "batch_size", int, "most notes classified at once (default 256)"),
+    ("--batch-size", "batch_size", int, "most notes classified at once (default 64)"),
     ("--max-wait-ms", "max_wait_ms", int, "longest wait to fill a batch, in ms (default 100)"),
     ("--max-message-bytes", "max_message_bytes", int, "larger messages go to the DLQ (default 1 MiB)"),
     ("--partitions", "topic_partitions", int, "partitions of topics this command creates (default 3)"),

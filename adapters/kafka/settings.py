@@ -87,7 +87,7 @@ class StreamSettings(BaseModel):
     client_id: str = "redone-stream"
 
     batch_size: int = Field(
-        default=256, ge=1, le=10_000, description="Most notes classified at once (or what max_wait_ms gathered)."
+        default=64, ge=1, le=10_000, description="Most notes classified at once (or what max_wait_ms gathered)."
     )
     max_wait_ms: int = Field(default=100, ge=0, le=60_000, description="Longest wait to fill a batch.")
     max_message_bytes: int = Field(default=1_048_576, ge=64, description="Larger messages go to the DLQ.")
