@@ -226,6 +226,8 @@ class ModerationStream:
                 if in_flight is not None:
                     self._finish(consumer, sink, in_flight, backoff, totals)
                     in_flight = None
+                    if max_messages is not None and totals.messages >= max_messages:
+                        break
                 self._metrics.idle()
                 since = max(last_activity or 0.0, rebalance.joined_at or 0.0)
                 if idle_exit_s is not None and since and time.monotonic() - since >= idle_exit_s:

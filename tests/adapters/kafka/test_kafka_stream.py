@@ -70,3 +70,21 @@ def test_5000_notes_get_one_verdict_each_and_flagged_ones_go_to_review(
     assert f'redone_stream_verdicts_total{{action="allow"}} {sum(not r.flagged for r in results.values())}' in metrics
     assert "redone_stream_batch_seconds_count" in metrics
     assert 'redone_stream_consumer_lag{topic="' in metrics
+
+
+def test_max_messages_returns_once_an_exact_backlog_is_done(
+    moderator: Moderator, sample_notes: list[dict[str, Any]], stream_settings, kit, stream_threads
+) -> None:
+    """The last batch is completed while the input is idle; the stream must notice the count there too."""
+    notes = sample_notes[:50]
+    settings = stream_settings(batch_size=16, max_wait_ms=20)
+    kit.create_topics(settings)
+    kit.produce_notes(settings.input_topic, notes)
+
+    summary = stream_threads(ModerationStream(classifier=moderator, settings=settings), max_messages=len(notes)).join(
+        timeout=60
+    )
+
+    assert summary.stopped_by == "max_messages"
+    assert summary.messages == summary.verdicts == len(notes)
+    assert set(kit.verdict_counts(kit.read_all(settings.output_topic))) == {n["note_id"] for n in notes}
