@@ -59,3 +59,12 @@ def test_register_adds_bench_to_a_cli() -> None:
     register(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["bench", "--quick", "--sections", "quality"])
     assert args.handler is run and args.quick and args.sections == "quality"
+
+
+def test_redone_cli_runs_the_benchmarks_as_bench() -> None:
+    """`redone bench` is the installed `redone_sdk.benchmarks` package, plugged in through its entry point."""
+    from redone_sdk.benchmarks.cli import run
+    from redone_sdk.cli import build_parser
+
+    args = build_parser().parse_args(["bench", "--quick", "--sections", "quality,memory"])
+    assert args.handler is run and args.quick and args.sections == "quality,memory"
