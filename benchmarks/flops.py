@@ -3,7 +3,10 @@
 Counted (multiply-add = 2 FLOPs), per decoder layer and real token: the q/k/v/o projections
 (2·h·(h + 2·kv + h), kv = kv_heads·head_dim), the gated MLP (3 · 2·h·i), and causal attention (QKᵀ and
 attention·V over the positions a token may see: 2 · 2·heads·head_dim per visible position, so for a prompt of
-n tokens 2·heads·head_dim·n(n+1) per layer). Plus the label head at the last token only (2·h·labels).
+n tokens 2·heads·head_dim·n(n+1) per layer). The last layer counts only what the label head reads: keys and
+values for every token, the query, attention row, output projection and MLP for the last real token (the
+SDK's scoring graphs compute just that since bundle 0.2.1; `full_forward_flops` counts every position). Plus
+the label head at the last token only (2·h·labels).
 Not counted: embeddings (a gather), norms, rotary, softmax, SiLU (elementwise, < 2 %), padded positions and
 the masked half of the attention matrix the kernels compute anyway — so this is the work a perfect kernel
 would do, and the rate is the *useful* rate.
@@ -18,7 +21,7 @@ from typing import Any
 
 from redone_sdk.bundle import Bundle
 
-__all__ = ["ModelShape", "model_shape", "forward_flops", "last_layer_avoidable", "FLOPS_RULE"]
+__all__ = ["ModelShape", "model_shape", "forward_flops", "full_forward_flops", "last_layer_avoidable", "FLOPS_RULE"]
 
 FLOPS_RULE = __doc__.split("\n\n", 1)[1].strip() if __doc__ else ""
 
@@ -73,25 +76,32 @@ def model_shape(bundle: Bundle) -> ModelShape:
     )
 
 
-def forward_flops(shape: ModelShape, token_counts: Sequence[int]) -> float:
-    """Useful FLOPs to score prompts of these real lengths (see the module docstring for what counts)."""
+def full_forward_flops(shape: ModelShape, token_counts: Sequence[int]) -> float:
+    """FLOPs of the whole model on every real token (every layer, every position) plus the label head."""
     linear = shape.per_token_linear()
     attention = 2 * shape.heads * shape.head_dim * shape.layers
     head = 2 * shape.hidden * shape.labels
     return float(sum(linear * n + attention * n * (n + 1) + head for n in token_counts))
 
 
-def last_layer_avoidable(shape: ModelShape, token_counts: Sequence[int]) -> float:
-    """Share of `forward_flops` the scoring graph spends on outputs it throws away: in the last decoder layer only
-    the last real token's output is read, so its q/o projections, MLP and attention rows for the other positions
-    are not needed (their keys and values are)."""
+def _last_layer_avoidable_flops(shape: ModelShape, n: int) -> int:
     h, kv, q = shape.hidden, shape.kv_heads * shape.head_dim, shape.heads * shape.head_dim
     per_layer_linear = shape.per_token_linear() // shape.layers
     kv_linear = 2 * h * 2 * kv
-    total = forward_flops(shape, token_counts)
-    avoidable = 0.0
-    for n in token_counts:
-        layer = per_layer_linear * n + 2 * shape.heads * shape.head_dim * n * (n + 1)
-        needed = kv_linear * n + (per_layer_linear - kv_linear) + 4 * q * n
-        avoidable += layer - needed
+    layer = per_layer_linear * n + 2 * shape.heads * shape.head_dim * n * (n + 1)
+    needed = kv_linear * n + (per_layer_linear - kv_linear) + 4 * q * n
+    return layer - needed
+
+
+def forward_flops(shape: ModelShape, token_counts: Sequence[int]) -> float:
+    """Useful FLOPs to score prompts of these real lengths (see the module docstring for what counts)."""
+    avoidable = sum(_last_layer_avoidable_flops(shape, n) for n in token_counts)
+    return full_forward_flops(shape, token_counts) - avoidable
+
+
+def last_layer_avoidable(shape: ModelShape, token_counts: Sequence[int]) -> float:
+    """Share of `full_forward_flops` a scoring graph that runs the whole last layer spends on outputs it throws
+    away: only the last real token's output is read (the other positions' keys and values are needed)."""
+    total = full_forward_flops(shape, token_counts)
+    avoidable = sum(_last_layer_avoidable_flops(shape, n) for n in token_counts)
     return avoidable / total if total else 0.0

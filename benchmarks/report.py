@@ -262,9 +262,10 @@ def render_markdown(r: dict[str, Any]) -> str:
             f"batch size {speed['batch_size']}, "
             f"{speed['threads']} threads, {speed['rounds']} interleaved round(s); batch-1 over the first "
             f"{next(iter(speed['results'].values()))['batch1']['notes']} notes. Useful work "
-            f"{speed['useful_gflop_per_note'] * 1e3:.2f} MFLOP per note (see Method), of which "
-            f"{_pct(speed.get('last_layer_avoidable_share'))} is the last layer's work for positions whose output "
-            "the scoring head never reads."
+            f"{speed['useful_gflop_per_note'] * 1e3:.2f} MFLOP per note (see Method: the last layer counted for "
+            "the last real token only, which is all the label head reads; running it for every position, as graphs "
+            f"before bundle 0.2.1 did, is {_full_forward_mflop(speed)} MFLOP, "
+            f"{_pct(speed.get('last_layer_avoidable_share'))} of it unread)."
         )
         parts.append(table(SPEED_HEADERS, _speed_rows(speed)))
         if speed.get("unavailable"):
@@ -363,3 +364,10 @@ def print_summary(results: dict[str, Any], out: IO[str]) -> None:
     memory = results.get("memory")
     if isinstance(memory, dict) and "moderator" in memory:
         print("\nmemory\n" + table(MEMORY_HEADERS, _mem_rows(memory)), file=out)
+
+
+def _full_forward_mflop(speed: dict[str, Any]) -> str:
+    share = speed.get("last_layer_avoidable_share")
+    if not isinstance(share, int | float) or share >= 1:
+        return "n/a"
+    return f"{speed['useful_gflop_per_note'] * 1e3 / (1 - share):.2f}"

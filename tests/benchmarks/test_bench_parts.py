@@ -14,7 +14,7 @@ if str(ROOT) not in sys.path:  # `benchmarks/` is a source folder, not an instal
     sys.path.insert(0, str(ROOT))
 
 from benchmarks.breakdown import padding_waste  # noqa: E402
-from benchmarks.flops import ModelShape, forward_flops  # noqa: E402
+from benchmarks.flops import ModelShape, forward_flops, full_forward_flops, last_layer_avoidable  # noqa: E402
 from benchmarks.peers.relevance import GRADES, GradeCuts  # noqa: E402
 from benchmarks.quality import metrics_for  # noqa: E402
 
@@ -24,8 +24,13 @@ def test_flops_count_linear_attention_and_head() -> None:
     # per token: q 2*4*4 + k,v 2*(2*4*2) + o 2*4*4 = 96; MLP 3*2*4*8 = 192 -> 288
     assert shape.per_token_linear() == 288
     # one prompt of 3 tokens: 288*3 + attention 2*heads*head_dim*n(n+1) = 2*2*2*12 = 96, + head 2*4*3 = 24
-    assert forward_flops(shape, [3]) == 288 * 3 + 96 + 24
-    assert forward_flops(shape, [3, 3]) == 2 * forward_flops(shape, [3])
+    assert full_forward_flops(shape, [3]) == 288 * 3 + 96 + 24
+    assert full_forward_flops(shape, [3, 3]) == 2 * full_forward_flops(shape, [3])
+    # useful work: the (last) layer's k,v for 3 tokens 2*(2*4*2)*3 = 96, q/o/MLP for the last one 288 - 32 = 256,
+    # one attention row over 3 positions 2*2*(2*2)*3 = 48, the head 24
+    assert forward_flops(shape, [3]) == 96 + 256 + 48 + 24
+    assert forward_flops(shape, [1]) == full_forward_flops(shape, [1])  # one token: nothing to skip
+    assert last_layer_avoidable(shape, [3]) == pytest.approx(1 - 424 / 984)
 
 
 def test_padding_waste_is_zero_for_sorted_equal_lengths_and_positive_when_mixed() -> None:

@@ -103,6 +103,31 @@ def test_scoring_graph_agrees_with_the_exported_checkpoint(tiny_run: Path) -> No
         assert np.allclose(list(t.scores.values()), list(o.scores.values()), atol=1e-5)
 
 
+def test_last_position_head_matches_the_full_forward(tiny_run: Path) -> None:
+    """The scoring head's shortcut (last layer at the last real token only) computes the full model's logits."""
+    import torch
+
+    from redone_sdk.inference.torch_backend import build_scoring_head
+    from redone_sdk.training.model import load_model
+
+    model = load_model(tiny_run / "bundle-full" / "checkpoint").eval()
+    labels = Bundle.load(tiny_run / "bundle-full").manifest.graphs["fp32"].label_token_ids
+    fast = build_scoring_head(model, labels).eval()
+    full = build_scoring_head(model, labels, last_position_only=False).eval()
+    assert type(fast).__name__ == "LastPositionScoringHead" and type(full).__name__ == "LabelScoringHead"
+    assert model.config.num_key_value_heads < model.config.num_attention_heads  # grouped keys are covered
+
+    generator = torch.Generator().manual_seed(0)
+    ids = torch.randint(20, model.config.vocab_size, (6, 40), generator=generator)
+    lengths = torch.tensor([40, 1, 7, 23, 39, 12])
+    mask = (torch.arange(40)[None] < lengths[:, None]).long()
+    ids = ids.masked_fill(mask == 0, 0)
+    with torch.inference_mode():
+        expected, got = full(ids, mask), fast(ids, mask)
+    assert expected.shape == got.shape == (6, len(labels))
+    assert torch.allclose(expected, got, atol=1e-5), (expected - got).abs().max()
+
+
 def test_finished_stages_are_skipped_and_changes_invalidate_downstream(tiny_run: Path, data_dir: Path) -> None:
     config = _config(tiny_run, data_dir)
     assert all(is_done(config, s) for s in ("data", "init", "cpt", "sft", "dpo"))
