@@ -72,13 +72,11 @@ def build_scoring_head(model: Any, label_token_ids: Sequence[int], *, last_posit
             picked = states[torch.arange(states.shape[0], device=states.device), last]
             return picked @ self.label_rows.T
 
-    class LastPositionScoringHead(torch.nn.Module):
+    class LastPositionScoringHead(LabelScoringHead):
         """The same function; the last layer computes only what the last real token's output needs."""
 
         def __init__(self, layer: Any) -> None:
             super().__init__()
-            self.backbone = backbone
-            self.label_rows = torch.nn.Parameter(rows, requires_grad=False)
             # The backbone without its last layer and final norm; shares every parameter (not a submodule, so
             # nothing is saved or exported twice).
             trunk = copy.copy(backbone)
