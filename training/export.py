@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import re
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,8 +25,19 @@ from redone_sdk.bundle.manifest import (
 )
 from redone_sdk.inference.torch_backend import build_scoring_head
 from redone_sdk.policy import CategoryRule, Policy
+from redone_sdk.training import scoring_graph
 
-__all__ = ["export_scoring_graph", "export_generation_graph", "quantize_int8", "write_bundle", "DEFAULT_POLICY"]
+__all__ = [
+    "export_scoring_graph",
+    "export_generation_graph",
+    "quantize_int8",
+    "int8_fallbacks",
+    "graph_opset",
+    "write_bundle",
+    "DEFAULT_POLICY",
+]
+
+_log = logging.getLogger(__name__)
 
 _NO_PICKLES = ("*.bin", "*.pt", "*.pth", "*.pkl", "*.ckpt")
 
@@ -37,10 +49,19 @@ DEFAULT_POLICY = Policy(
 
 
 def export_scoring_graph(
-    model: Any, label_token_ids: Sequence[int], out_file: Path, *, max_length: int, opset: int
+    model: Any, label_token_ids: Sequence[int], out_file: Path, *, max_length: int, opset: int, fused: bool = True
 ) -> Path:
-    """(input_ids, attention_mask) -> label logits at the last real token, with dynamic batch and length."""
+    """(input_ids, attention_mask) -> label logits at the last real token, with dynamic batch and length.
+
+    `fused` builds it from the weights with ONNX Runtime's fused operators where the model's shape allows
+    (`scoring_graph.supports`), else it goes through `torch.onnx.export`."""
     import torch
+
+    if fused:
+        reason = scoring_graph.supports(model)
+        if reason is None:
+            return scoring_graph.build_scoring_graph(model, label_token_ids, out_file, opset=opset)
+        _log.info("scoring graph through torch.onnx.export: %s", reason)
 
     for noisy in ("onnx_ir", "onnxscript", "torch.onnx"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -79,14 +100,67 @@ def export_generation_graph(model_dir: Path, out_dir: Path) -> Path:
     return out_dir
 
 
-def quantize_int8(fp32_file: Path, out_file: Path) -> Path:
-    """Dynamic int8 quantization of the MatMul weights (activations stay float, quantized on the fly)."""
+def quantize_int8(fp32_file: Path, out_file: Path, *, keep_fp32: Sequence[str] = ()) -> Path:
+    """Dynamic int8 quantization of the MatMul weights (activations quantized on the fly), except the MatMuls of
+    the parts named in `keep_fp32` (see `int8_fallbacks`), which stay float32."""
+    from onnx import TensorProto
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     logging.getLogger().setLevel(max(logging.getLogger().level, logging.WARNING))  # quantizer logs on root
 
-    quantize_dynamic(str(fp32_file), str(out_file), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"])
+    parts = _matmul_parts(fp32_file)
+    quantize_dynamic(
+        str(fp32_file),
+        str(out_file),
+        weight_type=QuantType.QInt8,
+        op_types_to_quantize=["MatMul"],
+        nodes_to_exclude=sorted(node for node, part in parts.items() if part in set(keep_fp32)),
+        # The fused graph's contrib operators have no ONNX shape inference: their outputs are float32.
+        extra_options={"DefaultTensorType": TensorProto.FLOAT},
+    )
     return out_file
+
+
+_PART = re.compile(r"layers\.(\d+)\.(attn|self_attn|mlp)\.")
+
+
+def _matmul_parts(graph_file: Path) -> dict[str, str]:
+    """MatMul node name -> the part its weight belongs to (`layer0.attn`, `layer3.mlp`), from weight names."""
+    import onnx
+
+    model = onnx.load(str(graph_file), load_external_data=False)
+    weights = {t.name for t in model.graph.initializer}
+    parts: dict[str, str] = {}
+    for node in model.graph.node:
+        if node.op_type != "MatMul":
+            continue
+        for name in node.input:
+            match = _PART.search(name) if name in weights else None
+            if match:
+                kind = "attn" if match.group(2) != "mlp" else "mlp"
+                parts[node.name] = f"layer{match.group(1)}.{kind}"
+    return parts
+
+
+def int8_fallbacks(fp32_file: Path) -> list[tuple[str, ...]]:
+    """Parts kept in float32, tried in order until int8 is within tolerance: none, then the first layer's
+    attention projections, its MLP, the whole first layer, the first and last layers (cheapest first)."""
+    layers = sorted({int(p.split(".")[0][5:]) for p in _matmul_parts(fp32_file).values()})
+    ladder: list[tuple[str, ...]] = [()]
+    if layers:
+        first, last = layers[0], layers[-1]
+        ladder += [(f"layer{first}.attn",), (f"layer{first}.mlp",), (f"layer{first}.attn", f"layer{first}.mlp")]
+        if last != first:
+            ladder.append((f"layer{first}.attn", f"layer{first}.mlp", f"layer{last}.attn", f"layer{last}.mlp"))
+    return ladder
+
+
+def graph_opset(graph_file: Path) -> int:
+    """The default-domain opset a graph file declares."""
+    import onnx
+
+    model = onnx.load(str(graph_file), load_external_data=False)
+    return next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
 
 
 def write_bundle(

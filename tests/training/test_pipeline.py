@@ -128,6 +128,115 @@ def test_last_position_head_matches_the_full_forward(tiny_run: Path) -> None:
     assert torch.allclose(expected, got, atol=1e-5), (expected - got).abs().max()
 
 
+def _ragged_batch(vocab_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Six right-padded rows of lengths 1 to 40 (the shapes the SDK feeds its graphs)."""
+    rng = np.random.default_rng(0)
+    lengths = np.array([40, 1, 7, 23, 39, 12])
+    mask = (np.arange(40)[None] < lengths[:, None]).astype(np.int64)
+    ids = rng.integers(20, vocab_size, (6, 40)) * mask
+    return ids, mask
+
+
+def test_fused_scoring_graph_matches_torch_and_the_torch_onnx_export(tiny_run: Path, tmp_path: Path) -> None:
+    """The pipeline ships the fused graph; it computes what the PyTorch head and the plain torch.onnx export do."""
+    import onnx
+    import onnxruntime as ort
+    import torch
+
+    from redone_sdk.inference.torch_backend import build_scoring_head
+    from redone_sdk.training.export import export_scoring_graph
+    from redone_sdk.training.model import load_model
+
+    shipped = onnx.load(str(tiny_run / "bundle-full" / "scoring.fp32.onnx"))
+    ops = {n.op_type for n in shipped.graph.node}
+    assert {"Attention", "RotaryEmbedding", "SkipSimplifiedLayerNormalization"} <= ops, ops
+    int8_ops = {n.op_type for n in onnx.load(str(tiny_run / "bundle-full" / "scoring.int8.onnx")).graph.node}
+    assert "DynamicQuantizeLinear" in int8_ops and "Attention" in int8_ops
+
+    model = load_model(tiny_run / "bundle-full" / "checkpoint").eval()
+    labels = Bundle.load(tiny_run / "bundle-full").manifest.graphs["fp32"].label_token_ids
+    ids, mask = _ragged_batch(model.config.vocab_size)
+    with torch.inference_mode():
+        expected = build_scoring_head(model, labels, last_position_only=False)(
+            torch.from_numpy(ids), torch.from_numpy(mask)
+        ).numpy()
+    plain = export_scoring_graph(model, labels, tmp_path / "plain.onnx", max_length=64, opset=18, fused=False)
+    assert "SkipSimplifiedLayerNormalization" not in {n.op_type for n in onnx.load(str(plain)).graph.node}
+    feeds = {"input_ids": ids, "attention_mask": mask}
+    for graph in (tiny_run / "bundle-full" / "scoring.fp32.onnx", plain):
+        session = ort.InferenceSession(str(graph), providers=["CPUExecutionProvider"])
+        got = session.run(None, feeds)[0]
+        assert got.shape == expected.shape == (6, len(labels))
+        assert np.allclose(expected, got, atol=1e-5), (graph.name, np.abs(expected - got).max())
+
+
+def test_fused_scoring_graph_refuses_models_of_another_shape(tiny_run: Path, tmp_path: Path) -> None:
+    from redone_sdk.training.model import load_model
+    from redone_sdk.training.scoring_graph import build_scoring_graph, supports
+
+    model = load_model(tiny_run / "bundle-full" / "checkpoint").eval()
+    assert supports(model) is None
+    model.config.hidden_act = "gelu"
+    assert supports(model) == "activation 'gelu' is not silu"
+    with pytest.raises(ValueError, match="cannot build a fused scoring graph: activation 'gelu' is not silu"):
+        build_scoring_graph(model, [1, 2], tmp_path / "g.onnx", opset=18)
+
+
+def test_int8_ladder_keeps_the_named_parts_in_float32(tiny_run: Path, tmp_path: Path) -> None:
+    import onnx
+
+    from redone_sdk.training.export import int8_fallbacks, quantize_int8
+
+    fp32 = tiny_run / "bundle-full" / "scoring.fp32.onnx"
+    ladder = int8_fallbacks(fp32)  # the tiny model has two layers
+    assert ladder == [
+        (),
+        ("layer0.attn",),
+        ("layer0.mlp",),
+        ("layer0.attn", "layer0.mlp"),
+        ("layer0.attn", "layer0.mlp", "layer1.attn", "layer1.mlp"),
+    ]
+
+    def float_weights(graph: Path) -> set[str]:
+        model = onnx.load(str(graph))
+        weights = {t.name for t in model.graph.initializer}
+        return {i for n in model.graph.node if n.op_type == "MatMul" for i in n.input if i in weights}
+
+    everything = float_weights(quantize_int8(fp32, tmp_path / "all.onnx"))
+    assert not any(w.startswith("layers.") for w in everything)
+    kept = float_weights(quantize_int8(fp32, tmp_path / "mlp0.onnx", keep_fp32=("layer0.mlp",)))
+    assert {w for w in kept if w.startswith("layers.")} == {
+        "layers.0.mlp.gate.weight",
+        "layers.0.mlp.up.weight",
+        "layers.0.mlp.down.weight",
+    }
+
+
+def test_export_climbs_the_int8_ladder_then_ships_fp32(tiny_run: Path, data_dir: Path, tmp_path: Path) -> None:
+    """A tolerance no int8 graph can meet: every rung is tried and recorded, and fp32 becomes the default."""
+    import shutil
+
+    from redone_sdk.training.pipeline import run_stage
+
+    out = tmp_path / "run"
+    for stage in ("data", "init", "cpt", "sft", "dpo", "eval"):
+        shutil.copytree(tiny_run / stage, out / stage)
+    config = _config(tiny_run, data_dir).replace(
+        output_dir=str(out), export={"int8_tolerance": -1.0, "generation_graph": False}
+    )
+    run_stage("export", config)
+    manifest = Bundle.load(out / "bundle").manifest
+    check = manifest.metrics["int8_check"]
+    assert check["within_tolerance"] == 0.0 and check["ladder_step"] == 4.0
+    assert {k for k in check if k.startswith("fp32/")} == {
+        "fp32/layer0.attn",
+        "fp32/layer0.mlp",
+        "fp32/layer1.attn",
+        "fp32/layer1.mlp",
+    }
+    assert manifest.default_graph == "fp32" and set(manifest.graphs) == {"fp32", "int8"}
+
+
 def test_finished_stages_are_skipped_and_changes_invalidate_downstream(tiny_run: Path, data_dir: Path) -> None:
     config = _config(tiny_run, data_dir)
     assert all(is_done(config, s) for s in ("data", "init", "cpt", "sft", "dpo"))

@@ -2,7 +2,9 @@
 the bundles: `bundle-full/` (everything, with the checkpoint) and `bundle/` (what ships).
 
 The int8 graph must keep every dev metric of the scoring tasks within `export.int8_tolerance` of fp32; when it
-does not, the bundle ships fp32 as its default graph and says so in its metrics.
+does not, parts of the fused graph are kept in fp32 rung by rung (`export.int8_fallbacks`: the first layer's
+attention, its MLP, the first and last layers), and only when every rung fails does the bundle ship fp32 as its
+default graph. Its metrics record the rung (`int8_check`).
 """
 
 from __future__ import annotations
@@ -16,7 +18,14 @@ from redone_sdk.training.chat import ChatCodec
 from redone_sdk.training.config import PipelineConfig
 from redone_sdk.training.datasets import DATA_SOURCES, Example
 from redone_sdk.training.evaluate import evaluate_bundle
-from redone_sdk.training.export import export_generation_graph, export_scoring_graph, quantize_int8, write_bundle
+from redone_sdk.training.export import (
+    export_generation_graph,
+    export_scoring_graph,
+    graph_opset,
+    int8_fallbacks,
+    quantize_int8,
+    write_bundle,
+)
 from redone_sdk.training.model import load_model
 from redone_sdk.training.stages.common import (
     configure_torch,
@@ -71,8 +80,12 @@ def run(config: PipelineConfig) -> Path:
     label_ids = [codec.token_ids[t] for t in answer_tokens()]
     cfg = config.export
     longest = max(config.model.moderation_max_length, config.model.matching_max_length)
-    fp32 = export_scoring_graph(model, label_ids, out / "scoring.fp32.onnx", max_length=longest, opset=cfg.opset)
-    int8 = quantize_int8(fp32, out / "scoring.int8.onnx")
+    fp32 = export_scoring_graph(
+        model, label_ids, out / "scoring.fp32.onnx", max_length=longest, opset=cfg.opset, fused=cfg.fused_graph
+    )
+    int8 = out / "scoring.int8.onnx"
+    ladder = int8_fallbacks(fp32) if cfg.int8_fallback else [()]
+    quantize_int8(fp32, int8, keep_fp32=ladder[0])
     generation = export_generation_graph(model_dir, out / "generation") if cfg.generation_graph else None
     license, sources = bundle_license(config)
     common: dict[str, Any] = {
@@ -93,23 +106,43 @@ def run(config: PipelineConfig) -> Path:
         "architecture": type(model).__name__,
         "parameters": sum(p.numel() for p in model.parameters()),
     }
-    graphs = {"fp32": (fp32, cfg.opset), "int8": (int8, cfg.opset)}
-    full = write_bundle(
-        root / "bundle-full", graphs=graphs, metrics={}, checkpoint_dir=model_dir, generation_dir=generation, **common
-    )
+    graphs = {"fp32": (fp32, graph_opset(fp32)), "int8": (int8, graph_opset(fp32))}
 
+    def write_full(metrics: dict[str, dict[str, float]]) -> Any:
+        return write_bundle(
+            root / "bundle-full",
+            graphs=graphs,
+            metrics=metrics,
+            checkpoint_dir=model_dir,
+            generation_dir=generation,
+            **common,
+        )
+
+    full = write_full({})
     metrics: dict[str, dict[str, float]] = {}
     dev = dev_examples(config)
-    for precision in ("fp32", "int8"):
-        for set_name, values in evaluate_bundle(full.path, dev, precision=precision).items():
-            metrics[f"{precision}/{set_name}"] = values
-    drops = [metrics[f"fp32/{s}"][k] - metrics[f"int8/{s}"][k] for s in dev for k in ("macro_f1", "accuracy")]
-    max_drop = max(drops) if drops else 0.0
-    within = max_drop <= cfg.int8_tolerance
+    for set_name, values in evaluate_bundle(full.path, dev, precision="fp32").items():
+        metrics[f"fp32/{set_name}"] = values
+    # Int8 must stay within tolerance on every dev metric; if it does not, keep the parts on the ladder in
+    # float32, one rung at a time (cheapest first), and ship fp32 only when every rung fails.
+    for step, keep in enumerate(ladder):
+        if step:
+            quantize_int8(fp32, int8, keep_fp32=keep)
+            full = write_full({})
+        for set_name, values in evaluate_bundle(full.path, dev, precision="int8").items():
+            metrics[f"int8/{set_name}"] = values
+        drops = [metrics[f"fp32/{s}"][k] - metrics[f"int8/{s}"][k] for s in dev for k in ("macro_f1", "accuracy")]
+        max_drop = max(drops) if drops else 0.0
+        within = max_drop <= cfg.int8_tolerance
+        log.info("export: int8 keeping %s in fp32: max dev drop %.4f", list(keep) or "nothing", max_drop)
+        if within:
+            break
     metrics["int8_check"] = {
         "max_drop": round(max_drop, 4),
         "tolerance": cfg.int8_tolerance,
         "within_tolerance": float(within),
+        "ladder_step": float(step),
+        **{f"fp32/{part}": 1.0 for part in keep},
     }
     if not within:
         log.warning(
@@ -135,14 +168,7 @@ def run(config: PipelineConfig) -> Path:
         **common,
     )
     if is_main_process():
-        write_bundle(
-            root / "bundle-full",
-            graphs=graphs,
-            metrics=metrics,
-            checkpoint_dir=model_dir,
-            generation_dir=generation,
-            **common,
-        )
+        write_full(metrics)
     log.info("export: bundle %s, int8 max drop %.4f", bundle.path, max_drop)
     mark_done(config, "export", {"bundle": str(bundle.path), "int8_max_drop": max_drop})
     return bundle.path
