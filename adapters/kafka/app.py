@@ -6,10 +6,10 @@
     stream = ModerationStream(classifier=Moderator.load(), settings=StreamSettings(bootstrap="127.0.0.1:9092"))
     stream.run()  # until SIGTERM/SIGINT or stream.stop()
 
-The loop: poll a batch → pause the assigned partitions → decode and classify → complete the previous batch
-(acknowledgements, then offsets) → submit this batch's outputs → resume. Under exactly-once each batch is
-one transaction, completed before the next poll. Scaling out is running more processes with the same group
-id: Kafka splits the input partitions between them.
+The loop: poll a batch → pause the assigned partitions → decode and classify (on a worker thread, while this
+thread completes the previous batch: acknowledgements, then offsets) → submit this batch's outputs → resume.
+Under exactly-once each batch is one transaction, completed before the next poll. Scaling out is running
+more processes with the same group id: Kafka splits the input partitions between them.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,6 +68,7 @@ class ModerationStream:
 
     `on_error(error, context) -> bool` decides, for a note the classifier fails on (or an output that cannot
     be produced), whether to skip it (True: dead letter / logged and counted) or stop the stream (False).
+    The classifier (and `on_error` for its failures) may run on the stream's worker thread, one batch at a time.
     """
 
     def __init__(
@@ -198,6 +200,7 @@ class ModerationStream:
                 totals,
                 idle_exit_s=idle_exit_s,
                 max_messages=max_messages,
+                worker=cleanup.enter_context(ThreadPoolExecutor(1, thread_name_prefix="redone-classify")),
             )
         summary = totals.summary(reason)
         log_event(_log, logging.INFO, "stream stopped", **summary.__dict__)
@@ -215,6 +218,7 @@ class ModerationStream:
         *,
         idle_exit_s: float | None,
         max_messages: int | None,
+        worker: ThreadPoolExecutor,
     ) -> StopReason:
         """Poll → classify → complete the previous batch → submit this one. At-least-once overlaps a batch's
         acknowledgements with the next batch's classification; exactly-once completes each batch at once."""
@@ -237,10 +241,18 @@ class ModerationStream:
             # Pause the assigned partitions while the batch is in work: nothing is fetched meanwhile.
             consumer.pause(*consumer.assignment())
             try:
-                processed = processor.process(batch.records)
                 if in_flight is not None:
-                    self._finish(consumer, sink, in_flight, backoff, totals)
-                    in_flight = None
+                    # Classify on the worker while this thread completes the previous batch: its offset commit
+                    # is a broker round trip during which this thread holds no CPU.
+                    work = worker.submit(processor.process, batch.records)
+                    try:
+                        self._finish(consumer, sink, in_flight, backoff, totals)
+                    finally:
+                        in_flight = None
+                        wait([work])  # a failed finish still lets the worker end before raising
+                    processed = work.result()
+                else:
+                    processed = processor.process(batch.records)
                 in_flight = _InFlight(sink.submit(batch, processed.records), processed)
                 if not sink.pipelined:
                     self._finish(consumer, sink, in_flight, backoff, totals)
