@@ -78,25 +78,13 @@ class _Graph:
         return names[0] if outputs == 1 else names
 
 
-def _weight(linear: Any) -> np.ndarray:
-    """A torch Linear's weight as the right-hand side of `x @ W` (in, out), float32."""
-    return linear.weight.detach().float().cpu().numpy().T
-
-
-def _bias(linear: Any) -> np.ndarray | None:
-    return None if linear.bias is None else linear.bias.detach().float().cpu().numpy()
-
-
-def _linear(g: _Graph, x: str, name: str, parts: Sequence[Any]) -> str:
-    """x @ [W_1 | W_2 | ...] (+ bias): one MatMul for projections that read the same input."""
-    weight = np.concatenate([_weight(p) for p in parts], axis=1)
+def _linear(g: _Graph, x: str, name: str, linear: Any) -> str:
+    """x @ W (+ bias) of a torch Linear, its weights stored as float32 initializers `<name>.weight/.bias`."""
+    weight = linear.weight.detach().float().cpu().numpy().T  # (in, out): the right-hand side of x @ W
     out = g.op("MatMul", [x, g.const(f"{name}.weight", weight)])
-    biases = [_bias(p) for p in parts]
-    if all(b is None for b in biases):
+    if linear.bias is None:
         return out
-    widths = [p.weight.shape[0] for p in parts]
-    bias = np.concatenate([np.zeros(w, np.float32) if b is None else b for b, w in zip(biases, widths, strict=True)])
-    return g.op("Add", [out, g.const(f"{name}.bias", bias)])
+    return g.op("Add", [out, g.const(f"{name}.bias", linear.bias.detach().float().cpu().numpy())])
 
 
 def build_scoring_graph(model: Any, label_token_ids: Sequence[int], out_file: Path, *, opset: int) -> Path:
@@ -136,10 +124,10 @@ def build_scoring_graph(model: Any, label_token_ids: Sequence[int], out_file: Pa
 
     def mlp(x: str, index: int) -> str:
         m = layers[index].mlp
-        gate = _linear(g, x, f"layers.{index}.mlp.gate", (m.gate_proj,))
-        up = _linear(g, x, f"layers.{index}.mlp.up", (m.up_proj,))
+        gate = _linear(g, x, f"layers.{index}.mlp.gate", m.gate_proj)
+        up = _linear(g, x, f"layers.{index}.mlp.up", m.up_proj)
         act = g.op("Mul", [g.op("Mul", [gate, g.op("Sigmoid", [gate])]), up])  # silu(gate) * up
-        return _linear(g, act, f"layers.{index}.mlp.down", (m.down_proj,))
+        return _linear(g, act, f"layers.{index}.mlp.down", m.down_proj)
 
     ids, mask = "input_ids", "attention_mask"
     shape = g.op("Shape", [ids])
@@ -155,14 +143,14 @@ def build_scoring_graph(model: Any, label_token_ids: Sequence[int], out_file: Pa
     )
     for index, layer in enumerate(layers[:-1]):
         attn = layer.self_attn
-        q = rotary(_linear(g, normed, f"layers.{index}.attn.q", (attn.q_proj,)), position_zero, heads)
-        k = rotary(_linear(g, normed, f"layers.{index}.attn.k", (attn.k_proj,)), position_zero, kv_heads)
-        v = _linear(g, normed, f"layers.{index}.attn.v", (attn.v_proj,))
+        q = rotary(_linear(g, normed, f"layers.{index}.attn.q", attn.q_proj), position_zero, heads)
+        k = rotary(_linear(g, normed, f"layers.{index}.attn.k", attn.k_proj), position_zero, kv_heads)
+        v = _linear(g, normed, f"layers.{index}.attn.v", attn.v_proj)
         # Causal attention alone is exact here: inputs are right-padded and only real positions are read.
         context = g.op(
             "Attention", [q, k, v], is_causal=1, q_num_heads=heads, kv_num_heads=kv_heads, scale=float(attn.scaling)
         )
-        out = _linear(g, context, f"layers.{index}.attn.o", (attn.o_proj,))
+        out = _linear(g, context, f"layers.{index}.attn.o", attn.o_proj)
         normed, residual = skip_norm(out, residual, layer.post_attention_layernorm)
         normed, residual = skip_norm(mlp(normed, index), residual, layers[index + 1].input_layernorm)
 
@@ -174,8 +162,8 @@ def build_scoring_graph(model: Any, label_token_ids: Sequence[int], out_file: Pa
     def with_batch(*dims: int) -> str:
         return g.op("Concat", [batch_1d, g.ints(*dims)], axis=0)
 
-    k = rotary(_linear(g, normed, f"layers.{index}.attn.k", (attn.k_proj,)), position_zero, kv_heads)
-    v = _linear(g, normed, f"layers.{index}.attn.v", (attn.v_proj,))
+    k = rotary(_linear(g, normed, f"layers.{index}.attn.k", attn.k_proj), position_zero, kv_heads)
+    v = _linear(g, normed, f"layers.{index}.attn.v", attn.v_proj)
     k = g.op("Transpose", [g.op("Reshape", [k, with_batch(-1, kv_heads, head_dim)])], perm=[0, 2, 3, 1])  # B,kvH,D,S
     v = g.op("Transpose", [g.op("Reshape", [v, with_batch(-1, kv_heads, head_dim)])], perm=[0, 2, 1, 3])  # B,kvH,S,D
     # Row b's last token sits at b * S + last[b] of the flattened (B * S, H) states.
@@ -184,7 +172,7 @@ def build_scoring_graph(model: Any, label_token_ids: Sequence[int], out_file: Pa
     flat_shape = g.ints(-1, config.hidden_size)
     normed_last = g.op("Gather", [g.op("Reshape", [normed, flat_shape]), flat_index], axis=0)  # (B, H)
     residual_last = g.op("Gather", [g.op("Reshape", [residual, flat_shape]), flat_index], axis=0)
-    q = g.op("Unsqueeze", [_linear(g, normed_last, f"layers.{index}.attn.q", (attn.q_proj,)), g.ints(1)])
+    q = g.op("Unsqueeze", [_linear(g, normed_last, f"layers.{index}.attn.q", attn.q_proj), g.ints(1)])
     q = rotary(q, g.op("Unsqueeze", [last, g.ints(1)]), heads)  # (B, 1, heads * D) at position last[b]
     # (B, kvH, G, D): query head h reads key/value head h // G, as repeat_interleave does in transformers.
     q = g.op("Reshape", [q, with_batch(kv_heads, heads // kv_heads, head_dim)])
@@ -195,7 +183,7 @@ def build_scoring_graph(model: Any, label_token_ids: Sequence[int], out_file: Pa
     scores = g.op("Where", [padding, lowest, scores])
     context = g.op("MatMul", [g.op("Softmax", [scores], axis=-1), v])  # (B, kvH, G, D)
     context = g.op("Reshape", [context, with_batch(heads * head_dim)])
-    out = _linear(g, context, f"layers.{index}.attn.o", (attn.o_proj,))
+    out = _linear(g, context, f"layers.{index}.attn.o", attn.o_proj)
     normed, residual = skip_norm(out, residual_last, layer.post_attention_layernorm)
     final, _ = skip_norm(mlp(normed, index), residual, backbone.norm)
     rows = model.get_output_embeddings().weight.detach().float().cpu().numpy()[list(label_token_ids)]

@@ -106,7 +106,8 @@ def run(config: PipelineConfig) -> Path:
         "architecture": type(model).__name__,
         "parameters": sum(p.numel() for p in model.parameters()),
     }
-    graphs = {"fp32": (fp32, graph_opset(fp32)), "int8": (int8, graph_opset(fp32))}
+    opset = graph_opset(fp32)
+    graphs = {"fp32": (fp32, opset), "int8": (int8, opset)}
 
     def write_full(metrics: dict[str, dict[str, float]]) -> Any:
         return write_bundle(
