@@ -7,8 +7,8 @@ Variants, all from the same tokenizer and initial weights:
 - `single_task`  — each task fine-tuned alone from the initial model (one model per task).
 Stages that `redone train all` already finished in the same output folder with the same configuration are
 reused (linked), so the ablation after a pipeline run trains only what the pipeline did not.
-Plus the cross-set check: the full recipe's CPT model fine-tuned on harm data without SWSR, scored on SWSR's
-dev part, against a char 1–3-gram TF-IDF + logistic regression trained on the same data.
+Plus the cross-set check: the full recipe (CPT, SFT, DPO) with SWSR left out of its harm data, scored after SFT
+and after DPO on SWSR's dev part, against a char 1–3-gram TF-IDF + logistic regression trained on the same data.
 """
 
 from __future__ import annotations
@@ -29,6 +29,11 @@ __all__ = ["PARTS", "VARIANTS", "run_ablation", "render_table"]
 
 VARIANTS = ("sft_only", "cpt_sft", "cpt_sft_dpo", "single_task")
 PARTS = (*VARIANTS, "cross_set")
+_CROSS_COLUMNS = (
+    ("model_cpt_sft", "model (CPT+SFT)"),
+    ("model_cpt_sft_dpo", "model (CPT+SFT+DPO)"),
+    ("tfidf_logreg", "TF-IDF + LR"),
+)
 
 
 def _link_upstream(source: PipelineConfig, target: PipelineConfig, stages: tuple[str, ...]) -> None:
@@ -175,17 +180,20 @@ def run_ablation(
 
     if "cross_set" in wanted:
         without = tuple(s for s in full.data.harm_sources if s != "swsr")
-        cross = full.replace(
-            output_dir=str(root / "cross_no_swsr"), dpo={"enabled": False}, data={"harm_sources": list(without)}
-        )
+        cross = full.replace(output_dir=str(root / "cross_no_swsr"), data={"harm_sources": list(without)})
         _link_upstream(full, cross, ("data", "init", "cpt"))
         timed("train/cross_no_swsr", lambda: _ensure(cross, "sft"))
-        model_cross = evaluate_model(stage_dir(cross, "sft") / "model", cross, tasks={"moderation"})["scoring"]
+        timed("train/cross_no_swsr_dpo", lambda: _ensure(cross, "dpo"))  # pairs mined without SWSR too
+        model_cross, model_cross_dpo = (
+            evaluate_model(stage_dir(cross, stage) / "model", cross, tasks={"moderation"})["scoring"]
+            for stage in ("sft", "dpo")
+        )
         tfidf_cross = _tfidf_cross_set(full, without)
         tfidf_all = _tfidf_cross_set(full, full.data.harm_sources)
         table["cross_set"] = {
             "trained_on": list(without),
             "model_cpt_sft": {k: v["macro_f1"] for k, v in model_cross.items()},
+            "model_cpt_sft_dpo": {k: v["macro_f1"] for k, v in model_cross_dpo.items()},
             "tfidf_logreg": {k: v["macro_f1"] for k, v in tfidf_cross.items()},
         }
         table["tfidf_logreg_all_harm_sources"] = {k: v["macro_f1"] for k, v in tfidf_all.items()}
@@ -285,12 +293,12 @@ def render_table(table: dict[str, Any]) -> str:
         "",
         f"Cross-set check — harm classifiers trained on {', '.join(cross['trained_on'])} only (macro-F1 on dev parts):",
         "",
-        "| set | model (CPT+SFT) | TF-IDF + LR |",
-        "|---|---|---|",
     ]
+    columns = [(k, label) for k, label in _CROSS_COLUMNS if k in cross]  # tables from before DPO lack that one
+    lines += ["| set | " + " | ".join(label for _, label in columns) + " |", "|---|" + "---|" * len(columns)]
     for set_name in sorted(cross["model_cpt_sft"]):
-        baseline = cross["tfidf_logreg"].get(set_name, float("nan"))
-        lines.append(f"| {set_name} | {cross['model_cpt_sft'][set_name]:.3f} | {baseline:.3f} |")
+        cells = [cross[k].get(set_name, float("nan")) for k, _ in columns]
+        lines.append(f"| {set_name} | " + " | ".join(f"{c:.3f}" for c in cells) + " |")
     lines += [
         "",
         "TF-IDF + LR trained on all harm sources: "

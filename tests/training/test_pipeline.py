@@ -315,11 +315,15 @@ def test_ablation_table_reuses_the_pipeline_run_and_covers_every_variant(tiny_ru
         assert all(0.0 <= v <= 1.0 for v in row.values() if v == v)
     assert {"cold_dev", "ner", "snsbench_average"} <= set(table["variants"]["single_task"])
     assert "swsr" not in table["cross_set"]["trained_on"]
-    assert set(table["cross_set"]["model_cpt_sft"]) == set(table["cross_set"]["tfidf_logreg"]) >= {"swsr_dev"}
+    cross = table["cross_set"]
+    assert set(cross["model_cpt_sft"]) == set(cross["model_cpt_sft_dpo"]) == set(cross["tfidf_logreg"]) >= {"swsr_dev"}
+    cross_dpo = json.loads((root / "cross_no_swsr" / "dpo" / "DONE.json").read_text())
+    assert cross_dpo["pairs"] > 0  # DPO ran on the cross-set model's own mistakes
     assert table["stages"]["cpt"]["steps"] >= 1 and table["stages"]["cpt"]["final_loss"] > 0
     markdown = (root / "table.md").read_text()
     assert "| task (dev) | sft_only | cpt_sft | cpt_sft_dpo | single_task |" in markdown
     assert "Cross-set check" in markdown and "Continued pretraining:" in markdown
+    assert "| set | model (CPT+SFT) | model (CPT+SFT+DPO) | TF-IDF + LR |" in markdown
 
     # finishing a column later merges into the same table and keeps what was measured
     root = run_ablation(_config(tiny_run, data_dir), single_tasks=("gender",), parts=("single_task",))
