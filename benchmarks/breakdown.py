@@ -36,6 +36,16 @@ def prompt_token_counts(bundle: Bundle, texts: Sequence[str]) -> list[int]:
     return [len(e.ids) for e in encoder.encode_batch([{"text": t} for t in texts])]
 
 
+def cached_prefix_length(bundle: Bundle) -> int:
+    """Tokens of the moderation prompt that the bundle's default graph takes from its prefix cache (0: none)."""
+    manifest = bundle.manifest
+    spec = manifest.graphs.get(manifest.default_graph or "") if manifest.graphs else None
+    if spec is None or spec.prefix_cache is None:
+        return 0
+    encoder, _ = _encoder(bundle)
+    return len(encoder.prefix_ids)
+
+
 def padding_waste(lengths: Sequence[int], batch_size: int) -> dict[str, Any]:
     """Share of the token positions the graph computes that are padding, per way of batching."""
 

@@ -6,7 +6,9 @@ attention·V over the positions a token may see: 2 · 2·heads·head_dim per vis
 n tokens 2·heads·head_dim·n(n+1) per layer). The last layer counts only what the label head reads: keys and
 values for every token, the query, attention row, output projection and MLP for the last real token (the
 SDK's scoring graphs compute just that since bundle 0.2.1; `full_forward_flops` counts every position). Plus
-the label head at the last token only (2·h·labels).
+the label head at the last token only (2·h·labels). When the bundle ships a prompt-prefix cache (bundle 0.3.0),
+the prefix every prompt of the task starts with is computed once, not per note: its tokens' projections and
+MLPs are not counted, while the other tokens' attention still spans the prefix's positions.
 Not counted: embeddings (a gather), norms, rotary, softmax, SiLU (elementwise, < 2 %), padded positions and
 the masked half of the attention matrix the kernels compute anyway — so this is the work a perfect kernel
 would do, and the rate is the *useful* rate.
@@ -93,10 +95,20 @@ def _last_layer_avoidable_flops(shape: ModelShape, n: int) -> int:
     return layer - needed
 
 
-def forward_flops(shape: ModelShape, token_counts: Sequence[int]) -> float:
-    """Useful FLOPs to score prompts of these real lengths (see the module docstring for what counts)."""
-    avoidable = sum(_last_layer_avoidable_flops(shape, n) for n in token_counts)
-    return full_forward_flops(shape, token_counts) - avoidable
+def forward_flops(shape: ModelShape, token_counts: Sequence[int], cached_prefix: int = 0) -> float:
+    """Useful FLOPs to score prompts of these real lengths whose first `cached_prefix` tokens are cached (see
+    the module docstring for what counts)."""
+    h, kv, q = shape.hidden, shape.kv_heads * shape.head_dim, shape.heads * shape.head_dim
+    per_layer_linear = shape.per_token_linear() // shape.layers
+    kv_linear = 2 * h * 2 * kv
+    total = 0
+    for n in token_counts:
+        p = min(cached_prefix, n - 1)
+        m = n - p  # tokens the graph computes
+        layer = per_layer_linear * m + 2 * shape.heads * shape.head_dim * (n * (n + 1) - p * (p + 1))
+        last = kv_linear * m + (per_layer_linear - kv_linear) + 4 * q * n
+        total += (shape.layers - 1) * layer + last + 2 * h * shape.labels
+    return float(total)
 
 
 def last_layer_avoidable(shape: ModelShape, token_counts: Sequence[int]) -> float:

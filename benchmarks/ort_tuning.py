@@ -5,6 +5,7 @@ as requested, everything else ONNX Runtime's default)."""
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import tempfile
@@ -51,18 +52,29 @@ def _session(graph: Path, threads: int | None, **kw: Any) -> Any:
     return ort.InferenceSession(str(graph), sess_options=options, providers=["CPUExecutionProvider"])
 
 
-def _runner(session: Any, io_binding: bool) -> Any:
+@functools.lru_cache(maxsize=8)
+def _feeds(graph: Path) -> Any:
+    """The SDK's feeds for `graph` (a prompt-prefix cache beside it, as bundles lay it out, is used)."""
+    from redone_sdk.inference.onnx_backend import OnnxScorer
+
+    cache = graph.parent / "prefix_cache.npz"
+    names = {i.name for i in _session(graph, 1).get_inputs()}
+    return OnnxScorer(graph, intra_op_threads=1, prefix_cache=cache if "past_key.0" in names else None).feeds
+
+
+def _runner(session: Any, io_binding: bool, graph: Path) -> Any:
     import onnxruntime as ort
 
     output = session.get_outputs()[0].name
+    feeds = _feeds(graph)
     if not io_binding:
-        return lambda ids, mask: session.run([output], {"input_ids": ids, "attention_mask": mask})[0]
+        return lambda ids, mask: session.run([output], feeds(ids, mask))[0]
 
     binding = session.io_binding()
 
     def run(ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        binding.bind_ortvalue_input("input_ids", ort.OrtValue.ortvalue_from_numpy(ids))
-        binding.bind_ortvalue_input("attention_mask", ort.OrtValue.ortvalue_from_numpy(mask))
+        for name, value in feeds(ids, mask).items():
+            binding.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy(value))
         binding.bind_output(output, "cpu")
         session.run_with_iobinding(binding)
         return binding.copy_outputs_to_cpu()[0]
@@ -102,7 +114,7 @@ def session_variants(
     for name, kw in VARIANTS.items():
         settings = {k: v for k, v in kw.items() if k not in ("threads", "io_binding")}
         session = _session(graph, kw.get("threads", threads), **settings)
-        runners[name] = _runner(session, kw.get("io_binding", False))
+        runners[name] = _runner(session, kw.get("io_binding", False), graph)
         _seconds(runners[name], bulk[:2] + single[:4])  # warm-up
     times: dict[str, dict[str, list[float]]] = {n: {"bulk": [], "batch1": []} for n in runners}
     for _ in range(rounds):
@@ -127,7 +139,7 @@ def operator_profile(graph: Path, bulk: list[tuple[np.ndarray, ...]], *, threads
     """ONNX Runtime's own profiler over one bulk pass: share of kernel time per operator type."""
     with tempfile.TemporaryDirectory() as tmp:
         session = _session(graph, threads, profile=os.path.join(tmp, "ort"))
-        run = _runner(session, False)
+        run = _runner(session, False, graph)
         _seconds(run, bulk)
         trace = session.end_profiling()
         events = json.loads(Path(trace).read_text(encoding="utf-8"))
@@ -178,7 +190,9 @@ def batching_choices(
             for part in length_buckets([len(encoded[i]) for i in chunk], sub):
                 batches.append(pad_batch([encoded[chunk[j]] for j in part], pad_id))
         plans[f"arrival_chunks_split_by_length={sub}"] = batches
-    runners = {f"threads={t}": _runner(_session(graph, t), False) for t in sorted({threads or 0, 1}, reverse=True)}
+    runners = {
+        f"threads={t}": _runner(_session(graph, t), False, graph) for t in sorted({threads or 0, 1}, reverse=True)
+    }
     for run in runners.values():
         for batches in plans.values():
             _seconds(run, batches[:2])
@@ -200,8 +214,8 @@ def two_sessions(
     spinning and with it off. Graph notes/s (median of rounds)."""
     plans: dict[str, list[Any]] = {}
     for spinning in (True, False):
-        a = _runner(_session(graph, threads, spinning=spinning), False)
-        b = _runner(_session(graph, threads, spinning=spinning), False)
+        a = _runner(_session(graph, threads, spinning=spinning), False, graph)
+        b = _runner(_session(graph, threads, spinning=spinning), False, graph)
         suffix = "" if spinning else ", spinning off"
         plans[f"one session{suffix}"] = [a] * len(bulk)
         plans[f"two sessions taking turns{suffix}"] = [a if i % 2 == 0 else b for i in range(len(bulk))]

@@ -14,7 +14,7 @@ from redone_sdk.bundle import Bundle
 from redone_sdk.inference.engine import InferenceOptions, open_backend
 
 from . import SCHEMA
-from .breakdown import padding_waste, prompt_token_counts, stage_breakdown
+from .breakdown import cached_prefix_length, padding_waste, prompt_token_counts, stage_breakdown
 from .contenders import REFERENCE, Contender, load_sdk_contenders, peer_contender
 from .flops import FLOPS_RULE, forward_flops, last_layer_avoidable, model_shape
 from .machine import describe_machine, gemm_ceilings, load_average
@@ -123,9 +123,10 @@ def _speed(settings: Settings, peers: dict[str, Any]) -> dict[str, Any]:
     bundle = Bundle.load(settings.bundle_full)
     shape = model_shape(bundle)
     counts = dict(zip(sample.texts, prompt_token_counts(bundle, sample.texts), strict=True))
+    prefix = cached_prefix_length(bundle)
 
     def flops_of(texts: list[str]) -> float:
-        return forward_flops(shape, [counts[t] for t in texts])
+        return forward_flops(shape, [counts[t] for t in texts], prefix)
 
     sdk, missing = load_sdk_contenders(
         settings.bundle_full,
@@ -153,6 +154,7 @@ def _speed(settings: Settings, peers: dict[str, Any]) -> dict[str, Any]:
         "unavailable": missing,
         "model_shape": shape.as_dict(),
         "useful_gflop_per_note": round(flops_of(sample.texts) / len(sample.texts) / 1e9, 5),
+        "cached_prefix_tokens": prefix,
         "last_layer_avoidable_share": round(last_layer_avoidable(shape, list(counts.values())), 4),
         "results": {k: v for k, v in table.items() if not k.startswith("_")},
         "ratio_vs_reference": table["_ratios"],

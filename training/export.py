@@ -49,18 +49,36 @@ DEFAULT_POLICY = Policy(
 
 
 def export_scoring_graph(
-    model: Any, label_token_ids: Sequence[int], out_file: Path, *, max_length: int, opset: int, fused: bool = True
-) -> Path:
-    """(input_ids, attention_mask) -> label logits at the last real token, with dynamic batch and length.
+    model: Any,
+    label_token_ids: Sequence[int],
+    out_file: Path,
+    *,
+    max_length: int,
+    opset: int,
+    fused: bool = True,
+    prefixes: dict[str, Sequence[int]] | None = None,
+) -> tuple[Path, Path | None]:
+    """(input_ids, attention_mask) -> label logits at the last real token, with dynamic batch and length; and
+    the prompt-prefix cache beside it (`prefix_cache.npz`) when `prefixes` (task -> token ids) are given and the
+    graph is fused (the only kind that takes one), else None.
 
     `fused` builds it from the weights with ONNX Runtime's fused operators where the model's shape allows
     (`scoring_graph.supports`), else it goes through `torch.onnx.export`."""
+    import numpy as np
     import torch
 
     if fused:
         reason = scoring_graph.supports(model)
         if reason is None:
-            return scoring_graph.build_scoring_graph(model, label_token_ids, out_file, opset=opset)
+            cached = bool(prefixes)
+            graph = scoring_graph.build_scoring_graph(
+                model, label_token_ids, out_file, opset=opset, prefix_cache=cached
+            )
+            if not cached:
+                return graph, None
+            cache = out_file.parent / "prefix_cache.npz"
+            np.savez(cache, **scoring_graph.prefix_cache_arrays(model, prefixes or {}))
+            return graph, cache
         _log.info("scoring graph through torch.onnx.export: %s", reason)
 
     for noisy in ("onnx_ir", "onnxscript", "torch.onnx"):
@@ -83,7 +101,7 @@ def export_scoring_graph(
             external_data=False,
             verbose=False,
         )
-    return out_file
+    return out_file, None
 
 
 def export_generation_graph(model_dir: Path, out_dir: Path) -> Path:
@@ -185,18 +203,27 @@ def write_bundle(
     generation_dir: Path | None = None,
     default_graph: str | None = None,
     policy: Policy = DEFAULT_POLICY,
+    prefix_cache: Path | None = None,
 ) -> Bundle:
     """Copy files into `out_dir`, checksum them, write `manifest.json`, and load it back verified."""
     if out_dir.exists():
         shutil.rmtree(out_dir)
     out_dir.mkdir(parents=True)
     shutil.copyfile(tokenizer_file, out_dir / "tokenizer.json")
+    cache_file = None
+    if prefix_cache is not None:
+        cache_file = "prefix_cache.npz"
+        shutil.copyfile(prefix_cache, out_dir / cache_file)
     graph_specs = {}
     for precision, (path, opset) in sorted(graphs.items()):
         target = f"scoring.{precision}.onnx"
         shutil.copyfile(path, out_dir / target)
         graph_specs[precision] = GraphSpec(
-            file=target, precision=precision, opset=opset, label_token_ids=tuple(label_token_ids)
+            file=target,
+            precision=precision,
+            opset=opset,
+            label_token_ids=tuple(label_token_ids),
+            prefix_cache=cache_file,
         )
     (out_dir / "policy.json").write_text(policy.to_json() + "\n", encoding="utf-8")
     checkpoint = None

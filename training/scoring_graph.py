@@ -8,6 +8,12 @@ int8 GEMMs; the last layer runs its query, attention row and MLP for the last re
 `build_scoring_head` does. Same function: (input_ids, attention_mask) -> label logits,
 inputs right-padded, dynamic batch and length. `supports` says whether a model has that shape; others go through
 `torch.onnx.export`.
+
+With `prefix_cache=True` the graph also takes every layer's keys and values of a prompt prefix
+(`past_key.<i>`, `past_value.<i>`: (1, kv_heads, prefix, head_dim), the same for every row) and the ids are the
+rest of the prompt: every task's template starts with the same instruction for every note, so its keys and
+values are computed once (`prefix_cache_arrays`, at export) instead of for every note. A zero-length prefix
+gives the plain graph's result.
 """
 
 from __future__ import annotations
@@ -18,10 +24,11 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["supports", "build_scoring_graph"]
+__all__ = ["supports", "build_scoring_graph", "prefix_cache_arrays", "PAST_KEY", "PAST_VALUE"]
 
 _MS = "com.microsoft"
 _MIN_OPSET = 23  # ONNX Attention (grouped-query, causal)
+PAST_KEY, PAST_VALUE = "past_key.{}", "past_value.{}"
 
 
 def supports(model: Any) -> str | None:
@@ -87,7 +94,28 @@ def _linear(g: _Graph, x: str, name: str, linear: Any) -> str:
     return g.op("Add", [out, g.const(f"{name}.bias", linear.bias.detach().float().cpu().numpy())])
 
 
-def build_scoring_graph(model: Any, label_token_ids: Sequence[int], out_file: Path, *, opset: int) -> Path:
+def prefix_cache_arrays(model: Any, prefixes: dict[str, Sequence[int]]) -> dict[str, np.ndarray]:
+    """Keys (after rotary) and values of every layer for each named prefix of token ids, as the prefix-cache
+    graph takes them: `<name>.ids`, `<name>.key.<i>`, `<name>.value.<i>` ((1, kv_heads, len, head_dim))."""
+    import torch
+
+    arrays: dict[str, np.ndarray] = {}
+    for name, ids in sorted(prefixes.items()):
+        arrays[f"{name}.ids"] = np.array(ids, dtype=np.int64)
+        with torch.no_grad():
+            cache = model(torch.tensor([list(ids)], dtype=torch.long), use_cache=True).past_key_values
+        for index in range(model.config.num_hidden_layers):
+            key, value = (
+                (cache.layers[index].keys, cache.layers[index].values) if hasattr(cache, "layers") else cache[index]
+            )
+            arrays[f"{name}.key.{index}"] = key.detach().float().cpu().numpy()
+            arrays[f"{name}.value.{index}"] = value.detach().float().cpu().numpy()
+    return arrays
+
+
+def build_scoring_graph(
+    model: Any, label_token_ids: Sequence[int], out_file: Path, *, opset: int, prefix_cache: bool = False
+) -> Path:
     """Write the fused scoring graph of `model` (see the module docstring) to `out_file`."""
     import onnx
     from onnx import TensorProto, helper
@@ -134,7 +162,16 @@ def build_scoring_graph(model: Any, label_token_ids: Sequence[int], out_file: Pa
     batch = g.op("Gather", [shape, g.ints(0, scalar=True)], axis=0)
     width = g.op("Gather", [shape, g.ints(1, scalar=True)], axis=0)
     last = g.op("Sub", [g.op("ReduceSum", [mask, g.ints(1)], keepdims=0), g.ints(1)])  # (B,) last real position
-    position_zero = g.ints(0)  # RotaryEmbedding: positions 0, 1, ... along the sequence
+    past_names = [(PAST_KEY.format(i), PAST_VALUE.format(i)) for i in range(len(layers))] if prefix_cache else []
+    if prefix_cache:  # the ids continue the cached prefix: positions start at its length
+        start = g.op("Gather", [g.op("Shape", [past_names[0][0]]), g.ints(2)], axis=0)  # (1,)
+        batch_kv = g.op(
+            "Concat", [g.op("Unsqueeze", [batch, g.ints(0)]), g.ints(kv_heads), start, g.ints(head_dim)], axis=0
+        )
+        past = [tuple(g.op("Expand", [name, batch_kv]) for name in pair) for pair in past_names]  # (B, kvH, P, D)
+    else:
+        start = g.ints(0)
+    position_zero = start  # RotaryEmbedding: positions start, start + 1, ... along the sequence
 
     embed = backbone.embed_tokens.weight.detach().float().cpu().numpy()
     residual = g.op("Gather", [g.const("embed_tokens.weight", embed), ids], axis=0)  # (B, S, H)
@@ -146,10 +183,22 @@ def build_scoring_graph(model: Any, label_token_ids: Sequence[int], out_file: Pa
         q = rotary(_linear(g, normed, f"layers.{index}.attn.q", attn.q_proj), position_zero, heads)
         k = rotary(_linear(g, normed, f"layers.{index}.attn.k", attn.k_proj), position_zero, kv_heads)
         v = _linear(g, normed, f"layers.{index}.attn.v", attn.v_proj)
-        # Causal attention alone is exact here: inputs are right-padded and only real positions are read.
+        # Causal attention alone is exact here: inputs are right-padded and only real positions are read. With a
+        # cached prefix (past keys and values), ONNX Runtime aligns the causal mask to the end: every row sees
+        # the whole prefix.
+        # ONNX Runtime's kernel wants the present keys and values as outputs whenever past ones are given.
+        inputs, outputs = ([q, k, v, "", *past[index]], 3) if prefix_cache else ([q, k, v], 1)
         context = g.op(
-            "Attention", [q, k, v], is_causal=1, q_num_heads=heads, kv_num_heads=kv_heads, scale=float(attn.scaling)
+            "Attention",
+            inputs,
+            outputs,
+            is_causal=1,
+            q_num_heads=heads,
+            kv_num_heads=kv_heads,
+            scale=float(attn.scaling),
         )
+        if prefix_cache:
+            context = context[0]
         out = _linear(g, context, f"layers.{index}.attn.o", attn.o_proj)
         normed, residual = skip_norm(out, residual, layer.post_attention_layernorm)
         normed, residual = skip_norm(mlp(normed, index), residual, layers[index + 1].input_layernorm)
@@ -166,6 +215,13 @@ def build_scoring_graph(model: Any, label_token_ids: Sequence[int], out_file: Pa
     v = _linear(g, normed, f"layers.{index}.attn.v", attn.v_proj)
     k = g.op("Transpose", [g.op("Reshape", [k, with_batch(-1, kv_heads, head_dim)])], perm=[0, 2, 3, 1])  # B,kvH,D,S
     v = g.op("Transpose", [g.op("Reshape", [v, with_batch(-1, kv_heads, head_dim)])], perm=[0, 2, 1, 3])  # B,kvH,S,D
+    key_mask = mask
+    if prefix_cache:  # the cached prefix's keys and values come first; the prefix is never padding
+        past_k, past_v = past[index]
+        k = g.op("Concat", [g.op("Transpose", [past_k], perm=[0, 1, 3, 2]), k], axis=3)
+        v = g.op("Concat", [past_v, v], axis=2)
+        prefix_ones = g.op("Expand", [g.ints(1), g.op("Concat", [batch_1d, start], axis=0)])
+        key_mask = g.op("Concat", [prefix_ones, mask], axis=1)
     # Row b's last token sits at b * S + last[b] of the flattened (B * S, H) states.
     rows_start = g.op("Mul", [g.op("Range", [g.ints(0, scalar=True), batch, g.ints(1, scalar=True)]), width])
     flat_index = g.op("Add", [rows_start, last])
@@ -173,12 +229,14 @@ def build_scoring_graph(model: Any, label_token_ids: Sequence[int], out_file: Pa
     normed_last = g.op("Gather", [g.op("Reshape", [normed, flat_shape]), flat_index], axis=0)  # (B, H)
     residual_last = g.op("Gather", [g.op("Reshape", [residual, flat_shape]), flat_index], axis=0)
     q = g.op("Unsqueeze", [_linear(g, normed_last, f"layers.{index}.attn.q", attn.q_proj), g.ints(1)])
-    q = rotary(q, g.op("Unsqueeze", [last, g.ints(1)]), heads)  # (B, 1, heads * D) at position last[b]
+    q = rotary(
+        q, g.op("Unsqueeze", [g.op("Add", [last, start]), g.ints(1)]), heads
+    )  # (B, 1, heads * D) at its position
     # (B, kvH, G, D): query head h reads key/value head h // G, as repeat_interleave does in transformers.
     q = g.op("Reshape", [q, with_batch(kv_heads, heads // kv_heads, head_dim)])
     scale = g.const("attn.scale", np.array(attn.scaling, np.float32))
     scores = g.op("Mul", [g.op("MatMul", [q, k]), scale])  # (B, kvH, G, S)
-    padding = g.op("Reshape", [g.op("Equal", [mask, g.ints(0, scalar=True)]), with_batch(1, 1, -1)])
+    padding = g.op("Reshape", [g.op("Equal", [key_mask, g.ints(0, scalar=True)]), with_batch(1, 1, -1)])
     lowest = g.const("attn.masked", np.array(np.finfo(np.float32).min, np.float32))
     scores = g.op("Where", [padding, lowest, scores])
     context = g.op("MatMul", [g.op("Softmax", [scores], axis=-1), v])  # (B, kvH, G, D)
@@ -196,6 +254,11 @@ def build_scoring_graph(model: Any, label_token_ids: Sequence[int], out_file: Pa
         [
             helper.make_tensor_value_info(ids, TensorProto.INT64, ["batch", "sequence"]),
             helper.make_tensor_value_info(mask, TensorProto.INT64, ["batch", "sequence"]),
+            *(
+                helper.make_tensor_value_info(name, TensorProto.FLOAT, [1, kv_heads, "prefix", head_dim])
+                for pair in past_names
+                for name in pair
+            ),
         ],
         [helper.make_tensor_value_info("label_logits", TensorProto.FLOAT, ["batch", len(label_token_ids)])],
         g.initializers,

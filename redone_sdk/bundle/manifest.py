@@ -34,6 +34,10 @@ def _relative_file(name: str) -> str:
     return name
 
 
+def _optional_relative_file(name: str | None) -> str | None:
+    return None if name is None else _relative_file(name)
+
+
 class _Frozen(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -100,8 +104,14 @@ class GraphSpec(_Frozen):
     precision: Literal["fp32", "int8"]
     opset: int | None = None
     label_token_ids: tuple[int, ...] = Field(description="Vocabulary id behind each output column.")
+    prefix_cache: str | None = Field(
+        default=None,
+        description="NumPy .npz of each task's prompt-prefix keys and values, for a graph that takes them "
+        "(`past_key.<i>`, `past_value.<i>`); the prompt's first tokens are then not recomputed for every note.",
+    )
 
     _file = field_validator("file")(_relative_file)
+    _prefix_cache = field_validator("prefix_cache")(_optional_relative_file)
 
 
 class DataSource(_Frozen):
@@ -155,6 +165,7 @@ class Manifest(_Frozen):
     @model_validator(mode="after")
     def _references(self) -> Manifest:
         needed = [self.tokenizer.file, *(g.file for g in self.graphs.values())]
+        needed += [g.prefix_cache for g in self.graphs.values() if g.prefix_cache]
         if self.policy:
             needed.append(_relative_file(self.policy))
         missing = [name for name in needed if name not in self.files]

@@ -63,6 +63,12 @@ class PromptEncoder:
         if self._fixed_len >= task.max_length:
             raise BundleFormatError(f"the template alone is {self._fixed_len} tokens, max_length is {task.max_length}")
 
+    @property
+    def prefix_ids(self) -> tuple[int, ...]:
+        """Token ids every prompt of this task starts with (the template's text before its first slot)."""
+        kind, value = self._pieces[0]
+        return self._literal_ids[value] if kind == "literal" else ()
+
     def clean(self, text: str) -> str:
         """Remove control-token strings from user text so a note cannot forge the prompt's structure."""
         return self._special.sub("", text) if self._special else text

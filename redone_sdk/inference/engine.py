@@ -61,8 +61,10 @@ def open_backend(bundle: Bundle, options: InferenceOptions) -> ScoringBackend:
             raise BackendUnavailableError(f"bundle {bundle.name} has no {key} graph; it has {sorted(manifest.graphs)}")
         from redone_sdk.inference.onnx_backend import shared_scorer
 
+        spec = manifest.graphs[key]
         return shared_scorer(
-            bundle.file(manifest.graphs[key].file),
+            bundle.file(spec.file),
+            prefix_cache=bundle.file(spec.prefix_cache) if spec.prefix_cache else None,
             providers=options.providers,
             intra_op_threads=options.intra_op_threads,
             inter_op_threads=options.inter_op_threads,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import weakref
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,7 @@ class OnnxScorer:
         intra_op_threads: int | None = None,
         inter_op_threads: int | None = None,
         allow_spinning: bool | None = None,
+        prefix_cache: Path | None = None,
     ) -> None:
         import onnxruntime as ort
 
@@ -76,13 +78,80 @@ class OnnxScorer:
         except Exception as exc:  # onnxruntime raises its own untyped errors on bad graphs
             raise BundleFormatError(f"ONNX Runtime cannot load {graph.name}: {exc}") from None
         names = [i.name for i in self._session.get_inputs()]
-        if sorted(names) != ["attention_mask", "input_ids"]:
-            raise BundleFormatError(f"{graph.name} takes inputs {names}, expected input_ids and attention_mask")
+        layers = sum(name.startswith("past_key.") for name in names)
+        expected = {"input_ids", "attention_mask"} | {
+            f"past_{kv}.{i}" for kv in ("key", "value") for i in range(layers)
+        }
+        if set(names) != expected or len(names) != len(expected):
+            raise BundleFormatError(
+                f"{graph.name} takes inputs {names}, expected input_ids, attention_mask and, for a graph with a "
+                "prompt-prefix cache, past_key.<i> and past_value.<i> for each layer"
+            )
         self._output = self._session.get_outputs()[0].name
+        self._prefixes: list[_CachedPrefix] = []
+        self._no_prefix: dict[str, np.ndarray] = {}
+        if layers:
+            if prefix_cache is None:
+                raise BundleFormatError(f"{graph.name} takes a prompt-prefix cache, but the bundle names none")
+            self._prefixes = _load_prefix_cache(prefix_cache, layers)
+            first = self._prefixes[0].feeds
+            self._no_prefix = {  # a zero-length prefix: the graph then scores whole prompts
+                name: np.zeros((*value.shape[:2], 0, value.shape[3]), np.float32) for name, value in first.items()
+            }
+        elif prefix_cache is not None:
+            raise BundleFormatError(f"the bundle has a prompt-prefix cache, but {graph.name} takes none")
+
+    def feeds(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> dict[str, np.ndarray]:
+        """The graph's inputs for right-padded prompts: with a prefix cache, a cached prefix that every row
+        starts with is cut off the ids and fed as keys and values instead."""
+        if not self._no_prefix:
+            return {"input_ids": input_ids, "attention_mask": attention_mask}
+        for prefix in self._prefixes:  # longest first
+            n = len(prefix.ids)
+            if (
+                input_ids.shape[1] > n
+                and attention_mask[:, n].all()  # every row has a token after the prefix: its last one is read
+                and (input_ids[:, :n] == prefix.ids).all()
+            ):
+                return {"input_ids": input_ids[:, n:], "attention_mask": attention_mask[:, n:], **prefix.feeds}
+        return {"input_ids": input_ids, "attention_mask": attention_mask, **self._no_prefix}
 
     def __call__(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
-        (logits,) = self._session.run([self._output], {"input_ids": input_ids, "attention_mask": attention_mask})
+        (logits,) = self._session.run([self._output], self.feeds(input_ids, attention_mask))
         return np.asarray(logits, dtype=np.float32)
+
+
+@dataclass(frozen=True)
+class _CachedPrefix:
+    ids: np.ndarray  # (prefix,) int64
+    feeds: dict[str, np.ndarray]  # past_key.<i> / past_value.<i>: (1, kv_heads, prefix, head_dim) float32
+
+
+def _load_prefix_cache(path: Path, layers: int) -> list[_CachedPrefix]:
+    """Read and check a prefix cache (`<name>.ids`, `<name>.key.<i>`, `<name>.value.<i>`); longest prefix first."""
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            arrays = {name: archive[name] for name in archive.files}
+    except (OSError, ValueError) as exc:
+        raise BundleFormatError(f"cannot read the prompt-prefix cache {path.name}: {exc}") from None
+    prefixes = []
+    for name in sorted(key[: -len(".ids")] for key in arrays if key.endswith(".ids")):
+        ids = arrays[f"{name}.ids"]
+        feeds: dict[str, np.ndarray] = {}
+        for i in range(layers):
+            for kv in ("key", "value"):
+                value = arrays.get(f"{name}.{kv}.{i}")
+                if value is None or value.dtype != np.float32 or value.ndim != 4 or value.shape[0] != 1:
+                    raise BundleFormatError(
+                        f"prompt-prefix cache {path.name}: {name}.{kv}.{i} is missing or not float32 (1, heads, n, dim)"
+                    )
+                if value.shape[2] != len(ids) or ids.ndim != 1 or ids.dtype != np.int64:
+                    raise BundleFormatError(f"prompt-prefix cache {path.name}: {name}.{kv}.{i} does not fit {name}.ids")
+                feeds[f"past_{kv}.{i}"] = value
+        prefixes.append(_CachedPrefix(ids=ids, feeds=feeds))
+    if not prefixes:
+        raise BundleFormatError(f"prompt-prefix cache {path.name} holds no prefix")
+    return sorted(prefixes, key=lambda p: -len(p.ids))
 
 
 _SHARED: weakref.WeakValueDictionary[tuple[Any, ...], OnnxScorer] = weakref.WeakValueDictionary()
@@ -96,6 +165,7 @@ def shared_scorer(
     intra_op_threads: int | None = None,
     inter_op_threads: int | None = None,
     allow_spinning: bool | None = None,
+    prefix_cache: Path | None = None,
 ) -> OnnxScorer:
     """One scorer per (graph file, options) in this process, alive while anything uses it.
 
@@ -111,6 +181,7 @@ def shared_scorer(
         intra_op_threads,
         inter_op_threads,
         allow_spinning,
+        str(prefix_cache.resolve()) if prefix_cache else None,
     )
     with _SHARED_LOCK:
         scorer = _SHARED.get(key)
@@ -121,6 +192,7 @@ def shared_scorer(
                 intra_op_threads=intra_op_threads,
                 inter_op_threads=inter_op_threads,
                 allow_spinning=allow_spinning,
+                prefix_cache=prefix_cache,
             )
             _SHARED[key] = scorer
         return scorer

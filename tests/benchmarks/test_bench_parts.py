@@ -33,6 +33,16 @@ def test_flops_count_linear_attention_and_head() -> None:
     assert last_layer_avoidable(shape, [3]) == pytest.approx(1 - 424 / 984)
 
 
+def test_flops_leave_out_a_cached_prefix_but_not_attention_over_it() -> None:
+    shape = ModelShape(hidden=4, layers=2, heads=2, kv_heads=1, head_dim=2, intermediate=8, labels=3, source="t")
+    # 5 tokens, 2 cached: layer 0 computes 3 tokens (288*3) whose attention spans positions 3..5 of 5
+    # (2*2*2*(5*6 - 2*3) = 192); the last layer k,v for 3 tokens (32*3), q/o/MLP once (256), one row over 5
+    # positions (4*4*5 = 80); the head 24
+    assert forward_flops(shape, [5], cached_prefix=2) == (864 + 192) + (96 + 256 + 80) + 24
+    assert forward_flops(shape, [5], cached_prefix=0) == (1440 + 240) + (160 + 256 + 80) + 24
+    assert forward_flops(shape, [2], cached_prefix=5) == forward_flops(shape, [2], cached_prefix=1)  # last stays
+
+
 def test_padding_waste_is_zero_for_sorted_equal_lengths_and_positive_when_mixed() -> None:
     assert padding_waste([5, 5, 5, 5], 2)["bulk_length_buckets"] == 0.0
     waste = padding_waste([1, 9, 1, 9], 2)

@@ -101,5 +101,11 @@ def test_label_columns_must_match_graph(bundle_copy: Path) -> None:
 
 
 def test_bundle_holds_no_pickles(tiny_full_bundle: Path) -> None:
+    import numpy as np
+
     suffixes = {p.suffix for p in tiny_full_bundle.rglob("*") if p.is_file()}
-    assert suffixes <= {".json", ".jinja", ".onnx", ".safetensors"}, suffixes  # .jinja: the chat template
+    # .jinja: the chat template; .npz: the prompt-prefix cache, plain numeric arrays (read with allow_pickle=False)
+    assert suffixes <= {".json", ".jinja", ".onnx", ".safetensors", ".npz"}, suffixes
+    for archive in tiny_full_bundle.rglob("*.npz"):
+        with np.load(archive, allow_pickle=False) as arrays:
+            assert arrays.files and all(arrays[name].dtype.kind in "fi" for name in arrays.files)

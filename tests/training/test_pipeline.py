@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from redone_sdk import Bundle, Moderator
+from redone_sdk.inference.onnx_backend import OnnxScorer
 from redone_sdk.training.config import PRESETS_DIR, PipelineConfig
 from redone_sdk.training.datasets import harm_examples, is_dev, querycorr_examples
 from redone_sdk.training.stages.common import is_done
@@ -147,7 +148,8 @@ def test_fused_scoring_graph_matches_torch_and_the_torch_onnx_export(tiny_run: P
     from redone_sdk.training.export import export_scoring_graph
     from redone_sdk.training.model import load_model
 
-    shipped = onnx.load(str(tiny_run / "bundle-full" / "scoring.fp32.onnx"))
+    shipped_file = tiny_run / "bundle-full" / "scoring.fp32.onnx"
+    shipped = onnx.load(str(shipped_file))
     ops = {n.op_type for n in shipped.graph.node}
     assert {"Attention", "RotaryEmbedding", "SkipSimplifiedLayerNormalization"} <= ops, ops
     int8_ops = {n.op_type for n in onnx.load(str(tiny_run / "bundle-full" / "scoring.int8.onnx")).graph.node}
@@ -160,14 +162,69 @@ def test_fused_scoring_graph_matches_torch_and_the_torch_onnx_export(tiny_run: P
         expected = build_scoring_head(model, labels, last_position_only=False)(
             torch.from_numpy(ids), torch.from_numpy(mask)
         ).numpy()
-    plain = export_scoring_graph(model, labels, tmp_path / "plain.onnx", max_length=64, opset=18, fused=False)
+    plain, no_cache = export_scoring_graph(
+        model, labels, tmp_path / "plain.onnx", max_length=64, opset=18, fused=False, prefixes={"t": [1, 2]}
+    )
+    assert no_cache is None  # only the fused graph takes a prefix cache
     assert "SkipSimplifiedLayerNormalization" not in {n.op_type for n in onnx.load(str(plain)).graph.node}
-    feeds = {"input_ids": ids, "attention_mask": mask}
-    for graph in (tiny_run / "bundle-full" / "scoring.fp32.onnx", plain):
-        session = ort.InferenceSession(str(graph), providers=["CPUExecutionProvider"])
-        got = session.run(None, feeds)[0]
+    session = ort.InferenceSession(str(plain), providers=["CPUExecutionProvider"])
+    outputs = {
+        "torch.onnx": session.run(None, {"input_ids": ids, "attention_mask": mask})[0],
+        # random ids start with no cached prefix: the shipped graph gets a zero-length one and scores them whole
+        "fused": OnnxScorer(shipped_file, prefix_cache=tiny_run / "bundle-full" / "prefix_cache.npz")(ids, mask),
+    }
+    for name, got in outputs.items():
         assert got.shape == expected.shape == (6, len(labels))
-        assert np.allclose(expected, got, atol=1e-5), (graph.name, np.abs(expected - got).max())
+        assert np.allclose(expected, got, atol=1e-5), (name, np.abs(expected - got).max())
+
+
+def test_prefix_cache_scores_real_prompts_as_torch_does_on_the_whole_prompt(tiny_run: Path) -> None:
+    """Every task's prompt starts with its instruction; the shipped graph takes that prefix's keys and values
+    from the bundle's cache and computes only the rest, and scores what the PyTorch head scores on the whole."""
+    import torch
+
+    from redone_sdk.inference.encoding import PromptEncoder, load_tokenizer, pad_batch
+    from redone_sdk.inference.torch_backend import build_scoring_head
+    from redone_sdk.training.model import load_model
+
+    full = Bundle.load(tiny_run / "bundle-full")
+    spec = full.manifest.graphs["fp32"]
+    assert spec.prefix_cache == "prefix_cache.npz" and full.manifest.graphs["int8"].prefix_cache == spec.prefix_cache
+    scorer = OnnxScorer(full.file(spec.file), prefix_cache=full.file(spec.prefix_cache))
+    head = build_scoring_head(load_model(full.path / "checkpoint").eval(), spec.label_token_ids)
+    tokenizer = load_tokenizer(full.file(full.manifest.tokenizer.file))
+    texts = ["今天去了咖啡馆，拍了很多照片。", "egg waffle recipe", "这种人就该滚出去" * 7, "好"]
+    for name, task in full.manifest.tasks.items():
+        encoder = PromptEncoder(tokenizer, task, full.manifest.tokenizer.special_tokens)
+        assert len(encoder.prefix_ids) > 10  # "<|im_start|>user\n" and the instruction
+        prompts = encoder.encode_batch([{field: text for field in task.fields} for text in texts])
+        ids, mask = pad_batch([p.ids for p in prompts], full.manifest.tokenizer.pad_token_id)
+        feeds = scorer.feeds(ids, mask)
+        assert feeds["input_ids"].shape[1] == ids.shape[1] - len(encoder.prefix_ids), name
+        assert feeds["past_key.0"].shape[2] == len(encoder.prefix_ids)
+        with torch.inference_mode():
+            expected = head(torch.from_numpy(ids), torch.from_numpy(mask)).numpy()
+        got = scorer(ids, mask)
+        assert np.allclose(expected, got, atol=1e-5), (name, np.abs(expected - got).max())
+
+
+def test_prefix_cache_is_checked_when_the_graph_opens(tiny_run: Path, tmp_path: Path) -> None:
+    from redone_sdk.errors import BundleFormatError
+
+    graph = tiny_run / "bundle-full" / "scoring.fp32.onnx"
+    cache = dict(np.load(tiny_run / "bundle-full" / "prefix_cache.npz"))
+    with pytest.raises(BundleFormatError, match="takes a prompt-prefix cache, but the bundle names none"):
+        OnnxScorer(graph)
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, **{**cache, "moderation.key.0": cache["moderation.key.0"][:, :, :-1]})
+    with pytest.raises(BundleFormatError, match=r"moderation.key.0 does not fit moderation.ids"):
+        OnnxScorer(graph, prefix_cache=bad)
+    np.savez(bad, **{k: v for k, v in cache.items() if k != "matching.value.1"})
+    with pytest.raises(BundleFormatError, match=r"matching.value.1 is missing"):
+        OnnxScorer(graph, prefix_cache=bad)
+    bad.write_bytes(b"not a zip archive")
+    with pytest.raises(BundleFormatError, match=r"cannot read the prompt-prefix cache bad\.npz"):
+        OnnxScorer(graph, prefix_cache=bad)
 
 
 def test_fused_scoring_graph_refuses_models_of_another_shape(tiny_run: Path, tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from redone_sdk.bundle.manifest import DataSource
+from redone_sdk.inference.encoding import PromptEncoder, load_tokenizer
 from redone_sdk.training.chat import ChatCodec
 from redone_sdk.training.config import PipelineConfig
 from redone_sdk.training.datasets import DATA_SOURCES, Example
@@ -80,8 +81,21 @@ def run(config: PipelineConfig) -> Path:
     label_ids = [codec.token_ids[t] for t in answer_tokens()]
     cfg = config.export
     longest = max(config.model.moderation_max_length, config.model.matching_max_length)
-    fp32 = export_scoring_graph(
-        model, label_ids, out / "scoring.fp32.onnx", max_length=longest, opset=cfg.opset, fused=cfg.fused_graph
+    prefixes = None
+    if cfg.prefix_cache:  # the token ids every prompt of a task starts with, as the SDK's encoder makes them
+        tokenizer = load_tokenizer(model_dir / "tokenizer.json")
+        prefixes = {
+            name: PromptEncoder(tokenizer, task, special_tokens()).prefix_ids for name, task in codec.tasks.items()
+        }
+        prefixes = {name: ids for name, ids in prefixes.items() if ids}
+    fp32, prefix_cache = export_scoring_graph(
+        model,
+        label_ids,
+        out / "scoring.fp32.onnx",
+        max_length=longest,
+        opset=cfg.opset,
+        fused=cfg.fused_graph,
+        prefixes=prefixes,
     )
     int8 = out / "scoring.int8.onnx"
     ladder = int8_fallbacks(fp32) if cfg.int8_fallback else [()]
@@ -105,6 +119,7 @@ def run(config: PipelineConfig) -> Path:
         "training_config": config.to_dict(),
         "architecture": type(model).__name__,
         "parameters": sum(p.numel() for p in model.parameters()),
+        "prefix_cache": prefix_cache,
     }
     opset = graph_opset(fp32)
     graphs = {"fp32": (fp32, opset), "int8": (int8, opset)}
