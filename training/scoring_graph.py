@@ -24,11 +24,11 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["supports", "build_scoring_graph", "prefix_cache_arrays", "PAST_KEY", "PAST_VALUE"]
+__all__ = ["supports", "build_scoring_graph", "prefix_cache_arrays"]
 
 _MS = "com.microsoft"
 _MIN_OPSET = 23  # ONNX Attention (grouped-query, causal)
-PAST_KEY, PAST_VALUE = "past_key.{}", "past_value.{}"
+_PAST_KEY, _PAST_VALUE = "past_key.{}", "past_value.{}"
 
 
 def supports(model: Any) -> str | None:
@@ -162,7 +162,7 @@ def build_scoring_graph(
     batch = g.op("Gather", [shape, g.ints(0, scalar=True)], axis=0)
     width = g.op("Gather", [shape, g.ints(1, scalar=True)], axis=0)
     last = g.op("Sub", [g.op("ReduceSum", [mask, g.ints(1)], keepdims=0), g.ints(1)])  # (B,) last real position
-    past_names = [(PAST_KEY.format(i), PAST_VALUE.format(i)) for i in range(len(layers))] if prefix_cache else []
+    past_names = [(_PAST_KEY.format(i), _PAST_VALUE.format(i)) for i in range(len(layers))] if prefix_cache else []
     if prefix_cache:  # the ids continue the cached prefix: positions start at its length
         start = g.op("Gather", [g.op("Shape", [past_names[0][0]]), g.ints(2)], axis=0)  # (1,)
         batch_kv = g.op(
@@ -171,7 +171,7 @@ def build_scoring_graph(
         past = [tuple(g.op("Expand", [name, batch_kv]) for name in pair) for pair in past_names]  # (B, kvH, P, D)
     else:
         start = g.ints(0)
-    position_zero = start  # RotaryEmbedding: positions start, start + 1, ... along the sequence
+    positions = start  # RotaryEmbedding takes the first position: start, start + 1, ... along the sequence
 
     embed = backbone.embed_tokens.weight.detach().float().cpu().numpy()
     residual = g.op("Gather", [g.const("embed_tokens.weight", embed), ids], axis=0)  # (B, S, H)
@@ -180,13 +180,12 @@ def build_scoring_graph(
     )
     for index, layer in enumerate(layers[:-1]):
         attn = layer.self_attn
-        q = rotary(_linear(g, normed, f"layers.{index}.attn.q", attn.q_proj), position_zero, heads)
-        k = rotary(_linear(g, normed, f"layers.{index}.attn.k", attn.k_proj), position_zero, kv_heads)
+        q = rotary(_linear(g, normed, f"layers.{index}.attn.q", attn.q_proj), positions, heads)
+        k = rotary(_linear(g, normed, f"layers.{index}.attn.k", attn.k_proj), positions, kv_heads)
         v = _linear(g, normed, f"layers.{index}.attn.v", attn.v_proj)
         # Causal attention alone is exact here: inputs are right-padded and only real positions are read. With a
-        # cached prefix (past keys and values), ONNX Runtime aligns the causal mask to the end: every row sees
-        # the whole prefix.
-        # ONNX Runtime's kernel wants the present keys and values as outputs whenever past ones are given.
+        # cached prefix (past keys and values) the causal mask is aligned to the end, so every row sees the whole
+        # prefix; ONNX Runtime's kernel then wants the present keys and values as outputs too.
         inputs, outputs = ([q, k, v, "", *past[index]], 3) if prefix_cache else ([q, k, v], 1)
         context = g.op(
             "Attention",
@@ -211,7 +210,7 @@ def build_scoring_graph(
     def with_batch(*dims: int) -> str:
         return g.op("Concat", [batch_1d, g.ints(*dims)], axis=0)
 
-    k = rotary(_linear(g, normed, f"layers.{index}.attn.k", attn.k_proj), position_zero, kv_heads)
+    k = rotary(_linear(g, normed, f"layers.{index}.attn.k", attn.k_proj), positions, kv_heads)
     v = _linear(g, normed, f"layers.{index}.attn.v", attn.v_proj)
     k = g.op("Transpose", [g.op("Reshape", [k, with_batch(-1, kv_heads, head_dim)])], perm=[0, 2, 3, 1])  # B,kvH,D,S
     v = g.op("Transpose", [g.op("Reshape", [v, with_batch(-1, kv_heads, head_dim)])], perm=[0, 2, 1, 3])  # B,kvH,S,D
