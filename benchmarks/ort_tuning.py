@@ -54,12 +54,11 @@ def _session(graph: Path, threads: int | None, **kw: Any) -> Any:
 
 @functools.lru_cache(maxsize=8)
 def _feeds(graph: Path) -> Any:
-    """The SDK's feeds for `graph` (a prompt-prefix cache beside it, as bundles lay it out, is used)."""
+    """The SDK's feeds for `graph`; a bundle's graphs all take the prompt-prefix cache beside them, if any."""
     from redone_sdk.inference.onnx_backend import OnnxScorer
 
     cache = graph.parent / "prefix_cache.npz"
-    names = {i.name for i in _session(graph, 1).get_inputs()}
-    return OnnxScorer(graph, intra_op_threads=1, prefix_cache=cache if "past_key.0" in names else None).feeds
+    return OnnxScorer(graph, intra_op_threads=1, prefix_cache=cache if cache.is_file() else None).feeds
 
 
 def _runner(session: Any, io_binding: bool, graph: Path) -> Any:
