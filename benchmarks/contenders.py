@@ -41,24 +41,34 @@ def load_sdk_contenders(
 ) -> tuple[list[Contender], dict[str, str]]:
     """The four backends of one bundle-full, loaded the way users load them; (loaded, {name: why not}).
 
-    `tuned_batch_size` adds `onnx-int8 (batch_size=N)`: the same graph with a different `Moderator.load` option."""
+    `threads` cores each: PyTorch as intra-op threads, ONNX Runtime as that many passes at once (the SDK's
+    default on CPU). `onnx-int8 (one pass at a time)` is the same graph run the other way (one pass on
+    `threads` intra-op threads, the SDK default before passes ran in parallel), and `tuned_batch_size` adds
+    `onnx-int8 (batch_size=N)`: the same graph with a different `Moderator.load` option."""
     from redone_sdk import Moderator
 
     bundle = Bundle.load(bundle_full)
     plans = {name: (kwargs, file, batch_size) for name, (kwargs, file) in SDK_BACKENDS.items()}
+    int8_kwargs, int8_file = SDK_BACKENDS["onnx-int8"]
+    if threads and threads > 1:
+        plans["onnx-int8 (one pass at a time)"] = ({**int8_kwargs, "workers": 1}, int8_file, batch_size)
     if tuned_batch_size and tuned_batch_size != batch_size:
-        int8_kwargs, int8_file = SDK_BACKENDS["onnx-int8"]
         plans[f"onnx-int8 (batch_size={tuned_batch_size})"] = (int8_kwargs, int8_file, tuned_batch_size)
     loaded, missing = [], {}
     for name, (kwargs, file, size) in plans.items():
         started = time.perf_counter()
+        kwargs = {**kwargs, "batch_size": size}
+        if kwargs["backend"] == "torch" or "workers" in kwargs:
+            kwargs["intra_op_threads"] = threads
+        else:
+            kwargs["workers"] = threads
         try:
-            moderator = Moderator.load(bundle, batch_size=size, intra_op_threads=threads, **kwargs)
+            moderator = Moderator.load(bundle, **kwargs)
         except Exception as exc:  # a missing extra or graph: shown as unavailable, not dropped
             missing[name] = f"{type(exc).__name__}: {exc}"
             continue
         detail = {
-            "load_kwargs": {**kwargs, "batch_size": size, "intra_op_threads": threads},
+            "load_kwargs": kwargs,
             "load_seconds": round(time.perf_counter() - started, 2),
         }
         loaded.append(

@@ -2,7 +2,7 @@
 bundle in the same run (the ratio is the figure), and produce-to-verdict latency p50/p99.
 
     scripts/kafka-broker start
-    python -m benchmarks.kafka_e2e --bundle PATH [--notes 5000] [--batch-size 64] [--threads 2] [--json out.json]
+    python -m benchmarks.kafka_e2e --bundle PATH [--notes 5000] [--batch-size 64] [--workers 2] [--json out.json]
 
 1. Baseline: `Moderator.classify_batch` on the notes in batches of `--batch-size`, in this process, measured
    before and after the Kafka run (their mean is the reference; their spread shows how steady the machine was).
@@ -85,6 +85,8 @@ def start_stream(settings: StreamSettings, args: argparse.Namespace, log: Path) 
         "--log-level",
         "WARNING",
     ]
+    if args.workers:
+        command += ["--workers", str(args.workers)]
     if args.threads:
         command += ["--threads", str(args.threads)]
     if args.spinning is not None:
@@ -181,7 +183,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-wait-ms", type=int, default=50)
     parser.add_argument("--partitions", type=int, default=3)
     parser.add_argument("--guarantee", choices=("at-least-once", "exactly-once"), default="at-least-once")
-    parser.add_argument("--threads", type=int, default=None, help="intra-op threads (both runs)")
+    parser.add_argument(
+        "--workers", type=int, default=None, help="model passes at once (both runs; default: the SDK's, one per core)"
+    )
+    parser.add_argument(
+        "--threads", type=int, default=None, help="intra-op threads of each pass (both runs; alone: one pass at a time)"
+    )
     parser.add_argument("--latency-rate", type=float, default=None, help="notes/s (default: half the throughput)")
     parser.add_argument("--latency-seconds", type=float, default=10.0)
     parser.add_argument(
@@ -198,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
 
     texts = load_texts(args.notes)
     notes = [Note(note_id=f"n{i}", content=t) for i, t in enumerate(texts)]
-    moderator = Moderator.load(args.bundle, intra_op_threads=args.threads)
+    moderator = Moderator.load(args.bundle, intra_op_threads=args.threads, workers=args.workers)
     base_before = baseline(moderator, notes, args.batch_size)
 
     tag = f"bench-{uuid.uuid4().hex[:8]}"
@@ -247,6 +254,7 @@ def main(argv: list[str] | None = None) -> int:
         "partitions": args.partitions,
         "guarantee": args.guarantee,
         "threads": args.threads,
+        "workers": args.workers,
         "classify_batch_notes_per_s": round(base, 1),
         "classify_batch_before_after": [round(base_before, 1), round(base_after, 1)],
         "kafka_e2e_notes_per_s": round(e2e, 1),

@@ -187,7 +187,10 @@ def _profile(settings: Settings) -> dict[str, Any]:
     }
     for name, kwargs in plans.items():
         try:
-            options = InferenceOptions(batch_size=settings.batch_size, intra_op_threads=settings.threads, **kwargs)
+            # one pass at a time (workers=1), so that each stage can be timed on its own
+            options = InferenceOptions(
+                batch_size=settings.batch_size, intra_op_threads=settings.threads, workers=1, **kwargs
+            )
             backend = open_backend(bundle, options)
             # the Moderator must run on this very backend: a second ONNX Runtime session would bring its own
             # thread pool, whose spinning workers slow the first one down (see `two_sessions`)

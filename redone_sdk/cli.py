@@ -87,7 +87,12 @@ def _moderate(args: argparse.Namespace) -> int:
     from redone_sdk.moderator import Moderator
 
     moderator = Moderator.load(
-        args.bundle, policy=args.policy, backend=args.backend, batch_size=args.batch_size, intra_op_threads=args.threads
+        args.bundle,
+        policy=args.policy,
+        backend=args.backend,
+        batch_size=args.batch_size,
+        intra_op_threads=args.threads,
+        workers=args.workers,
     )
     notes, bad = _read_jsonl(args.input, _parse_note, sys.stderr)
     for chunk in _chunks([n for _, n in notes], 1024):
@@ -101,7 +106,11 @@ def _match(args: argparse.Namespace) -> int:
     from redone_sdk.matcher import NoteQueryMatcher
 
     matcher = NoteQueryMatcher.load(
-        args.bundle, backend=args.backend, batch_size=args.batch_size, intra_op_threads=args.threads
+        args.bundle,
+        backend=args.backend,
+        batch_size=args.batch_size,
+        intra_op_threads=args.threads,
+        workers=args.workers,
     )
     pairs, bad = _read_jsonl(args.input, _parse_pair, sys.stderr)
     for chunk in _chunks([p for _, p in pairs], 256):
@@ -125,7 +134,15 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bundle", default=None, help="Bundle directory (default: the bundle shipped with the SDK).")
     parser.add_argument("--backend", choices=["auto", "onnx", "torch"], default="auto", help="Inference backend.")
     parser.add_argument("--batch-size", type=int, default=8, help="Most notes per forward pass.")
-    parser.add_argument("--threads", type=int, default=None, help="Intra-op threads (default: ONNX Runtime's).")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="Forward passes run at once, each on one thread (default on CPU: one per core; see InferenceOptions).",
+    )
+    parser.add_argument(
+        "--threads", type=int, default=None, help="Intra-op threads of each pass (alone: one pass at a time)."
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:

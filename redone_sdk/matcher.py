@@ -63,6 +63,7 @@ class NoteQueryMatcher:
         providers: Sequence[str] | None = None,
         torch_dtype: Literal["float32", "bfloat16"] = "float32",
         template: Bundle | str | Path | None = None,
+        workers: int | None = None,
     ) -> NoteQueryMatcher:
         """Load a bundle (`None`: the shipped one) or a plain checkpoint directory with `template`'s tasks."""
         options = InferenceOptions(
@@ -74,6 +75,7 @@ class NoteQueryMatcher:
             allow_spinning=allow_spinning,
             providers=tuple(providers) if providers else None,
             torch_dtype=torch_dtype,
+            workers=workers,
         )
         return cls(resolve_bundle(bundle, template), options=options)
 

@@ -66,6 +66,7 @@ class Moderator:
         providers: Sequence[str] | None = None,
         torch_dtype: Literal["float32", "bfloat16"] = "float32",
         template: Bundle | str | Path | None = None,
+        workers: int | None = None,
     ) -> Moderator:
         """Load a bundle (`None`: the default one shipped with the SDK) and optionally a policy file.
 
@@ -81,6 +82,7 @@ class Moderator:
             allow_spinning=allow_spinning,
             providers=tuple(providers) if providers else None,
             torch_dtype=torch_dtype,
+            workers=workers,
         )
         if policy is not None and not isinstance(policy, Policy):
             policy = Policy.load(policy)

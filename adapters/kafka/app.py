@@ -98,6 +98,7 @@ class ModerationStream:
         intra_op_threads: int | None = None,
         allow_spinning: bool | None = None,
         on_error: ErrorCallback | None = None,
+        workers: int | None = None,
     ) -> ModerationStream:
         """A stream around `Moderator.load(bundle)` (`None`: the bundle shipped with the SDK); `policy` is a
         policy JSON file replacing the bundle's own. `allow_spinning=False` lets ONNX Runtime's idle threads
@@ -105,7 +106,12 @@ class ModerationStream:
         from redone_sdk import Moderator  # heavy (ONNX Runtime): only when asked for
 
         moderator = Moderator.load(
-            bundle, policy=policy, backend=backend, intra_op_threads=intra_op_threads, allow_spinning=allow_spinning
+            bundle,
+            policy=policy,
+            backend=backend,
+            intra_op_threads=intra_op_threads,
+            allow_spinning=allow_spinning,
+            workers=workers,
         )
         return cls(classifier=moderator, settings=settings, on_error=on_error)
 

@@ -72,7 +72,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bundle", default=None, help="model bundle directory (default: the SDK's own)")
     parser.add_argument("--policy", default=None, help="moderation policy JSON replacing the bundle's own")
     parser.add_argument("--backend", choices=("auto", "onnx", "torch"), default="auto", help="inference backend")
-    parser.add_argument("--threads", type=int, default=None, help="intra-op threads of the model")
+    parser.add_argument(
+        "--workers", type=int, default=None, help="model passes run at once, one thread each (default: one per core)"
+    )
+    parser.add_argument("--threads", type=int, default=None, help="intra-op threads of each model pass")
     parser.add_argument(
         "--spinning",
         action=argparse.BooleanOptionalAction,
@@ -136,6 +139,7 @@ def run(args: argparse.Namespace) -> int:
             backend=args.backend,
             intra_op_threads=args.threads,
             allow_spinning=args.spinning,
+            workers=args.workers,
         )
     except RedOneError as exc:
         log_event(_log, logging.ERROR, "cannot load the bundle", error=str(exc))

@@ -105,10 +105,12 @@ class PromptEncoder:
         return out
 
 
-def length_buckets(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
-    """Indices grouped into batches of similar length (sorted), so padding wastes little compute."""
+def length_buckets(lengths: Sequence[int], batch_size: int, *, min_batches: int = 1) -> list[list[int]]:
+    """Indices grouped into batches of similar length (sorted), so padding wastes little compute; at least
+    `min_batches` batches when there are that many items (smaller ones), so parallel workers each get one."""
     order = sorted(range(len(lengths)), key=lambda i: lengths[i])
-    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    size = max(1, min(batch_size, -(-len(order) // max(1, min_batches))))
+    return [order[i : i + size] for i in range(0, len(order), size)]
 
 
 def pad_batch(sequences: Sequence[Sequence[int]], pad_id: int) -> tuple[np.ndarray, np.ndarray]:

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import threading
+import weakref
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Literal
 
@@ -14,7 +18,7 @@ from redone_sdk.errors import BackendUnavailableError, BundleFormatError
 from redone_sdk.inference.backend import BackendName, ScoringBackend
 from redone_sdk.inference.encoding import PromptEncoder, length_buckets, load_tokenizer, pad_batch
 
-__all__ = ["InferenceOptions", "TaskEngine", "open_backend"]
+__all__ = ["InferenceOptions", "TaskEngine", "open_backend", "usable_cores"]
 
 
 @dataclass(frozen=True)
@@ -23,8 +27,14 @@ class InferenceOptions:
 
     `batch_size` caps one forward pass; a call is split into length-sorted passes of at most that many notes.
     8 is the measured sweet spot on CPU (benchmarks/results: 1.9x the notes/s of 32 on calls of mixed-length
-    notes, since padding waste and cache pressure grow with the pass). `allow_spinning=False` stops ONNX
-    Runtime's idle threads from busy-waiting between passes (helps when other work shares the cores).
+    notes, since padding waste and cache pressure grow with the pass). `workers` passes of a call run at once,
+    each on its own thread (ONNX backend; default on CPU: one per usable core, each session pass then on one
+    intra-op thread, and a call of a few notes is cut into that many passes). Whole passes in parallel keep
+    every core busy without the per-operator synchronisation of intra-op threads, which costs a small model
+    most of its time and stalls whenever other work takes a core. Setting `intra_op_threads` without `workers`
+    keeps one pass at a time on that many threads; the PyTorch backend and GPU providers always run one
+    pass at a time. `allow_spinning=False` stops ONNX Runtime's idle threads from busy-waiting between passes
+    (helps when other work shares the cores).
     Sessions are shared: every engine in a process that opens the same graph with the same options reuses one
     ONNX Runtime session (two sessions taking turns fight over spinning threads and lose a quarter of speed).
     """
@@ -37,11 +47,12 @@ class InferenceOptions:
     providers: tuple[str, ...] | None = None
     torch_dtype: Literal["float32", "bfloat16"] = "float32"
     allow_spinning: bool | None = None
+    workers: int | None = None
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
             raise ValueError("batch_size must be at least 1")
-        for name in ("intra_op_threads", "inter_op_threads"):
+        for name in ("intra_op_threads", "inter_op_threads", "workers"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"{name} must be at least 1")
@@ -59,16 +70,22 @@ def open_backend(bundle: Bundle, options: InferenceOptions) -> ScoringBackend:
         key = options.precision or manifest.default_graph or sorted(manifest.graphs)[0]
         if key not in manifest.graphs:
             raise BackendUnavailableError(f"bundle {bundle.name} has no {key} graph; it has {sorted(manifest.graphs)}")
-        from redone_sdk.inference.onnx_backend import shared_scorer
+        from redone_sdk.inference.onnx_backend import choose_providers, shared_scorer
 
         spec = manifest.graphs[key]
+        workers = options.workers
+        if workers is None:  # whole passes in parallel on CPU, unless the caller chose intra-op threads
+            on_cpu = choose_providers(options.providers)[0] == "CPUExecutionProvider"
+            workers = usable_cores() if on_cpu and options.intra_op_threads is None else 1
+        intra_op_threads = options.intra_op_threads or (1 if workers > 1 else None)
         return shared_scorer(
             bundle.file(spec.file),
             prefix_cache=bundle.file(spec.prefix_cache) if spec.prefix_cache else None,
             providers=options.providers,
-            intra_op_threads=options.intra_op_threads,
+            intra_op_threads=intra_op_threads,
             inter_op_threads=options.inter_op_threads,
             allow_spinning=options.allow_spinning,
+            workers=workers,
         )
     if manifest.checkpoint is None:
         raise BackendUnavailableError(f"bundle {bundle.name} has no checkpoint for the PyTorch backend")
@@ -78,6 +95,14 @@ def open_backend(bundle: Bundle, options: InferenceOptions) -> ScoringBackend:
     return TorchScorer(
         bundle.path / manifest.checkpoint, token_ids, dtype=options.torch_dtype, threads=options.intra_op_threads
     )
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (its CPU affinity where the OS says, else the machine's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 def _label_token_ids(bundle: Bundle) -> list[int]:
@@ -105,17 +130,35 @@ class TaskEngine:
         self._columns = np.array([label.column for label in self.task.labels])
         self._backend = backend
         self._batch_size = batch_size
+        self.workers: int = getattr(backend, "workers", 1)  # passes the backend runs well at once
+        self._pool: ThreadPoolExecutor | None = None
+        self._pool_lock = threading.Lock()
+        self._pool_pid = 0
 
     def score(self, records: Sequence[Mapping[str, str]]) -> tuple[np.ndarray, list[bool]]:
         """(probabilities [n, labels] in the task's label order, truncated flags), in input order."""
         if not records:
             return np.zeros((0, len(self._columns)), dtype=np.float32), []
         encoded = self.encoder.encode_batch(records)
+        passes = length_buckets([len(e.ids) for e in encoded], self._batch_size, min_batches=self.workers)
+
+        def run(batch: list[int]) -> np.ndarray:
+            return self._backend(*pad_batch([encoded[i].ids for i in batch], self._pad_id))
+
+        outputs = self._executor().map(run, passes) if len(passes) > 1 and self.workers > 1 else map(run, passes)
         probs = np.empty((len(records), len(self._columns)), dtype=np.float32)
-        for batch in length_buckets([len(e.ids) for e in encoded], self._batch_size):
-            ids, mask = pad_batch([encoded[i].ids for i in batch], self._pad_id)
-            logits = self._backend(ids, mask)[:, self._columns].astype(np.float64)
-            logits -= logits.max(axis=1, keepdims=True)
-            exp = np.exp(logits)
+        for batch, logits in zip(passes, outputs, strict=True):
+            chosen = logits[:, self._columns].astype(np.float64)
+            chosen -= chosen.max(axis=1, keepdims=True)
+            exp = np.exp(chosen)
             probs[batch] = exp / exp.sum(axis=1, keepdims=True)
         return probs, [e.truncated for e in encoded]
+
+    def _executor(self) -> ThreadPoolExecutor:
+        """The threads that run passes side by side; made on first use (again in a forked child)."""
+        with self._pool_lock:
+            if self._pool is None or self._pool_pid != os.getpid():
+                self._pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="redone-pass")
+                self._pool_pid = os.getpid()
+                weakref.finalize(self, self._pool.shutdown, wait=False)
+            return self._pool

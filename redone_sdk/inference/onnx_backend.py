@@ -35,7 +35,8 @@ def choose_providers(requested: Sequence[str] | None = None) -> list[str]:
 
 
 class OnnxScorer:
-    """Runs a bundle's scoring graph. Thread counts default to ONNX Runtime's own choice."""
+    """Runs a bundle's scoring graph. Thread counts default to ONNX Runtime's own choice; `workers` says how many
+    passes the caller may run at once from its own threads (the session is thread-safe)."""
 
     name = "onnx"
 
@@ -48,9 +49,11 @@ class OnnxScorer:
         inter_op_threads: int | None = None,
         allow_spinning: bool | None = None,
         prefix_cache: Path | None = None,
+        workers: int = 1,
     ) -> None:
         import onnxruntime as ort
 
+        self.workers = workers
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if intra_op_threads:
@@ -166,6 +169,7 @@ def shared_scorer(
     inter_op_threads: int | None = None,
     allow_spinning: bool | None = None,
     prefix_cache: Path | None = None,
+    workers: int = 1,
 ) -> OnnxScorer:
     """One scorer per (graph file, options) in this process, alive while anything uses it.
 
@@ -182,6 +186,7 @@ def shared_scorer(
         inter_op_threads,
         allow_spinning,
         str(prefix_cache.resolve()) if prefix_cache else None,
+        workers,
     )
     with _SHARED_LOCK:
         scorer = _SHARED.get(key)
@@ -193,6 +198,7 @@ def shared_scorer(
                 inter_op_threads=inter_op_threads,
                 allow_spinning=allow_spinning,
                 prefix_cache=prefix_cache,
+                workers=workers,
             )
             _SHARED[key] = scorer
         return scorer

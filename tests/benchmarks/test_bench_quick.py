@@ -68,6 +68,11 @@ def test_speed_table_has_every_backend_and_peer_in_every_mode(quick_run: dict) -
     names = set(speed["results"])
     assert set(SDK_BACKENDS) <= names and "tfidf-logreg" in names
     assert ("profanity-check" in names) is HAVE_PROFANITY
+    # ONNX Runtime runs as the SDK's default (passes side by side), and the old way beside it on 2+ threads
+    int8 = speed["contenders"]["onnx-int8"]["load_kwargs"]
+    assert int8["workers"] == speed["threads"] and "intra_op_threads" not in int8
+    assert speed["contenders"]["torch-eager-fp32"]["load_kwargs"]["intra_op_threads"] == speed["threads"]
+    assert ("onnx-int8 (one pass at a time)" in names) is (speed["threads"] > 1)
     for name, modes in speed["results"].items():
         for mode in MODES:
             row = modes[mode]
@@ -100,8 +105,8 @@ def test_profile_says_where_time_goes(quick_run: dict) -> None:
             assert sum(shares.values()) == pytest.approx(1.0, abs=0.01)
     assert set(profile["padding_waste"]) == {"batch1", "batched_arrival_order", "bulk_length_buckets"}
     variants = profile["onnxruntime_variants_int8"]
-    assert {"sdk", "threads=1", "no_spinning", "opt=DISABLE_ALL", "io_binding"} <= set(variants)
-    assert variants["sdk"]["bulk_vs_sdk"] == 1.0
+    assert {"one_pass", "parallel_passes", "threads=1", "no_spinning", "opt=DISABLE_ALL", "io_binding"} <= set(variants)
+    assert variants["one_pass"]["bulk_vs_one_pass"] == 1.0
     assert set(profile["onnxruntime_operator_profile"]) == {"fp32", "int8"}
     assert profile["optimized_graph_int8"]["ORT_ENABLE_ALL"]["nodes"] > 0
     assert set(profile["torch_operator_profile"]) == {"float32", "bfloat16"}

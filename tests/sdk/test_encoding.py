@@ -52,6 +52,16 @@ def test_length_buckets_group_similar_lengths() -> None:
     assert sorted(i for b in batches for i in b) == list(range(6))
 
 
+def test_length_buckets_give_each_worker_a_batch_of_a_small_call() -> None:
+    lengths = [5, 1, 9, 2, 8, 3]
+    assert length_buckets(lengths, batch_size=8, min_batches=2) == [[1, 3, 5], [0, 4, 2]]
+    assert length_buckets(lengths, batch_size=2, min_batches=2) == length_buckets(lengths, batch_size=2)
+    assert length_buckets([4], batch_size=8, min_batches=4) == [[0]]
+    batches = length_buckets(list(range(20, 0, -1)), batch_size=8, min_batches=3)
+    assert [len(b) for b in batches] == [7, 7, 6]
+    assert sorted(i for b in batches for i in b) == list(range(20))
+
+
 def test_pad_batch_right_pads() -> None:
     ids, mask = pad_batch([(1, 2, 3), (4,)], pad_id=0)
     assert ids.tolist() == [[1, 2, 3], [4, 0, 0]]

@@ -128,3 +128,64 @@ def test_engines_on_one_graph_share_one_onnx_session(tiny_bundle: Path) -> None:
     scores = moderator.classify("测试").scores
     quiet = Moderator.load(tiny_bundle, intra_op_threads=2, allow_spinning=False).classify("测试").scores
     assert quiet == pytest.approx(scores, abs=1e-6)
+
+
+def test_parallel_passes_give_the_sequential_results_in_input_order(tiny_full_bundle: Path) -> None:
+    # fp32 is batch-invariant, so passes cut differently must still agree to float precision
+    texts = [f"笔记 {i} " + "内容" * (i % 7) for i in range(37)] + ["中" * 300, "hello world"]
+    sequential = Moderator.load(tiny_full_bundle, precision="fp32", workers=1)
+    parallel = Moderator.load(tiny_full_bundle, precision="fp32", workers=3)
+    assert (sequential._engine.workers, parallel._engine.workers) == (1, 3)
+    expected = sequential.classify_batch(texts)
+    got = parallel.classify_batch(texts)
+    assert [r.note_id for r in got] == [r.note_id for r in expected]
+    for a, b in zip(expected, got, strict=True):
+        assert b.scores == pytest.approx(a.scores, abs=1e-5)
+        assert (b.truncated, b.label) == (a.truncated, a.label)
+
+
+def test_parallel_passes_are_safe_from_many_caller_threads(tiny_bundle: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    moderator = Moderator.load(tiny_bundle, workers=2)
+    calls = [[f"第 {c} 批 {i}" * (1 + i % 4) for i in range(9)] for c in range(12)]
+    expected = [[r.scores for r in moderator.classify_batch(call)] for call in calls]
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(lambda call: [r.scores for r in moderator.classify_batch(call)], calls))
+    assert got == expected
+
+
+def test_workers_default_to_the_cores_with_one_thread_per_pass(tiny_bundle: Path, tiny_full_bundle: Path) -> None:
+    from redone_sdk.inference.engine import InferenceOptions, usable_cores
+
+    default = Moderator.load(tiny_bundle)
+    assert default._engine.workers == usable_cores()
+    session_threads = default._engine._backend._session.get_session_options().intra_op_num_threads
+    assert session_threads == (1 if usable_cores() > 1 else 0)  # 0: ONNX Runtime's own choice
+    # intra-op threads chosen alone keep one pass at a time on that many threads
+    threaded = Moderator.load(tiny_bundle, intra_op_threads=2)
+    assert threaded._engine.workers == 1
+    assert threaded._engine._backend._session.get_session_options().intra_op_num_threads == 2
+    assert Moderator.load(tiny_full_bundle, backend="torch", workers=2)._engine.workers == 1
+    with pytest.raises(ValueError, match="workers must be at least 1"):
+        InferenceOptions(workers=0)
+
+
+def test_parallel_passes_work_in_a_forked_child(tiny_bundle: Path) -> None:
+    import multiprocessing
+
+    global _FORKED
+    _FORKED = Moderator.load(tiny_bundle, workers=2)
+    texts = [f"fork {i}" * (1 + i % 3) for i in range(10)]
+    expected = [r.scores for r in _FORKED.classify_batch(texts)]  # the pool's threads exist before the fork
+    with multiprocessing.get_context("fork").Pool(1) as pool:
+        got = pool.apply(_scores_in_child, (texts,))
+    assert got == expected
+
+
+_FORKED: Moderator | None = None
+
+
+def _scores_in_child(texts: list[str]) -> list[dict[str, float]]:
+    assert _FORKED is not None
+    return [r.scores for r in _FORKED.classify_batch(texts)]
