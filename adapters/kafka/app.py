@@ -6,9 +6,11 @@
     stream = ModerationStream(classifier=Moderator.load(), settings=StreamSettings(bootstrap="127.0.0.1:9092"))
     stream.run()  # until SIGTERM/SIGINT or stream.stop()
 
-The loop: poll a batch → pause the assigned partitions → decode and classify (on a worker thread, while this
-thread completes the previous batch: acknowledgements, then offsets) → submit this batch's outputs → resume.
-Under exactly-once each batch is one transaction, completed before the next poll. Scaling out is running
+The loop: poll a batch (while a worker thread decodes and classifies the batch before) → hand it to the worker →
+complete the batch before last (acknowledgements, then offsets) → submit the outputs of the batch just
+classified → poll again. The model is never idle while this thread polls and delivers; at most one batch is
+classified ahead and one is sent but uncommitted. Under exactly-once each batch is one transaction, classified
+and completed before the next poll. Scaling out is running
 more processes with the same group id: Kafka splits the input partitions between them.
 """
 
@@ -17,7 +19,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,6 +51,10 @@ _log = logging.getLogger("redone_sdk.adapters.kafka")
 StopReason = Literal["stopped", "idle", "max_messages"]
 
 
+def _ALWAYS() -> bool:
+    return True
+
+
 @dataclass(frozen=True)
 class RunSummary:
     """What one `run()` did."""
@@ -68,7 +74,8 @@ class ModerationStream:
 
     `on_error(error, context) -> bool` decides, for a note the classifier fails on (or an output that cannot
     be produced), whether to skip it (True: dead letter / logged and counted) or stop the stream (False).
-    The classifier (and `on_error` for its failures) may run on the stream's worker thread, one batch at a time.
+    The classifier (and `on_error` for its failures) runs on the stream's worker thread, one batch at a time
+    (under exactly-once, on the thread that called `run`).
     """
 
     def __init__(
@@ -178,7 +185,7 @@ class ModerationStream:
             cleanup.callback(sink.close)
             collector = BatchCollector(consumer, batch_size=s.batch_size, max_wait_s=s.max_wait_ms / 1000)
             processor = BatchProcessor(self._classifier, s, on_error=self._on_error, metrics=self._metrics)
-            rebalance = RebalanceHandler(collector, sink, self._metrics)
+            rebalance = RebalanceHandler(consumer, collector, sink, self._metrics)
             cleanup.enter_context(stop_on_signals(self.stop, enabled=handle_signals))
             sink.start()
             consumer.subscribe(topics=[s.input_topic], listener=rebalance)
@@ -226,13 +233,18 @@ class ModerationStream:
         max_messages: int | None,
         worker: ThreadPoolExecutor,
     ) -> StopReason:
-        """Poll → classify → complete the previous batch → submit this one. At-least-once overlaps a batch's
-        acknowledgements with the next batch's classification; exactly-once completes each batch at once."""
+        """Poll a batch while the worker classifies the one before → hand the new batch to the worker →
+        complete the batch before last (acknowledgements, offsets) and submit the one just classified, all while
+        the worker classifies. At most one batch is classified ahead and one is sent-but-uncommitted.
+        Exactly-once classifies, submits and completes each batch (one transaction) before the next poll."""
         last_activity: float | None = None  # the idle clock starts once the group gave this member its share
         in_flight: _InFlight | None = None
+        classifying: _Classifying | None = None
         while not self._stop.is_set():
-            batch = collector.collect(self._stop)
-            if batch is None:
+            # With work to deliver (a batch in classification, or one sent but uncommitted), poll briefly.
+            ready = classifying.work.done if classifying is not None else _ALWAYS if in_flight is not None else None
+            batch = collector.collect(self._stop, ready=ready)
+            if batch is None and classifying is None:
                 if in_flight is not None:
                     self._finish(consumer, sink, in_flight, backoff, totals)
                     in_flight = None
@@ -243,33 +255,74 @@ class ModerationStream:
                 if idle_exit_s is not None and since and time.monotonic() - since >= idle_exit_s:
                     return "idle"
                 continue
-            last_activity = time.monotonic()
-            # Pause the assigned partitions while the batch is in work: nothing is fetched meanwhile.
-            consumer.pause(*consumer.assignment())
+            if batch is not None:
+                last_activity = time.monotonic()
+                # Pause the assigned partitions until the next poll: nothing more is fetched meanwhile.
+                consumer.pause(*consumer.assignment())
             try:
-                if in_flight is not None:
-                    # Classify on the worker while this thread completes the previous batch: its offset commit
-                    # is a broker round trip during which this thread holds no CPU.
+                ready = None
+                if classifying is not None:
+                    ready = self._classified(rebalance, classifying, following=batch)
+                    classifying = None
+                    if batch is not None and not batch.records:  # all of it rewound with the dropped batch
+                        batch = None
+                if batch is not None and sink.pipelined:
                     work = worker.submit(processor.process, batch.records)
-                    try:
+                    classifying = _Classifying(batch, work, rebalance.revocations)
+                elif batch is not None:
+                    ready = batch, processor.process(batch.records)
+                if ready is not None:
+                    if in_flight is not None:
                         self._finish(consumer, sink, in_flight, backoff, totals)
-                    finally:
                         in_flight = None
-                        wait([work])  # a failed finish still lets the worker end before raising
-                    processed = work.result()
-                else:
-                    processed = processor.process(batch.records)
-                in_flight = _InFlight(sink.submit(batch, processed.records), processed)
-                if not sink.pipelined:
-                    self._finish(consumer, sink, in_flight, backoff, totals)
-                    in_flight = None
+                    in_flight = _InFlight(sink.submit(ready[0], ready[1].records), ready[1])
+                    if not sink.pipelined:
+                        self._finish(consumer, sink, in_flight, backoff, totals)
+                        in_flight = None
             finally:
                 consumer.resume(*(consumer.paused() & consumer.assignment()))
             if max_messages is not None and totals.messages >= max_messages:
                 break
-        if in_flight is not None:  # a graceful stop completes the submitted batch (a crash would redo it)
+        # A graceful stop completes the batches in work (a crash would redo them).
+        if classifying is not None:
+            ready = self._classified(rebalance, classifying, following=None)
+            if ready is not None:
+                if in_flight is not None:
+                    self._finish(consumer, sink, in_flight, backoff, totals)
+                in_flight = _InFlight(sink.submit(ready[0], ready[1].records), ready[1])
+        if in_flight is not None:
             self._finish(consumer, sink, in_flight, backoff, totals)
         return "max_messages" if max_messages is not None and totals.messages >= max_messages else "stopped"
+
+    def _classified(
+        self,
+        rebalance: RebalanceHandler,
+        classifying: _Classifying,
+        *,
+        following: Batch | None,
+    ) -> tuple[Batch, ProcessedBatch] | None:
+        """The batch and its outputs once the worker is done; None when some of its partitions were revoked
+        meanwhile: the batch is dropped. Its partitions that this member holds (never revoked, or given back
+        with their position kept, maybe later in a rebalance still in progress) go back to its first records,
+        and the records of its partitions polled since (`following`) are dropped too; the other partitions'
+        owners read them from the committed offset."""
+        processed = classifying.work.result()
+        batch = classifying.batch
+        revoked = rebalance.revoked_since(classifying.revocations)
+        if not revoked & batch.partitions():
+            return batch, processed
+        rebalance.rewind(batch.first_offsets())
+        if following is not None:
+            following.drop(batch.partitions())
+        self._metrics.dropped.inc()
+        log_event(
+            _log,
+            logging.INFO,
+            "batch dropped: its partitions were revoked while it was classified",
+            messages=len(batch),
+            partitions=sorted(f"{tp.topic}[{tp.partition}]" for tp in revoked & batch.partitions()),
+        )
+        return None
 
     def _finish(
         self, consumer: KafkaConsumer, sink: Sink, in_flight: _InFlight, backoff: Backoff, totals: _Totals
@@ -320,6 +373,13 @@ class ModerationStream:
             review=processed.review,
             dead_letters=len(processed.rejections),
         )
+
+
+@dataclass(frozen=True)
+class _Classifying:
+    batch: Batch
+    work: Future[ProcessedBatch]
+    revocations: int  # `RebalanceHandler.revocations` when the batch was handed to the worker
 
 
 @dataclass(frozen=True)

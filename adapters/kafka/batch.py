@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Collection, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
 
 from kafka import KafkaConsumer, TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
 
 __all__ = ["Batch", "BatchCollector"]
+
+_READY_POLL_MS = 5  # while the batch before is classified: how often to look whether it is done
 
 
 @dataclass
@@ -49,13 +51,12 @@ class Batch:
             offsets[tp] = min(offsets.get(tp, record.offset), record.offset)
         return offsets
 
-    def drop(self, partitions: Collection[TopicPartition]) -> int:
-        """Remove the records of `partitions`; returns how many were removed."""
+    def drop(self, partitions: Collection[TopicPartition]) -> dict[TopicPartition, int]:
+        """Remove the records of `partitions`; returns, per partition, the first offset removed."""
         gone = {(tp.topic, tp.partition) for tp in partitions}
-        kept = [r for r in self.records if (r.topic, r.partition) not in gone]
-        dropped = len(self.records) - len(kept)
-        self.records = kept
-        return dropped
+        removed = Batch([r for r in self.records if (r.topic, r.partition) in gone])
+        self.records = [r for r in self.records if (r.topic, r.partition) not in gone]
+        return removed.first_offsets()
 
 
 class BatchCollector:
@@ -69,8 +70,10 @@ class BatchCollector:
         self._lock = threading.Lock()
         self._filling: Batch | None = None
 
-    def collect(self, stop: threading.Event) -> Batch | None:
-        """The next batch, or None when a poll of `idle_poll_s` brought nothing (or `stop` was set)."""
+    def collect(self, stop: threading.Event, *, ready: Callable[[], bool] | None = None) -> Batch | None:
+        """The next batch, or None when a poll of `idle_poll_s` brought nothing (or `stop` was set). With
+        `ready` (the batch before is being classified), it polls in short slices and returns what it has, maybe
+        nothing, once `ready()` is true, so that batch is delivered without waiting for this one to fill."""
         batch = Batch()
         with self._lock:
             self._filling = batch
@@ -81,6 +84,8 @@ class BatchCollector:
                     timeout_ms = self._idle_poll_ms
                 else:
                     timeout_ms = max(0, int((deadline - time.monotonic()) * 1000))
+                if ready is not None:
+                    timeout_ms = min(timeout_ms, _READY_POLL_MS)
                 polled = self._consumer.poll(timeout_ms=timeout_ms, max_records=self._batch_size - len(batch))
                 with self._lock:
                     for records in polled.values():
@@ -91,14 +96,17 @@ class BatchCollector:
                     deadline = batch.started + self._max_wait_s
                 if size >= self._batch_size or (deadline is not None and time.monotonic() >= deadline):
                     break  # full, or waited long enough (a revocation may have emptied it meanwhile)
-                if not size and not polled:
+                if ready is not None and ready():
+                    break  # the batch before is classified: deliver it; this one goes to the worker as it is
+                if not size and not polled and ready is None:
                     break
             return batch if len(batch) else None
         finally:
             with self._lock:
                 self._filling = None
 
-    def drop(self, partitions: Collection[TopicPartition]) -> int:
-        """Forget buffered records of revoked partitions (called from the rebalance listener)."""
+    def drop(self, partitions: Collection[TopicPartition]) -> dict[TopicPartition, int]:
+        """Forget buffered records of revoked partitions (called from the rebalance listener); returns, per
+        partition, the first offset forgotten."""
         with self._lock:
-            return self._filling.drop(partitions) if self._filling is not None else 0
+            return self._filling.drop(partitions) if self._filling is not None else {}

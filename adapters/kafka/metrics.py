@@ -28,6 +28,10 @@ class StreamMetrics:
         self.aborted = Counter(p + "aborted_batches_total", "Batches aborted and redone (exactly-once).")
         self.retries = Counter(p + "retries_total", "Retries after transient Kafka errors.")
         self.rebalances = Counter(p + "rebalances_total", "Partition revocations seen by this consumer.")
+        self.dropped = Counter(
+            p + "dropped_batches_total",
+            "Classified batches dropped because their partitions were revoked meanwhile (their owner redoes them).",
+        )
         self.batch_seconds = Histogram(
             p + "batch_seconds", "From a batch's first message polled to its offsets committed.", _LATENCY_BUCKETS
         )

@@ -88,3 +88,36 @@ def test_max_messages_returns_once_an_exact_backlog_is_done(
     assert summary.stopped_by == "max_messages"
     assert summary.messages == summary.verdicts == len(notes)
     assert set(kit.verdict_counts(kit.read_all(settings.output_topic))) == {n["note_id"] for n in notes}
+
+
+def test_collect_returns_a_partial_batch_once_the_batch_before_is_done(
+    sample_notes: list[dict[str, Any]], stream_settings, kit
+) -> None:
+    import threading
+
+    from redone_sdk.adapters.kafka import clients
+    from redone_sdk.adapters.kafka.batch import BatchCollector
+
+    settings = stream_settings(batch_size=64, max_wait_ms=60_000, topic_partitions=1)
+    kit.create_topics(settings)
+    consumer = clients.consumer(settings)
+    consumer.subscribe([settings.input_topic])
+    collector = BatchCollector(consumer, batch_size=64, max_wait_s=60.0)
+    stop = threading.Event()
+    got: list[str] = []
+    deadline = time.monotonic() + 60
+    try:
+        while not consumer.assignment():  # join the group first (an empty topic: idle polls return nothing)
+            assert time.monotonic() < deadline, "never joined the group"
+            assert collector.collect(stop) is None
+        kit.produce_notes(settings.input_topic, sample_notes[:3])
+        while len(got) < 3:
+            assert time.monotonic() < deadline, f"only {got} after 60 s"
+            started = time.monotonic()
+            batch = collector.collect(stop, ready=lambda: True)
+            # without `ready` a batch of 3 would wait for 61 more notes up to max_wait (60 s)
+            assert time.monotonic() - started < 30
+            got += [json.loads(r.value)["note_id"] for r in batch or []]
+    finally:
+        consumer.close(autocommit=False)
+    assert got == [n["note_id"] for n in sample_notes[:3]]
