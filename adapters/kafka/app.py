@@ -51,7 +51,7 @@ _log = logging.getLogger("redone_sdk.adapters.kafka")
 StopReason = Literal["stopped", "idle", "max_messages"]
 
 
-def _ALWAYS() -> bool:
+def _always_ready() -> bool:
     return True
 
 
@@ -242,7 +242,9 @@ class ModerationStream:
         classifying: _Classifying | None = None
         while not self._stop.is_set():
             # With work to deliver (a batch in classification, or one sent but uncommitted), poll briefly.
-            ready = classifying.work.done if classifying is not None else _ALWAYS if in_flight is not None else None
+            ready = _always_ready if in_flight is not None else None
+            if classifying is not None:
+                ready = classifying.work.done
             batch = collector.collect(self._stop, ready=ready)
             if batch is None and classifying is None:
                 if in_flight is not None:
