@@ -242,10 +242,10 @@ class ModerationStream:
         classifying: _Classifying | None = None
         while not self._stop.is_set():
             # With work to deliver (a batch in classification, or one sent but uncommitted), poll briefly.
-            ready = _always_ready if in_flight is not None else None
+            pending = _always_ready if in_flight is not None else None
             if classifying is not None:
-                ready = classifying.work.done
-            batch = collector.collect(self._stop, ready=ready)
+                pending = classifying.work.done
+            batch = collector.collect(self._stop, ready=pending)
             if batch is None and classifying is None:
                 if in_flight is not None:
                     self._finish(consumer, sink, in_flight, backoff, totals)
@@ -262,9 +262,9 @@ class ModerationStream:
                 # Pause the assigned partitions until the next poll: nothing more is fetched meanwhile.
                 consumer.pause(*consumer.assignment())
             try:
-                ready = None
+                done = None
                 if classifying is not None:
-                    ready = self._classified(rebalance, classifying, following=batch)
+                    done = self._classified(rebalance, classifying, following=batch)
                     classifying = None
                     if batch is not None and not batch.records:  # all of it rewound with the dropped batch
                         batch = None
@@ -272,12 +272,9 @@ class ModerationStream:
                     work = worker.submit(processor.process, batch.records)
                     classifying = _Classifying(batch, work, rebalance.revocations)
                 elif batch is not None:
-                    ready = batch, processor.process(batch.records)
-                if ready is not None:
-                    if in_flight is not None:
-                        self._finish(consumer, sink, in_flight, backoff, totals)
-                        in_flight = None
-                    in_flight = _InFlight(sink.submit(ready[0], ready[1].records), ready[1])
+                    done = batch, processor.process(batch.records)
+                if done is not None:
+                    in_flight = self._deliver(consumer, sink, in_flight, done, backoff, totals)
                     if not sink.pipelined:
                         self._finish(consumer, sink, in_flight, backoff, totals)
                         in_flight = None
@@ -287,14 +284,28 @@ class ModerationStream:
                 break
         # A graceful stop completes the batches in work (a crash would redo them).
         if classifying is not None:
-            ready = self._classified(rebalance, classifying, following=None)
-            if ready is not None:
-                if in_flight is not None:
-                    self._finish(consumer, sink, in_flight, backoff, totals)
-                in_flight = _InFlight(sink.submit(ready[0], ready[1].records), ready[1])
+            done = self._classified(rebalance, classifying, following=None)
+            if done is not None:
+                in_flight = self._deliver(consumer, sink, in_flight, done, backoff, totals)
         if in_flight is not None:
             self._finish(consumer, sink, in_flight, backoff, totals)
         return "max_messages" if max_messages is not None and totals.messages >= max_messages else "stopped"
+
+    def _deliver(
+        self,
+        consumer: KafkaConsumer,
+        sink: Sink,
+        in_flight: _InFlight | None,
+        done: tuple[Batch, ProcessedBatch],
+        backoff: Backoff,
+        totals: _Totals,
+    ) -> _InFlight:
+        """Complete the batch in flight (acknowledgements, offsets), then submit `done`'s outputs: never two
+        batches sent but uncommitted."""
+        if in_flight is not None:
+            self._finish(consumer, sink, in_flight, backoff, totals)
+        batch, processed = done
+        return _InFlight(sink.submit(batch, processed.records), processed)
 
     def _classified(
         self,
