@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import os
-import threading
-import weakref
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Literal
 
@@ -131,9 +128,6 @@ class TaskEngine:
         self._backend = backend
         self._batch_size = batch_size
         self.workers: int = getattr(backend, "workers", 1)  # passes the backend runs well at once
-        self._pool: ThreadPoolExecutor | None = None
-        self._pool_lock = threading.Lock()
-        self._pool_pid = 0
 
     def score(self, records: Sequence[Mapping[str, str]]) -> tuple[np.ndarray, list[bool]]:
         """(probabilities [n, labels] in the task's label order, truncated flags), in input order."""
@@ -145,7 +139,10 @@ class TaskEngine:
         def run(batch: list[int]) -> np.ndarray:
             return self._backend(*pad_batch([encoded[i].ids for i in batch], self._pad_id))
 
-        outputs = self._executor().map(run, passes) if len(passes) > 1 and self.workers > 1 else map(run, passes)
+        # the backend's own pool: engines sharing a session (a Moderator and a matcher) share its workers too
+        executor = getattr(self._backend, "executor", None)
+        parallel = executor is not None and self.workers > 1 and len(passes) > 1
+        outputs = executor().map(run, passes) if parallel else map(run, passes)
         probs = np.empty((len(records), len(self._columns)), dtype=np.float32)
         for batch, logits in zip(passes, outputs, strict=True):
             chosen = logits[:, self._columns].astype(np.float64)
@@ -153,12 +150,3 @@ class TaskEngine:
             exp = np.exp(chosen)
             probs[batch] = exp / exp.sum(axis=1, keepdims=True)
         return probs, [e.truncated for e in encoded]
-
-    def _executor(self) -> ThreadPoolExecutor:
-        """The threads that run passes side by side; made on first use (again in a forked child)."""
-        with self._pool_lock:
-            if self._pool is None or self._pool_pid != os.getpid():
-                self._pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="redone-pass")
-                self._pool_pid = os.getpid()
-                weakref.finalize(self, self._pool.shutdown, wait=False)
-            return self._pool

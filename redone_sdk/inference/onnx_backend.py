@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import weakref
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -54,6 +56,9 @@ class OnnxScorer:
         import onnxruntime as ort
 
         self.workers = workers
+        self._pool: ThreadPoolExecutor | None = None
+        self._pool_pid = 0
+        self._pool_lock = threading.Lock()
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if intra_op_threads:
@@ -122,6 +127,16 @@ class OnnxScorer:
     def __call__(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         (logits,) = self._session.run([self._output], self.feeds(input_ids, attention_mask))
         return np.asarray(logits, dtype=np.float32)
+
+    def executor(self) -> ThreadPoolExecutor:
+        """`workers` threads that run passes of this session side by side, for every engine that shares it;
+        made on first use (and again in a forked child, which has none of its parent's threads)."""
+        with self._pool_lock:
+            if self._pool is None or self._pool_pid != os.getpid():
+                self._pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="redone-pass")
+                self._pool_pid = os.getpid()
+                weakref.finalize(self, self._pool.shutdown, wait=False)
+            return self._pool
 
 
 @dataclass(frozen=True)

@@ -123,6 +123,9 @@ def test_engines_on_one_graph_share_one_onnx_session(tiny_bundle: Path) -> None:
     moderator = Moderator.load(tiny_bundle, intra_op_threads=2)
     matcher = NoteQueryMatcher.load(tiny_bundle, intra_op_threads=2)
     assert moderator._engine._backend is matcher._engine._backend
+    parallel = Moderator.load(tiny_bundle, workers=2), NoteQueryMatcher.load(tiny_bundle, workers=2)
+    pools = {id(engine._backend.executor()) for engine in (parallel[0]._engine, parallel[1]._engine)}
+    assert len(pools) == 1  # one pool of 2 workers for both, not 2 each
     other = open_backend(moderator.bundle, InferenceOptions(intra_op_threads=2, allow_spinning=False))
     assert other is not moderator._engine._backend
     scores = moderator.classify("测试").scores
