@@ -118,6 +118,11 @@ class DPOStageConfig:
     max_pairs: int = _f(2000, "Cap on preference pairs.")
     extra_pairs: str = _f("", "JSON-lines file of extra {prompt, chosen, rejected} pairs (prompt = user text).")
     beta: float = _f(0.1, "DPO beta (strength of the KL anchor to the SFT model).")
+    sft_weight: float = _f(
+        0.0,
+        "Weight of a negative log-likelihood term on the chosen answers added to the DPO loss (RPO); 0: plain DPO. "
+        "It keeps the SFT model's probability of right answers from falling while DPO widens the margins.",
+    )
     epochs: float = _f(1.0, "Passes over the pairs.")
     max_steps: int = _f(0, "Stop after this many steps (0: use epochs).")
     batch_size: int = _f(16, "Pairs per step (per device).")
@@ -126,6 +131,12 @@ class DPOStageConfig:
     warmup_ratio: float = _f(0.1, "Share of steps for linear warm-up.")
     weight_decay: float = _f(0.0, "AdamW weight decay.")
     max_length: int = _f(320, "Most tokens of prompt + answer.")
+
+    def __post_init__(self) -> None:
+        if self.beta <= 0:
+            raise ValueError(f"dpo.beta must be positive, got {self.beta}")
+        if self.sft_weight < 0:
+            raise ValueError(f"dpo.sft_weight must be 0 or more, got {self.sft_weight}")
 
 
 @dataclass(frozen=True)

@@ -326,6 +326,23 @@ def test_config_files_sections_and_overrides(tmp_path: Path) -> None:
         PipelineConfig.from_file(tmp_path / "d.json")
 
 
+def test_dpo_sft_weight_adds_an_nll_term_that_trl_accepts(tmp_path: Path) -> None:
+    from trl import DPOConfig
+
+    from redone_sdk.training.stages.dpo import loss_arguments
+
+    plain = PipelineConfig.from_file(PRESETS_DIR / "tiny.json").dpo
+    assert loss_arguments(plain) == {"loss_type": ["sigmoid"]}
+    rpo = PipelineConfig.from_file(PRESETS_DIR / "tiny.json", dpo__sft_weight=0.5).dpo
+    args = DPOConfig(output_dir=str(tmp_path), report_to=[], bf16=False, **loss_arguments(rpo))
+    assert args.loss_type == ["sigmoid", "sft"] and args.loss_weights == [1.0, 0.5]
+    (tmp_path / "c.json").write_text('{"dpo": {"sft_weight": -1}}')
+    with pytest.raises(ValueError, match=r"dpo\.sft_weight must be 0 or more"):
+        PipelineConfig.from_file(tmp_path / "c.json")
+    with pytest.raises(ValueError, match=r"dpo\.beta must be positive"):
+        PipelineConfig.from_file(PRESETS_DIR / "tiny.json", dpo__beta=0.0)
+
+
 def test_every_preset_parses() -> None:
     names = sorted(p.stem for p in PRESETS_DIR.glob("*.json"))
     assert {"tiny", "default", "gpu"} <= set(names)
@@ -352,6 +369,8 @@ def test_cli_flags_reach_the_config() -> None:
     )
     config = config_from_args(args)
     assert config.sft.learning_rate == 0.01 and config.sft.lora and config.data.harm_sources == ("cold",)
+    args = build_parser().parse_args(["train", "dpo", "--config", str(PRESETS_DIR / "tiny.json"), "--sft-weight", "1"])
+    assert config_from_args(args).dpo.sft_weight == 1.0
 
 
 def test_ablation_table_reuses_the_pipeline_run_and_covers_every_variant(tiny_run: Path, data_dir: Path) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from redone_sdk.training.chat import ChatCodec
-from redone_sdk.training.config import PipelineConfig
+from redone_sdk.training.config import DPOStageConfig, PipelineConfig
 from redone_sdk.training.generation import generate_answers, predict_labels
 from redone_sdk.training.model import inference_device, save_model
 from redone_sdk.training.stages.common import (
@@ -30,7 +30,7 @@ from redone_sdk.training.stages.data import training_mixture
 from redone_sdk.training.tasks import END_TOKEN, answer_token
 from redone_sdk.training.tokenizer import chat_prompt
 
-__all__ = ["run", "mine_pairs"]
+__all__ = ["loss_arguments", "mine_pairs", "run"]
 
 
 def _normalize(text: str) -> str:
@@ -98,6 +98,14 @@ def mine_pairs(model: Any, codec: ChatCodec, config: PipelineConfig) -> tuple[li
     return pairs[: cfg.max_pairs], stats
 
 
+def loss_arguments(cfg: DPOStageConfig) -> dict[str, Any]:
+    """trl `DPOConfig` loss options: the sigmoid DPO loss, plus an NLL term on the chosen answers when
+    `sft_weight` is set (RPO)."""
+    if cfg.sft_weight > 0:
+        return {"loss_type": ["sigmoid", "sft"], "loss_weights": [1.0, cfg.sft_weight]}
+    return {"loss_type": ["sigmoid"]}
+
+
 def run(config: PipelineConfig) -> Path:
     from datasets import Dataset
     from trl import DPOConfig, DPOTrainer
@@ -118,6 +126,7 @@ def run(config: PipelineConfig) -> Path:
     args = DPOConfig(
         **trainer_arguments(config, out, cfg),
         beta=cfg.beta,
+        **loss_arguments(cfg),
         max_length=cfg.max_length,
         truncation_mode="keep_end",  # keep the answers whole; a long prompt loses its head
     )
