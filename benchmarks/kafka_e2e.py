@@ -11,6 +11,10 @@ bundle in the same run (the ratio is the figure), and produce-to-verdict latency
    (messages handled, i.e. verdicts acknowledged and offsets committed), from the first batch to the last.
 3. Latency: notes are produced at a steady `--latency-rate` (default: half the measured throughput); the time
    from each note's produce timestamp to its verdict reaching a consumer here gives p50/p99.
+4. Where the difference goes: CPU seconds per note of `classify_batch` alone (this process) and of the stream
+   process over the same drain (from /proc, Linux), and the cores each kept busy. The ratio is their product:
+   (stream cores / baseline cores) x (baseline CPU per note / stream CPU per note) -- idle cores, or CPU the
+   Kafka path spends per note (kafka-python parses and builds every record in Python).
 """
 
 from __future__ import annotations
@@ -52,13 +56,22 @@ def load_texts(count: int) -> list[str]:
     return [texts[i % len(texts)] for i in range(count)]
 
 
-def baseline(moderator: Moderator, notes: list[Note], batch_size: int) -> float:
-    """notes/s of classify_batch alone (the first batch warms up and is not timed)."""
+def baseline(moderator: Moderator, notes: list[Note], batch_size: int) -> tuple[float, float]:
+    """(notes/s, CPU seconds per note) of classify_batch alone (the first batch warms up and is not timed)."""
     moderator.classify_batch(notes[:batch_size])
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     for i in range(0, len(notes), batch_size):
         moderator.classify_batch(notes[i : i + batch_size])
-    return len(notes) / (time.perf_counter() - started)
+    return len(notes) / (time.perf_counter() - started), (time.process_time() - cpu) / len(notes)
+
+
+def process_cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of a process so far (Linux /proc; None elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def metric(port: int, name: str) -> float:
@@ -109,21 +122,25 @@ def wait_metric(port: int, proc: subprocess.Popen, predicate: Any, timeout: floa
         time.sleep(0.05)
 
 
-def throughput(port: int, proc: subprocess.Popen, total: int, timeout: float) -> float:
-    """Messages/s while the stream drains the backlog, between its first and its last completed batch.
+def throughput(port: int, proc: subprocess.Popen, total: int, timeout: float) -> tuple[float, float | None]:
+    """(messages/s, the stream's CPU seconds per message) while it drains the backlog, between its first and its
+    last completed batch.
 
     Each scrape costs the stream process CPU and its GIL (it renders every metric), so the endpoint is read
     every 50 ms only around the first and the last batch; in between, the wait follows the rate seen so far.
     """
     wait_metric(port, proc, lambda: metric(port, "redone_stream_messages_total") > 0, timeout)
     first_count, first_time = metric(port, "redone_stream_messages_total"), time.perf_counter()
+    first_cpu = process_cpu_seconds(proc.pid)
     deadline = first_time + timeout
     while True:
         if proc.poll() is not None:
             raise SystemExit(f"the stream process exited with {proc.returncode}")
         count, now = metric(port, "redone_stream_messages_total"), time.perf_counter()
         if count >= total:
-            return (count - first_count) / (now - first_time)
+            cpu = process_cpu_seconds(proc.pid)
+            per_note = (cpu - first_cpu) / (count - first_count) if cpu is not None and first_cpu is not None else None
+            return (count - first_count) / (now - first_time), per_note
         if now > deadline:
             raise SystemExit("timed out waiting for the stream")
         rate = (count - first_count) / (now - first_time) if count > first_count else 0.0
@@ -206,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     texts = load_texts(args.notes)
     notes = [Note(note_id=f"n{i}", content=t) for i, t in enumerate(texts)]
     moderator = Moderator.load(args.bundle, intra_op_threads=args.threads, workers=args.workers)
-    base_before = baseline(moderator, notes, args.batch_size)
+    base_before, cpu_before = baseline(moderator, notes, args.batch_size)
 
     tag = f"bench-{uuid.uuid4().hex[:8]}"
     settings = StreamSettings(
@@ -234,8 +251,8 @@ def main(argv: list[str] | None = None) -> int:
     log = Path(tempfile.gettempdir()) / f"{tag}-stream.log"
     proc = start_stream(settings.model_copy(update={"metrics_port": port}), args, log)
     try:
-        e2e = throughput(port, proc, len(notes), timeout=600)
-        base_after = baseline(moderator, notes, args.batch_size)  # the stream is idle now
+        e2e, stream_cpu = throughput(port, proc, len(notes), timeout=600)
+        base_after, cpu_after = baseline(moderator, notes, args.batch_size)  # the stream is idle now
         rate = args.latency_rate or max(1.0, e2e / 2)
         latencies = latency(settings, texts, rate, args.latency_seconds)
     finally:
@@ -246,6 +263,7 @@ def main(argv: list[str] | None = None) -> int:
         admin.close()
 
     base = (base_before + base_after) / 2
+    base_cpu = (cpu_before + cpu_after) / 2
     results = {
         "bundle": f"{moderator.bundle.name} {moderator.bundle.version}",
         "notes": len(notes),
@@ -259,6 +277,14 @@ def main(argv: list[str] | None = None) -> int:
         "classify_batch_before_after": [round(base_before, 1), round(base_after, 1)],
         "kafka_e2e_notes_per_s": round(e2e, 1),
         "ratio": round(e2e / base, 3),
+        "classify_batch_cpu_us_per_note": round(1e6 * base_cpu, 1),
+        "classify_batch_cores": round(base * base_cpu, 2),
+        "stream_cpu_us_per_note": round(1e6 * stream_cpu, 1) if stream_cpu else None,
+        "kafka_cpu_us_per_note": round(1e6 * (stream_cpu - base_cpu), 1) if stream_cpu else None,
+        "stream_cores": round(e2e * stream_cpu, 2) if stream_cpu else None,
+        # the ratio, split: (stream cores / baseline cores) x (baseline CPU per note / stream CPU per note)
+        "ratio_from_cores": round(e2e * stream_cpu / (base * base_cpu), 3) if stream_cpu else None,
+        "ratio_from_cpu_per_note": round(base_cpu / stream_cpu, 3) if stream_cpu else None,
         "latency_rate_notes_per_s": round(rate, 1),
         "latency_samples": len(latencies),
         "latency_p50_ms": round(1000 * statistics.median(latencies), 1) if latencies else None,

@@ -51,5 +51,11 @@ def test_benchmark_reports_ratio_and_latency(tiny_bundle: Path, kafka_bootstrap:
     assert results["ratio"] == pytest.approx(
         results["kafka_e2e_notes_per_s"] / results["classify_batch_notes_per_s"], rel=0.01, abs=1e-3
     )
+    # where the ratio comes from: cores kept busy x CPU per note, both read from the processes themselves
+    assert results["classify_batch_cpu_us_per_note"] > 0 and results["stream_cpu_us_per_note"] > 0
+    assert results["kafka_cpu_us_per_note"] == pytest.approx(
+        results["stream_cpu_us_per_note"] - results["classify_batch_cpu_us_per_note"], abs=0.2
+    )
+    assert results["ratio_from_cores"] * results["ratio_from_cpu_per_note"] == pytest.approx(results["ratio"], rel=0.02)
     assert results["latency_samples"] >= 90
     assert 0 < results["latency_p50_ms"] <= results["latency_p99_ms"]
