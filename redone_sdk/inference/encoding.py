@@ -106,11 +106,37 @@ class PromptEncoder:
 
 
 def length_buckets(lengths: Sequence[int], batch_size: int, *, min_batches: int = 1) -> list[list[int]]:
-    """Indices grouped into batches of similar length (sorted), so padding wastes little compute; at least
-    `min_batches` batches when there are that many items (smaller ones), so parallel workers each get one."""
+    """Indices grouped into batches of similar length (sorted), so padding wastes little compute.
+
+    A call of fewer than `min_batches * batch_size` items is cut into at most `min_batches` batches (one per
+    parallel worker) of about equal work -- a batch costs its size times its longest item -- so no worker
+    waits long for the one with the longest items; a larger call is cut every `batch_size` items."""
     order = sorted(range(len(lengths)), key=lambda i: lengths[i])
-    size = max(1, min(batch_size, -(-len(order) // max(1, min_batches))))
-    return [order[i : i + size] for i in range(0, len(order), size)]
+    parts = max(1, min_batches)
+    if parts == 1 or len(order) <= 1 or len(order) >= parts * batch_size:
+        return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    longest_first = order[::-1]
+    low, high = lengths[longest_first[0]], lengths[longest_first[0]] * batch_size
+    while low < high:  # the least cost per batch that still fits in `parts` batches
+        cap = (low + high) // 2
+        if len(_pack(longest_first, lengths, cap, batch_size)) <= parts:
+            high = cap
+        else:
+            low = cap + 1
+    return [batch[::-1] for batch in reversed(_pack(longest_first, lengths, low, batch_size))]
+
+
+def _pack(longest_first: list[int], lengths: Sequence[int], cap: int, batch_size: int) -> list[list[int]]:
+    """Fill batches in order while size x longest item stays within `cap` and size within `batch_size`."""
+    batches: list[list[int]] = []
+    current: list[int] = []
+    for i in longest_first:
+        if current and (len(current) == batch_size or (len(current) + 1) * lengths[current[0]] > cap):
+            batches.append(current)
+            current = []
+        current.append(i)
+    batches.append(current)
+    return batches
 
 
 def pad_batch(sequences: Sequence[Sequence[int]], pad_id: int) -> tuple[np.ndarray, np.ndarray]:

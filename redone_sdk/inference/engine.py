@@ -142,6 +142,9 @@ class TaskEngine:
         # the backend's own pool: engines sharing a session (a Moderator and a matcher) share its workers too
         executor = getattr(self._backend, "executor", None)
         parallel = executor is not None and self.workers > 1 and len(passes) > 1
+        if parallel:
+            # the pool takes passes in order: the biggest first, so the last ones to finish are small
+            passes.sort(key=lambda batch: len(batch) * len(encoded[batch[-1]].ids), reverse=True)
         outputs = executor().map(run, passes) if parallel else map(run, passes)
         probs = np.empty((len(records), len(self._columns)), dtype=np.float32)
         for batch, logits in zip(passes, outputs, strict=True):

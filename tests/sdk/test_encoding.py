@@ -54,12 +54,36 @@ def test_length_buckets_group_similar_lengths() -> None:
 
 def test_length_buckets_give_each_worker_a_batch_of_a_small_call() -> None:
     lengths = [5, 1, 9, 2, 8, 3]
-    assert length_buckets(lengths, batch_size=8, min_batches=2) == [[1, 3, 5], [0, 4, 2]]
+    # two batches of about equal work (size x longest): 4 x 5 and 2 x 9, not 3 x 3 and 3 x 9
+    assert length_buckets(lengths, batch_size=8, min_batches=2) == [[1, 3, 5, 0], [4, 2]]
     assert length_buckets(lengths, batch_size=2, min_batches=2) == length_buckets(lengths, batch_size=2)
     assert length_buckets([4], batch_size=8, min_batches=4) == [[0]]
     batches = length_buckets(list(range(20, 0, -1)), batch_size=8, min_batches=3)
-    assert [len(b) for b in batches] == [7, 7, 6]
+    assert [len(b) for b in batches] == [8, 7, 5]
     assert sorted(i for b in batches for i in b) == list(range(20))
+
+
+def test_length_buckets_balance_work_better_than_equal_counts() -> None:
+    import random
+
+    def worst(batches: list[list[int]], lengths: list[int]) -> int:
+        return max(len(b) * max(lengths[i] for i in b) for b in batches)
+
+    rng = random.Random(7)
+    for _ in range(300):
+        n, batch_size, workers = rng.randint(2, 40), rng.randint(1, 16), rng.randint(2, 4)
+        lengths = [rng.randint(1, 128) for _ in range(n)]
+        batches = length_buckets(lengths, batch_size, min_batches=workers)
+        assert sorted(i for b in batches for i in b) == list(range(n))
+        assert all(1 <= len(b) <= batch_size for b in batches)
+        if n < workers * batch_size:
+            assert len(batches) <= workers
+            order = sorted(range(n), key=lambda i: lengths[i])
+            size = -(-n // workers)
+            equal_counts = [order[i : i + size] for i in range(0, n, size)]
+            assert worst(batches, lengths) <= worst(equal_counts, lengths)
+        for b in batches:  # each batch holds neighbours in length order
+            assert [lengths[i] for i in b] == sorted(lengths[i] for i in b)
 
 
 def test_pad_batch_right_pads() -> None:
