@@ -16,6 +16,7 @@ more processes with the same group id: Kafka splits the input partitions between
 
 from __future__ import annotations
 
+import collections
 import logging
 import threading
 import time
@@ -355,11 +356,11 @@ class ModerationStream:
 
     def _record(self, consumer: KafkaConsumer, batch: Batch, processed: ProcessedBatch) -> None:
         m = self._metrics
-        for result in processed.verdicts:
-            m.verdicts.inc(action=result.action)
+        for action, count in collections.Counter(result.action for result in processed.verdicts).items():
+            m.verdicts.inc(count, action=action)
         m.review.inc(processed.review)
-        for rejection in processed.rejections:
-            m.dead_letters.inc(reason=rejection.reason)
+        for reason, count in collections.Counter(rejection.reason for rejection in processed.rejections).items():
+            m.dead_letters.inc(count, reason=reason)
         m.batch_done(len(batch))
         m.batch_seconds.observe(time.monotonic() - batch.started)
         for tp, next_offset in batch.next_offsets().items():
