@@ -343,6 +343,36 @@ def test_dpo_sft_weight_adds_an_nll_term_that_trl_accepts(tmp_path: Path) -> Non
         PipelineConfig.from_file(PRESETS_DIR / "tiny.json", dpo__beta=0.0)
 
 
+def test_dpo_weights_average_toward_the_sft_model(tiny_run: Path) -> None:
+    from redone_sdk.training.model import load_model
+    from redone_sdk.training.stages.dpo import average_with
+
+    sft, dpo = load_model(tiny_run / "sft" / "model"), load_model(tiny_run / "dpo" / "model")
+    before = {name: p.detach().clone() for name, p in dpo.named_parameters()}
+    averaged = dict(average_with(dpo, tiny_run / "sft" / "model", 0.25).named_parameters())
+    moved = 0
+    for name, p in sft.named_parameters():
+        expected = 0.75 * before[name] + 0.25 * p.detach()
+        assert np.allclose(averaged[name].detach().numpy(), expected.numpy(), atol=1e-6), name
+        moved += int(not np.allclose(before[name].numpy(), expected.numpy()))
+    assert moved > 0  # DPO changed the weights, so the average differs from them
+    with pytest.raises(ValueError, match=r"dpo\.sft_average must be in \[0, 1\)"):
+        PipelineConfig.from_file(PRESETS_DIR / "tiny.json", dpo__sft_average=1.0)
+
+
+def test_a_stage_resumes_only_checkpoints_of_its_own_configuration(tmp_path: Path) -> None:
+    from redone_sdk.training.stages.common import last_checkpoint
+
+    stage = tmp_path / "dpo"
+    (stage / "trainer" / "checkpoint-40").mkdir(parents=True)  # left by a run that predates the marker
+    assert last_checkpoint(stage, "aaaa") is None
+    assert not (stage / "trainer" / "checkpoint-40").exists()
+    (stage / "trainer" / "checkpoint-10").mkdir()  # this configuration's run, stopped part-way
+    assert last_checkpoint(stage, "aaaa") == str(stage / "trainer" / "checkpoint-10")
+    assert last_checkpoint(stage, "bbbb") is None  # the configuration changed: start over
+    assert not (stage / "trainer" / "checkpoint-10").exists()
+
+
 def test_every_preset_parses() -> None:
     names = sorted(p.stem for p in PRESETS_DIR.glob("*.json"))
     assert {"tiny", "default", "gpu"} <= set(names)

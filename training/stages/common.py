@@ -111,6 +111,14 @@ def is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
+def barrier() -> None:
+    """Wait for every process of a distributed run (a no-op in a single process)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
 def configure_torch(config: PipelineConfig) -> None:
     import torch
 
@@ -177,7 +185,7 @@ def train_and_save(
     from redone_sdk.training.model import save_model
 
     out = stage_dir(config, stage)
-    result = trainer.train(resume_from_checkpoint=last_checkpoint(out))
+    result = trainer.train(resume_from_checkpoint=last_checkpoint(out, _fingerprint(config, stage)))
     model = finalize(trainer.model) if finalize else trainer.model
     history = trainer.state.log_history
     losses = [e["loss"] for e in history if "loss" in e]
@@ -196,11 +204,25 @@ def train_and_save(
     return out / "model"
 
 
-def last_checkpoint(out: Path) -> str | None:
-    """A Trainer checkpoint to resume from, if an earlier run of this stage stopped part-way."""
+def last_checkpoint(out: Path, fingerprint: str) -> str | None:
+    """A Trainer checkpoint to resume from, if an earlier run of this stage with the same configuration stopped
+    part-way. Checkpoints of another configuration (say, an earlier learning rate) are removed, never resumed:
+    resuming one would skip the training this configuration asks for."""
+    import shutil
+
     from transformers.trainer_utils import get_last_checkpoint
 
     folder = out / "trainer"
+    marker = folder / "CONFIG_FINGERPRINT"
+    if folder.is_dir() and (not marker.is_file() or marker.read_text().strip() != fingerprint):
+        if is_main_process() and get_last_checkpoint(str(folder)) is not None:
+            log.info("%s: removing checkpoints of another configuration from %s", out.name, folder)
+        if is_main_process():
+            shutil.rmtree(folder)
+    barrier()
+    if is_main_process():
+        folder.mkdir(parents=True, exist_ok=True)
+        marker.write_text(fingerprint + "\n")
     return get_last_checkpoint(str(folder)) if folder.is_dir() else None
 
 
