@@ -123,6 +123,12 @@ class DPOStageConfig:
         "Weight of a negative log-likelihood term on the chosen answers added to the DPO loss (RPO); 0: plain DPO. "
         "It keeps the SFT model's probability of right answers from falling while DPO widens the margins.",
     )
+    sft_average: float = _f(
+        0.0,
+        "Share of the SFT weights in the stage's model: after DPO the weights become (1 - w) * DPO + w * SFT, a "
+        "weight-space ensemble (as WiSE-FT and model soups) that keeps what SFT knew while taking part of DPO's "
+        "gain; 0 keeps the DPO weights.",
+    )
     epochs: float = _f(1.0, "Passes over the pairs.")
     max_steps: int = _f(0, "Stop after this many steps (0: use epochs).")
     batch_size: int = _f(16, "Pairs per step (per device).")
@@ -137,6 +143,8 @@ class DPOStageConfig:
             raise ValueError(f"dpo.beta must be positive, got {self.beta}")
         if self.sft_weight < 0:
             raise ValueError(f"dpo.sft_weight must be 0 or more, got {self.sft_weight}")
+        if not 0 <= self.sft_average < 1:
+            raise ValueError(f"dpo.sft_average must be in [0, 1), got {self.sft_average}")
 
 
 @dataclass(frozen=True)

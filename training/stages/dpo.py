@@ -30,7 +30,7 @@ from redone_sdk.training.stages.data import training_mixture
 from redone_sdk.training.tasks import END_TOKEN, answer_token
 from redone_sdk.training.tokenizer import chat_prompt
 
-__all__ = ["loss_arguments", "mine_pairs", "run"]
+__all__ = ["average_with", "loss_arguments", "mine_pairs", "run"]
 
 
 def _normalize(text: str) -> str:
@@ -106,6 +106,22 @@ def loss_arguments(cfg: DPOStageConfig) -> dict[str, Any]:
     return {"loss_type": ["sigmoid"]}
 
 
+def average_with(model: Any, start: Path, share: float) -> Any:
+    """Move `model`'s weights toward the checkpoint at `start` in place: (1 - share) * model + share * start."""
+    import torch
+
+    from redone_sdk.training.model import load_model
+
+    if share <= 0:
+        return model
+    reference = dict(load_model(start).named_parameters())
+    with torch.no_grad():
+        for name, weight in model.named_parameters():  # tied weights appear once
+            weight.lerp_(reference[name].to(weight.device, weight.dtype), share)
+    log.info("dpo: weights averaged with %s (share %.2f)", start, share)
+    return model
+
+
 def run(config: PipelineConfig) -> Path:
     from datasets import Dataset
     from trl import DPOConfig, DPOTrainer
@@ -133,7 +149,14 @@ def run(config: PipelineConfig) -> Path:
     trainer = DPOTrainer(
         model=model, ref_model=None, args=args, train_dataset=Dataset.from_list(pairs), processing_class=tokenizer
     )
-    path = train_and_save(config, "dpo", trainer, tokenizer, {"pairs": len(pairs), "mined": stats})
+    path = train_and_save(
+        config,
+        "dpo",
+        trainer,
+        tokenizer,
+        {"pairs": len(pairs), "mined": stats, "sft_average": cfg.sft_average},
+        finalize=lambda trained: average_with(trained, start, cfg.sft_average),
+    )
     accuracies = [e["rewards/accuracies"] for e in trainer.state.log_history if "rewards/accuracies" in e]
     log.info("dpo: reward accuracy %s -> %s", accuracies[:1], accuracies[-1:])
     return path
