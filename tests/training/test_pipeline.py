@@ -373,6 +373,28 @@ def test_a_stage_resumes_only_checkpoints_of_its_own_configuration(tmp_path: Pat
     assert not (stage / "trainer" / "checkpoint-10").exists()
 
 
+def test_smoothing_the_mlp_inputs_keeps_the_float_model_and_narrows_their_range(tiny_run: Path) -> None:
+    import torch
+
+    from redone_sdk.training.model import load_model
+    from redone_sdk.training.smoothing import smooth_mlp_inputs
+
+    model = load_model(tiny_run / "dpo" / "model").eval()
+    prompts = [[5 + (7 * i + j) % 300 for j in range(8 + i % 9)] for i in range(24)]
+    ids = torch.tensor([p[:8] for p in prompts])
+    with torch.no_grad():
+        before = model(input_ids=ids).logits
+    down_before = model.model.layers[0].mlp.down_proj.weight.detach().clone()
+    spreads = smooth_mlp_inputs(model, prompts, alpha=0.5)
+    assert len(spreads) == len(model.model.layers) and all(s >= 1 for s in spreads)
+    with torch.no_grad():
+        after = model(input_ids=ids).logits
+    assert torch.allclose(before, after, atol=1e-4)  # the same function
+    assert not torch.allclose(down_before, model.model.layers[0].mlp.down_proj.weight)  # different weights
+    with pytest.raises(ValueError, match=r"export\.smooth_alpha must be in \[0, 1\]"):
+        PipelineConfig.from_file(PRESETS_DIR / "tiny.json", export__smooth_alpha=2.0)
+
+
 def test_every_preset_parses() -> None:
     names = sorted(p.stem for p in PRESETS_DIR.glob("*.json"))
     assert {"tiny", "default", "gpu"} <= set(names)

@@ -10,6 +10,7 @@ default graph. Its metrics record the rung (`int8_check`).
 from __future__ import annotations
 
 import json
+import random
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ from redone_sdk.training.export import (
     write_bundle,
 )
 from redone_sdk.training.model import load_model
+from redone_sdk.training.smoothing import smooth_mlp_inputs, supports_smoothing
 from redone_sdk.training.stages.common import (
     configure_torch,
     is_main_process,
@@ -36,7 +38,7 @@ from redone_sdk.training.stages.common import (
     mark_done,
     stage_dir,
 )
-from redone_sdk.training.stages.data import load_dev
+from redone_sdk.training.stages.data import load_dev, training_mixture
 from redone_sdk.training.tasks import answer_tokens
 from redone_sdk.training.tokenizer import special_tokens
 
@@ -71,6 +73,29 @@ def dev_examples(config: PipelineConfig) -> dict[str, list[Example]]:
     return sets
 
 
+def _smooth(model: Any, codec: ChatCodec, config: PipelineConfig) -> None:
+    """SmoothQuant the MLP inputs of the model the scoring graph is built from, calibrated on training prompts."""
+    reason = supports_smoothing(model)
+    if reason is not None:
+        log.warning("export: no smoothing before int8 (%s)", reason)
+        return
+    scoring, _, _ = training_mixture(config)
+    rows = list({json.dumps(r, sort_keys=True): r for r in scoring}.values())  # upsampling repeats rows
+    rows = random.Random(config.seed + 2).sample(rows, min(config.export.smooth_calibration, len(rows)))
+    prompts = [
+        p
+        for task in sorted({r["task"] for r in rows})
+        for p in codec.scoring_prompts(task, [r["fields"] for r in rows if r["task"] == task])
+    ]
+    spreads = smooth_mlp_inputs(model, prompts, alpha=config.export.smooth_alpha, pad_id=codec.pad_id)
+    log.info(
+        "export: MLP inputs smoothed (alpha %.2f, %d training prompts); largest channel / median per layer: %s",
+        config.export.smooth_alpha,
+        len(prompts),
+        [round(x, 1) for x in spreads],
+    )
+
+
 def run(config: PipelineConfig) -> Path:
     configure_torch(config)
     out = stage_dir(config, "export")
@@ -88,6 +113,8 @@ def run(config: PipelineConfig) -> Path:
             name: PromptEncoder(tokenizer, task, special_tokens()).prefix_ids for name, task in codec.tasks.items()
         }
         prefixes = {name: ids for name, ids in prefixes.items() if ids}
+    if cfg.smooth_alpha > 0:
+        _smooth(model, codec, config)
     fp32, prefix_cache = export_scoring_graph(
         model,
         label_ids,
