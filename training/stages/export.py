@@ -4,7 +4,8 @@ the bundles: `bundle-full/` (everything, with the checkpoint) and `bundle/` (wha
 The int8 graph must keep every dev metric of the scoring tasks within `export.int8_tolerance` of fp32; when it
 does not, parts of the fused graph are kept in fp32 rung by rung (`export.int8_fallbacks`: the first layer's
 attention, its MLP, the first and last layers), and only when every rung fails does the bundle ship fp32 as its
-default graph. Its metrics record the rung (`int8_check`).
+default graph. Its metrics record the rung (`int8_check`). With `export.smooth_alpha` the MLP inputs are
+smoothed first (`training/smoothing.py`), which kept every projection int8 for bundle 0.3.1.
 """
 
 from __future__ import annotations
