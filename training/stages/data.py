@@ -21,7 +21,7 @@ from redone_sdk.training.datasets import Example, default_data_dir, harm_example
 from redone_sdk.training.stages.common import is_main_process, log, mark_done, read_jsonl, stage_dir, write_jsonl
 from redone_sdk.training.tasks import SCORING_TASKS
 
-__all__ = ["run", "data_dir_of", "training_mixture", "load_dev", "HARM_SOURCES"]
+__all__ = ["run", "data_dir_of", "distinct", "training_mixture", "load_dev", "HARM_SOURCES"]
 
 HARM_SOURCES = ("cold", "swsr", "davidson")
 
@@ -95,6 +95,11 @@ def run(config: PipelineConfig) -> Path:
     log.info("data: %s", json.dumps(counts, ensure_ascii=False))
     mark_done(config, "data", {"counts": counts})
     return out
+
+
+def distinct(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The mixture's rows without the repeats that upsampling made, in first-seen order."""
+    return list({json.dumps(r, sort_keys=True): r for r in rows}.values())
 
 
 def training_mixture(config: PipelineConfig) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, int]]:

@@ -7,7 +7,6 @@ Configured extra pairs (`dpo.extra_pairs`, JSON lines of {prompt, chosen, reject
 
 from __future__ import annotations
 
-import json
 import random
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,7 @@ from redone_sdk.training.stages.common import (
     trainer_arguments,
     write_jsonl,
 )
-from redone_sdk.training.stages.data import training_mixture
+from redone_sdk.training.stages.data import distinct, training_mixture
 from redone_sdk.training.tasks import END_TOKEN, answer_token
 from redone_sdk.training.tokenizer import chat_prompt
 
@@ -42,9 +41,7 @@ def mine_pairs(model: Any, codec: ChatCodec, config: PipelineConfig) -> tuple[li
     rng = random.Random(config.seed + 1)
     cfg = config.dpo
     scoring, generative, _ = training_mixture(config)
-    # distinct examples only (upsampling repeats them)
-    scoring = list({json.dumps(r, sort_keys=True): r for r in scoring}.values())
-    generative = list({json.dumps(r, sort_keys=True): r for r in generative}.values())
+    scoring, generative = distinct(scoring), distinct(generative)
     n_generative = min(cfg.mine_generative, len(generative))
     n_scoring = min(len(scoring), max(0, cfg.mine_examples - n_generative))
     pairs: list[dict[str, str]] = []

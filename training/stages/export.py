@@ -39,7 +39,7 @@ from redone_sdk.training.stages.common import (
     mark_done,
     stage_dir,
 )
-from redone_sdk.training.stages.data import load_dev, training_mixture
+from redone_sdk.training.stages.data import distinct, load_dev, training_mixture
 from redone_sdk.training.tasks import answer_tokens
 from redone_sdk.training.tokenizer import special_tokens
 
@@ -81,7 +81,7 @@ def _smooth(model: Any, codec: ChatCodec, config: PipelineConfig) -> None:
         log.warning("export: no smoothing before int8 (%s)", reason)
         return
     scoring, _, _ = training_mixture(config)
-    rows = list({json.dumps(r, sort_keys=True): r for r in scoring}.values())  # upsampling repeats rows
+    rows = distinct(scoring)
     rows = random.Random(config.seed + 2).sample(rows, min(config.export.smooth_calibration, len(rows)))
     prompts = [
         p
