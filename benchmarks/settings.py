@@ -37,8 +37,8 @@ MODE_SIZES: dict[str, dict[str, int]] = {
     },
     "full": {
         "notes": 512,
-        "batch1_notes": 128,
-        "rounds": 3,
+        "batch1_notes": 512,  # one call per note is the noisiest mode: the whole sample, every round
+        "rounds": 5,
         "quality_cap": 0,
         "peer_train_cap": 0,
         "memory_notes": 256,
