@@ -2,10 +2,12 @@
 bundle in the same run (the ratio is the figure), and produce-to-verdict latency p50/p99.
 
     scripts/kafka-broker start
-    python -m benchmarks.kafka_e2e --bundle PATH [--notes 5000] [--batch-size 64] [--workers 2] [--json out.json]
+    python -m benchmarks.kafka_e2e --bundle PATH [--notes 5000] [--batch-size 64] [--drains 3] [--json out.json]
 
 1. Baseline: `Moderator.classify_batch` on the notes in batches of `--batch-size`, in this process, measured
    before and after the Kafka run (their mean is the reference; their spread shows how steady the machine was).
+   With `--drains N` the drain below is done N times on fresh topics, each by a fresh stream process and
+   between two baselines; the drain with the median ratio gives the headline figures, every drain is listed.
 2. Throughput: the notes are produced to a fresh topic first; then `python -m redone_sdk.adapters.kafka` (a
    separate process, as deployed) drains that backlog. Its rate is read from its own Prometheus endpoint
    (messages handled, i.e. verdicts acknowledged and offsets committed), from the first batch to the last.
@@ -230,6 +232,62 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+def _settings(args: argparse.Namespace, tag: str) -> StreamSettings:
+    return StreamSettings(
+        bootstrap=args.bootstrap,
+        input_topic=f"{tag}-in",
+        output_topic=f"{tag}-verdicts",
+        review_topic=f"{tag}-review",
+        dlq_topic=f"{tag}-dlq",
+        group_id=f"{tag}-group",
+        guarantee=args.guarantee,
+        instance_id=tag,
+        batch_size=args.batch_size,
+        max_wait_ms=args.max_wait_ms,
+        topic_partitions=args.partitions,
+        metrics_port=0,
+    )
+
+
+def _produce(settings: StreamSettings, notes: list[Note]) -> None:
+    """The backlog a drain starts from: every note in the input topic before the stream starts."""
+    ensure_topics(settings)
+    producer = KafkaProducer(bootstrap_servers=settings.bootstrap_servers, linger_ms=20)
+    for note in notes:
+        producer.send(settings.input_topic, key=note.note_id.encode(), value=note.model_dump_json().encode())
+    producer.flush()
+    producer.close()
+
+
+def _drain_figures(
+    number: int,
+    before: tuple[float, float],
+    after: tuple[float, float],
+    e2e: float,
+    stream_cpu: float | None,
+    broker_cores: float | None,
+) -> dict[str, Any]:
+    """One drain against the mean of the baselines measured just before and just after it."""
+    base, base_cpu = (before[0] + after[0]) / 2, (before[1] + after[1]) / 2
+    return {
+        "drain": number,
+        "classify_batch_notes_per_s": round(base, 1),
+        "classify_batch_before_after": [round(before[0], 1), round(after[0], 1)],
+        "kafka_e2e_notes_per_s": round(e2e, 1),
+        "ratio": round(e2e / base, 3),
+        "classify_batch_cpu_us_per_note": round(1e6 * base_cpu, 1),
+        "classify_batch_cores": round(base * base_cpu, 2),
+        "stream_cpu_us_per_note": round(1e6 * stream_cpu, 1) if stream_cpu else None,
+        "kafka_cpu_us_per_note": round(1e6 * (stream_cpu - base_cpu), 1) if stream_cpu else None,
+        "stream_cores": round(e2e * stream_cpu, 2) if stream_cpu else None,
+        # the ratio, split: (stream cores / baseline cores) x (baseline CPU per note / stream CPU per note)
+        "ratio_from_cores": round(e2e * stream_cpu / (base * base_cpu), 3) if stream_cpu else None,
+        "ratio_from_cpu_per_note": round(base_cpu / stream_cpu, 3) if stream_cpu else None,
+        # a broker on this machine (as here) takes CPU the stream could otherwise use
+        "local_broker_cores": round(broker_cores, 2) if broker_cores is not None else None,
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.kafka_e2e", description=__doc__.split("\n\n")[0])
     parser.add_argument("--bundle", required=True, type=Path, help="model bundle directory")
@@ -256,53 +314,45 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--profile", type=Path, default=None, help="run the stream under cProfile, write its stats here, print the top"
     )
+    parser.add_argument(
+        "--drains",
+        type=int,
+        default=1,
+        help="backlogs to drain, each by a fresh stream process between two baselines; the median ratio is reported",
+    )
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = parser.parse_args(argv)
+    if args.drains < 1:
+        parser.error("--drains must be at least 1")
 
     texts = load_texts(args.notes)
     notes = [Note(note_id=f"n{i}", content=t) for i, t in enumerate(texts)]
     moderator = Moderator.load(args.bundle, intra_op_threads=args.threads, workers=args.workers)
-    base_before, cpu_before = baseline(moderator, notes, args.batch_size)
+    baselines = [baseline(moderator, notes, args.batch_size)]  # before the first drain, then after each
+    drains: list[dict[str, Any]] = []
+    latencies: list[float] = []
+    rate = offered = 0.0
+    for number in range(1, args.drains + 1):
+        settings = _settings(args, f"bench-{uuid.uuid4().hex[:8]}")
+        _produce(settings, notes)
+        port = _free_port()
+        log = Path(tempfile.gettempdir()) / f"{settings.instance_id}-stream.log"
+        proc = start_stream(settings.model_copy(update={"metrics_port": port}), args, log)
+        try:
+            e2e, stream_cpu, broker_cores = throughput(port, proc, len(notes), timeout=600)
+            baselines.append(baseline(moderator, notes, args.batch_size))  # the stream is idle now
+            if number == args.drains:
+                rate = args.latency_rate or max(1.0, e2e / 2)
+                latencies, offered = latency(settings, texts, rate, args.latency_seconds)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(60)
+            admin = KafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
+            admin.delete_topics(stream_topics(settings), raise_errors=False)
+            admin.close()
+        drains.append(_drain_figures(number, baselines[-2], baselines[-1], e2e, stream_cpu, broker_cores))
 
-    tag = f"bench-{uuid.uuid4().hex[:8]}"
-    settings = StreamSettings(
-        bootstrap=args.bootstrap,
-        input_topic=f"{tag}-in",
-        output_topic=f"{tag}-verdicts",
-        review_topic=f"{tag}-review",
-        dlq_topic=f"{tag}-dlq",
-        group_id=f"{tag}-group",
-        guarantee=args.guarantee,
-        instance_id=tag,
-        batch_size=args.batch_size,
-        max_wait_ms=args.max_wait_ms,
-        topic_partitions=args.partitions,
-        metrics_port=0,
-    )
-    ensure_topics(settings)
-    producer = KafkaProducer(bootstrap_servers=settings.bootstrap_servers, linger_ms=20)
-    for note in notes:
-        producer.send(settings.input_topic, key=note.note_id.encode(), value=note.model_dump_json().encode())
-    producer.flush()
-    producer.close()
-
-    port = _free_port()
-    log = Path(tempfile.gettempdir()) / f"{tag}-stream.log"
-    proc = start_stream(settings.model_copy(update={"metrics_port": port}), args, log)
-    try:
-        e2e, stream_cpu, broker_cores = throughput(port, proc, len(notes), timeout=600)
-        base_after, cpu_after = baseline(moderator, notes, args.batch_size)  # the stream is idle now
-        rate = args.latency_rate or max(1.0, e2e / 2)
-        latencies, offered = latency(settings, texts, rate, args.latency_seconds)
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(60)
-        admin = KafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
-        admin.delete_topics(stream_topics(settings), raise_errors=False)
-        admin.close()
-
-    base = (base_before + base_after) / 2
-    base_cpu = (cpu_before + cpu_after) / 2
+    median = sorted(drains, key=lambda d: d["ratio"])[(len(drains) - 1) // 2]  # the lower one of an even count
     results = {
         "bundle": f"{moderator.bundle.name} {moderator.bundle.version}",
         "notes": len(notes),
@@ -312,20 +362,12 @@ def main(argv: list[str] | None = None) -> int:
         "guarantee": args.guarantee,
         "threads": args.threads,
         "workers": args.workers,
-        "classify_batch_notes_per_s": round(base, 1),
-        "classify_batch_before_after": [round(base_before, 1), round(base_after, 1)],
-        "kafka_e2e_notes_per_s": round(e2e, 1),
-        "ratio": round(e2e / base, 3),
-        "classify_batch_cpu_us_per_note": round(1e6 * base_cpu, 1),
-        "classify_batch_cores": round(base * base_cpu, 2),
-        "stream_cpu_us_per_note": round(1e6 * stream_cpu, 1) if stream_cpu else None,
-        "kafka_cpu_us_per_note": round(1e6 * (stream_cpu - base_cpu), 1) if stream_cpu else None,
-        "stream_cores": round(e2e * stream_cpu, 2) if stream_cpu else None,
-        # the ratio, split: (stream cores / baseline cores) x (baseline CPU per note / stream CPU per note)
-        "ratio_from_cores": round(e2e * stream_cpu / (base * base_cpu), 3) if stream_cpu else None,
-        "ratio_from_cpu_per_note": round(base_cpu / stream_cpu, 3) if stream_cpu else None,
-        # a broker on this machine (as here) takes CPU the stream could otherwise use
-        "local_broker_cores": round(broker_cores, 2) if broker_cores is not None else None,
+        # the drain with the median ratio; every drain is under "drains"
+        **{k: v for k, v in median.items() if k != "drain"},
+        "median_of_drains": len(drains),
+        "median_drain": median["drain"],
+        "ratio_drains": [d["ratio"] for d in drains],
+        "drains": drains,
         "latency_rate_notes_per_s": round(rate, 1),
         "latency_rate_achieved_notes_per_s": round(offered, 1),
         "latency_samples": len(latencies),
@@ -338,7 +380,14 @@ def main(argv: list[str] | None = None) -> int:
         pstats.Stats(str(args.profile)).sort_stats("tottime").print_stats(30)
     width = max(len(k) for k in results)
     for key, value in results.items():
-        print(f"{key:<{width}}  {value}")
+        if key != "drains":
+            print(f"{key:<{width}}  {value}")
+    for drain in drains:
+        print(
+            f"drain {drain['drain']}: {drain['kafka_e2e_notes_per_s']:,.0f} notes/s through Kafka, "
+            f"{drain['classify_batch_notes_per_s']:,.0f} alone, ratio {drain['ratio']} "
+            f"(cores {drain['ratio_from_cores']} x CPU per note {drain['ratio_from_cpu_per_note']})"
+        )
     print(json.dumps(results))
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")

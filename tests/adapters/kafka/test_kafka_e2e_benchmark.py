@@ -36,6 +36,8 @@ def test_benchmark_reports_ratio_and_latency(tiny_bundle: Path, kafka_bootstrap:
             "2",
             "--threads",
             "1",
+            "--drains",
+            "2",
             "--json",
             str(out),
         ],
@@ -47,6 +49,14 @@ def test_benchmark_reports_ratio_and_latency(tiny_bundle: Path, kafka_bootstrap:
     )
     results = json.loads(out.read_text())
     assert results["notes"] == 300
+    # two drains, each between two baselines; the headline figures are those of the median drain
+    assert [d["drain"] for d in results["drains"]] == [1, 2]
+    assert results["ratio_drains"] == [d["ratio"] for d in results["drains"]]
+    median = sorted(results["drains"], key=lambda d: d["ratio"])[0]  # of an even count, the lower
+    assert results["median_drain"] == median["drain"] and results["ratio"] == median["ratio"]
+    assert (
+        results["drains"][0]["classify_batch_before_after"][1] == results["drains"][1]["classify_batch_before_after"][0]
+    )
     assert results["classify_batch_notes_per_s"] > 0 and results["kafka_e2e_notes_per_s"] > 0
     assert results["ratio"] == pytest.approx(
         results["kafka_e2e_notes_per_s"] / results["classify_batch_notes_per_s"], rel=0.01, abs=1e-3
