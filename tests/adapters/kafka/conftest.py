@@ -333,3 +333,22 @@ def spawn_stream(tiny_bundle: Path, policy_file: Path, tmp_path: Path) -> Iterat
         if proc.poll() is None:
             proc.kill()
             proc.wait(30)
+
+
+@pytest.fixture
+def run_benchmark(tmp_path: Path) -> Callable[..., dict[str, Any]]:
+    """Run `python -m benchmarks.<module> ... --json FILE` from the repository root; its JSON results."""
+
+    def run(module: str, *args: str) -> dict[str, Any]:
+        out = tmp_path / f"{module}.json"
+        subprocess.run(
+            [sys.executable, "-m", f"benchmarks.{module}", *args, "--json", str(out)],
+            cwd=REPO,
+            env={**os.environ},
+            check=True,
+            timeout=300,
+            capture_output=True,
+        )
+        return json.loads(out.read_text())
+
+    return run

@@ -3,11 +3,11 @@ its speed."""
 
 from __future__ import annotations
 
-import json
-import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -16,31 +16,12 @@ pytestmark = pytest.mark.kafka
 REPO = Path(__file__).resolve().parents[3]
 
 
-def test_every_client_is_measured_or_shown_unavailable(kafka_bootstrap: str, tmp_path: Path) -> None:
-    out = tmp_path / "clients.json"
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "benchmarks.kafka_clients",
-            "--bootstrap",
-            kafka_bootstrap,
-            "--notes",
-            "400",
-            "--batch-size",
-            "32",
-            "--rounds",
-            "1",
-            "--json",
-            str(out),
-        ],
-        cwd=REPO,
-        env={**os.environ},
-        check=True,
-        timeout=300,
-        capture_output=True,
+def test_every_client_is_measured_or_shown_unavailable(
+    kafka_bootstrap: str, run_benchmark: Callable[..., dict[str, Any]]
+) -> None:
+    results = run_benchmark(
+        "kafka_clients", "--bootstrap", kafka_bootstrap, "--notes", "400", "--batch-size", "32", "--rounds", "1"
     )
-    results = json.loads(out.read_text())
     assert results["notes"] == 400
     runs = {row["client"]: row for row in results["runs"]}
     assert set(runs) == {"kafka-python", "confluent-kafka"}

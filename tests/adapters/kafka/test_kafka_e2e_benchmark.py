@@ -2,52 +2,37 @@
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 pytestmark = pytest.mark.kafka
 
-REPO = Path(__file__).resolve().parents[3]
 
-
-def test_benchmark_reports_ratio_and_latency(tiny_bundle: Path, kafka_bootstrap: str, tmp_path: Path) -> None:
-    out = tmp_path / "kafka_e2e.json"
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "benchmarks.kafka_e2e",
-            "--bundle",
-            str(tiny_bundle),
-            "--bootstrap",
-            kafka_bootstrap,
-            "--notes",
-            "300",
-            "--batch-size",
-            "32",  # several batches from 300 notes: the rate is measured from the first batch to the last
-            "--latency-rate",
-            "50",
-            "--latency-seconds",
-            "2",
-            "--threads",
-            "1",
-            "--drains",
-            "2",
-            "--json",
-            str(out),
-        ],
-        cwd=REPO,
-        env={**os.environ},
-        check=True,
-        timeout=300,
-        capture_output=True,
+def test_benchmark_reports_ratio_and_latency(
+    tiny_bundle: Path, kafka_bootstrap: str, run_benchmark: Callable[..., dict[str, Any]]
+) -> None:
+    results = run_benchmark(
+        "kafka_e2e",
+        "--bundle",
+        str(tiny_bundle),
+        "--bootstrap",
+        kafka_bootstrap,
+        "--notes",
+        "300",
+        "--batch-size",
+        "32",  # several batches from 300 notes: the rate is measured from the first batch to the last
+        "--latency-rate",
+        "50",
+        "--latency-seconds",
+        "2",
+        "--threads",
+        "1",
+        "--drains",
+        "2",
     )
-    results = json.loads(out.read_text())
     assert results["notes"] == 300
     # two drains, each between two baselines; the headline figures are those of the median drain
     assert [d["drain"] for d in results["drains"]] == [1, 2]
