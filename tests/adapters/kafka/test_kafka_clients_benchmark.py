@@ -33,6 +33,31 @@ def test_every_client_is_measured_or_shown_unavailable(
     assert ("unavailable" in other) != ("notes_per_s" in other)
     if "notes_per_s" in other:
         assert other["notes"] == 400 and other["client_cpu_us_per_note"] > 0
+    assert results["bundle"] is None and all("ratio" not in row for row in results["runs"])
+
+
+def test_with_a_bundle_each_drain_gets_its_ratio_to_classify_batch_alone(
+    tiny_bundle: Path, kafka_bootstrap: str, run_benchmark: Callable[..., dict[str, Any]]
+) -> None:
+    results = run_benchmark(
+        "kafka_clients",
+        "--bootstrap",
+        kafka_bootstrap,
+        "--bundle",
+        str(tiny_bundle),
+        "--notes",
+        "300",
+        "--batch-size",
+        "32",
+        "--rounds",
+        "1",
+        "--clients",
+        "kafka-python",
+    )
+    (run,) = results["runs"]
+    assert results["bundle"] == str(tiny_bundle) and run["notes"] == 300
+    assert run["classify_batch_notes_per_s"] > 0
+    assert run["ratio"] == pytest.approx(run["notes_per_s"] / run["classify_batch_notes_per_s"], abs=2e-3)
 
 
 def test_an_unknown_client_is_refused(kafka_bootstrap: str) -> None:
