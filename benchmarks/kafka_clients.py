@@ -223,16 +223,15 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown clients {unknown}; choose among {list(CLIENTS)}")
     texts = load_texts(args.notes) if args.bundle else [_TEXT] * args.notes
-    verdicts, alone = fixed_verdicts, None
+    verdicts: Verdicts = fixed_verdicts
+    alone: Callable[[], tuple[float, float]] | None = None  # classify_batch alone on the same notes
     if args.bundle:
         from redone_sdk import Moderator, Note
 
         moderator = Moderator.load(args.bundle)
         verdicts = model_verdicts(moderator)
         notes = [Note(note_id=f"n{i}", content=t) for i, t in enumerate(texts)]
-
-        def alone() -> tuple[float, float]:
-            return baseline(moderator, notes, args.batch_size)
+        alone = lambda: baseline(moderator, notes, args.batch_size)  # noqa: E731
 
     rows: list[dict[str, Any]] = []
     before = alone() if alone else None
