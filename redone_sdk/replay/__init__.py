@@ -16,10 +16,12 @@ from redone_sdk.replay.arms import Arm, NoteScores, ScoreCache, decide_actions
 from redone_sdk.replay.bootstrap import Estimate
 from redone_sdk.replay.clickmodel import PBMFit, fit_pbm
 from redone_sdk.replay.exposure import ExposureResult, ExposureSettings, replay_exposure
-from redone_sdk.replay.io import read_labels, read_notes, read_sessions
+from redone_sdk.replay.labels import read_labels
+from redone_sdk.replay.notes import read_notes
 from redone_sdk.replay.report import load_results, write_report
 from redone_sdk.replay.schemas import ReplayInputError, TableIssues
 from redone_sdk.replay.search import SearchResult, SearchSettings, replay_search
+from redone_sdk.replay.sessions import read_sessions
 from redone_sdk.replay.synth import SynthConfig, synthesize
 
 __all__ = [

@@ -9,6 +9,7 @@ action over a score matrix).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -16,6 +17,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
@@ -26,6 +28,10 @@ from redone_sdk.errors import PolicyError
 from redone_sdk.policy import Policy
 from redone_sdk.replay.schemas import ReplayInputError
 from redone_sdk.schemas import Note
+
+if TYPE_CHECKING:
+    from redone_sdk.matcher import NoteQueryMatcher
+    from redone_sdk.moderator import Moderator
 
 __all__ = [
     "ALLOW",
@@ -124,7 +130,7 @@ class Arm:
 
     name: str
     policy: Policy | None = None
-    moderator: object | None = None  # a redone_sdk.Moderator (kept untyped so this module loads without it)
+    moderator: Moderator | None = None
     scores: NoteScores | None = None
     review_delay: timedelta | None = None
 
@@ -188,16 +194,9 @@ class Arm:
         return f"{source}, policy {self.policy.name!r}"
 
 
-def _options_of(model: object) -> str:
-    options = getattr(model, "_options", None)
-    if options is None:
-        return ""
-    return (
-        f"{getattr(options, 'backend', '')}/{getattr(options, 'precision', '')}/{getattr(options, 'torch_dtype', '')}"
-    )
-
-
-def _bundle_fingerprint(kind: str, model: object) -> str:
+def _bundle_fingerprint(kind: str, model: Moderator | NoteQueryMatcher) -> str:
+    """What makes a model's scores: the bundle's files and what runs them (`backend_info`: the resolved backend,
+    graph precision or dtype, providers; threads, workers and batch size change no score and are left out)."""
     bundle = model.bundle
     manifest = bundle.manifest
     payload = json.dumps(
@@ -207,19 +206,20 @@ def _bundle_fingerprint(kind: str, model: object) -> str:
             "version": bundle.version,
             "files": dict(sorted(manifest.files.items())),
             "default_graph": manifest.default_graph,
-            "options": _options_of(model),
+            "backend": dataclasses.asdict(model.backend_info),
         },
         sort_keys=True,
     )
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
-def moderator_fingerprint(moderator: object) -> str:
-    """Identifies a moderator's scores: bundle name, version, file checksums and inference precision."""
+def moderator_fingerprint(moderator: Moderator) -> str:
+    """Identifies a moderator's scores: bundle name, version, file checksums and the backend that runs them."""
     return _bundle_fingerprint("moderation", moderator)
 
 
-def matcher_fingerprint(matcher: object) -> str:
+def matcher_fingerprint(matcher: NoteQueryMatcher) -> str:
+    """Identifies a matcher's scores, as `moderator_fingerprint` does a moderator's."""
     return _bundle_fingerprint("matching", matcher)
 
 
@@ -274,7 +274,8 @@ class ScoreCache:
     """Model scores per (bundle, note text): in memory for a run, and on disk when `directory` is given.
 
     The key of a note is its id and the SHA-256 of its text, so a note edited since it was scored is
-    scored again; the key of a bundle is its name, version, file checksums and inference precision.
+    scored again; the key of a bundle is its name, version, file checksums and the backend that runs them
+    (`backend_info`).
     """
 
     def __init__(self, directory: str | Path | None = None) -> None:
@@ -312,7 +313,7 @@ class ScoreCache:
 
     def moderation_scores(
         self,
-        moderator: object,
+        moderator: Moderator,
         note_ids: pa.Array,
         notes: Iterable[Note],
         *,
@@ -324,7 +325,7 @@ class ScoreCache:
         `notes` yields the `Note` of every id (in any order, e.g. streamed from the notes table); they are
         keyed by id and text hash in chunks, and only those not cached go through the model.
         """
-        from redone_sdk.replay.io import text_hash
+        from redone_sdk.replay.hashing import text_hash
 
         fingerprint = moderator_fingerprint(moderator)
         categories = tuple(moderator.categories)

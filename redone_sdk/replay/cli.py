@@ -14,6 +14,8 @@ import sys
 from datetime import timedelta
 from pathlib import Path
 
+from redone_sdk.inference.options import add_inference_args, copy_inference_args, options_from_args
+
 __all__ = ["register", "run", "main", "parse_duration"]
 
 # The `redone` front end loads every plug-in to build its parser: fail here, cheaply, when the extra is
@@ -89,10 +91,6 @@ def _cache(args: argparse.Namespace):
     return ScoreCache(directory)
 
 
-def _model_options(args: argparse.Namespace) -> dict:
-    return {"backend": args.backend, "batch_size": args.batch_size, "intra_op_threads": args.threads}
-
-
 def _build_arms(args: argparse.Namespace) -> tuple[list, str]:
     from redone_sdk.moderator import Moderator
     from redone_sdk.policy import Policy
@@ -119,7 +117,7 @@ def _build_arms(args: argparse.Namespace) -> tuple[list, str]:
             continue
         key = "default" if value.lower() == "default" else str(Path(value).resolve())
         if key not in loaded:
-            loaded[key] = Moderator.load(None if key == "default" else value, **_model_options(args))
+            loaded[key] = Moderator.load(None if key == "default" else value, options=options_from_args(args))
         moderator = loaded[key]
         if name in policies:
             moderator = moderator.with_policy(Policy.load(policies[name]))
@@ -179,7 +177,9 @@ def _search(args: argparse.Namespace) -> int:
     from redone_sdk.replay.report import write_report
     from redone_sdk.replay.search import SearchSettings, replay_search
 
-    matcher = NoteQueryMatcher.load(None if args.bundle in (None, "default") else args.bundle, **_model_options(args))
+    matcher = NoteQueryMatcher.load(
+        None if args.bundle in (None, "default") else args.bundle, options=options_from_args(args)
+    )
     settings = SearchSettings(
         attractiveness=args.attractiveness,
         relevance_bins=args.relevance_bins,
@@ -245,7 +245,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _copy_model_options(source: argparse.Namespace, target: argparse.Namespace) -> None:
-    target.backend, target.batch_size, target.threads = source.backend, source.batch_size, source.threads
+    copy_inference_args(source, target)
 
 
 def _parser_for_demo() -> argparse.ArgumentParser:
@@ -258,9 +258,7 @@ def _parser_for_demo() -> argparse.ArgumentParser:
 
 
 def _add_model_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--backend", choices=["auto", "onnx", "torch"], default="auto", help="Inference backend.")
-    parser.add_argument("--batch-size", type=int, default=32, help="Notes per forward pass.")
-    parser.add_argument("--threads", type=int, default=None, help="Intra-op threads (default: ONNX Runtime's).")
+    add_inference_args(parser, batch_size_default=32)  # the model scores every distinct note once, in bulk
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:

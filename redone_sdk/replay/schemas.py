@@ -11,6 +11,7 @@ import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field
 
 from redone_sdk.errors import InvalidInputError
+from redone_sdk.labeled_data import HARM_LABELS  # ground truth: `safe` is benign, every other label harmful
 
 __all__ = [
     "HARM_LABELS",
@@ -24,9 +25,6 @@ __all__ = [
     "RowExample",
     "TableIssues",
 ]
-
-#: Ground-truth labels of the default taxonomy: `safe` is benign, every other label is harmful.
-HARM_LABELS = ("safe", "offensive", "hate", "sexism")
 
 #: One row per impression (a note shown to a user). `position` is 1-based; `click` is 0/1.
 #: Timestamps are read as UTC: a Parquet timestamp (any unit, naive means UTC), an ISO-8601 string,

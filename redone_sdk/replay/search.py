@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -31,17 +32,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from redone_sdk.replay.arms import ScoreCache, matcher_fingerprint
 from redone_sdk.replay.bootstrap import Estimate, estimate, poisson_weights, ratio
-from redone_sdk.replay.clickmodel import fit_pbm, session_click_probability
-from redone_sdk.replay.io import (
-    NotesIndex,
-    SearchSessions,
-    load_notes,
-    read_judgments,
-    read_notes,
-    read_sessions,
-    text_hash,
-)
+from redone_sdk.replay.clickmodel import PBMFit, fit_pbm, session_click_probability
+from redone_sdk.replay.hashing import text_hash
+from redone_sdk.replay.notes import NotesIndex, load_notes, read_notes
 from redone_sdk.replay.schemas import ReplayInputError, TableIssues
+from redone_sdk.replay.sessions import SearchSessions, read_judgments, read_sessions
 from redone_sdk.schemas import Note
 
 __all__ = ["SearchSettings", "SearchResult", "replay_search", "ASSUMPTIONS"]
@@ -129,36 +124,34 @@ def _dcg(gains: np.ndarray, starts: np.ndarray, rank: np.ndarray) -> np.ndarray:
     return np.add.reduceat(discounted, starts[:-1])
 
 
-def replay_search(
-    sessions: str | Path | SearchSessions,
-    notes: str | Path,
-    matcher: object,
-    *,
-    judgments: str | Path | Mapping[tuple[str, str], int] | None = None,
-    settings: SearchSettings | None = None,
-    cache: ScoreCache | None = None,
-) -> SearchResult:
-    """Replay search page views under `matcher` (a `NoteQueryMatcher`, or a function scoring (query, Note)
-    pairs); see the module docstring for the estimator and its assumptions."""
-    settings = settings or SearchSettings()
-    cache = cache or ScoreCache()
-    started = time.perf_counter()
-    timings: dict[str, float] = {}
-    notes_index: NotesIndex = read_notes(notes)
-    data = (
-        sessions
-        if isinstance(sessions, SearchSessions)
-        else read_sessions(sessions, notes=notes_index, max_page=settings.max_page)
-    )
-    if len(data) == 0:
-        raise ReplayInputError(f"no valid search session: {data.issues.summary()}")
-    inputs = {"search sessions": data.issues, "notes": notes_index.issues}
+@dataclass(frozen=True)
+class Pages:
+    """The logged page views flattened: one observation per note shown, in page order."""
 
-    # Flatten: one observation per note shown.
+    starts: np.ndarray  # first observation of each page view, plus the total at the end
+    rank: np.ndarray  # 0-based rank of each observation
+    click: np.ndarray  # bool per observation
+    session_query: np.ndarray  # query index of each page view
+    pair: np.ndarray  # (query, note) pair index of each observation
+    pairs: list[tuple[str, str]]  # the distinct (query, note) pairs
+    n_queries: int
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.starts)
+
+    @property
+    def n_ranks(self) -> int:
+        return int(self.lengths.max())
+
+    @property
+    def session_of(self) -> np.ndarray:
+        """Page view of each observation."""
+        return np.repeat(np.arange(len(self.lengths)), self.lengths)
+
+
+def _flatten(data: SearchSessions) -> Pages:
     lengths = np.array([len(n) for n in data.notes], dtype=np.int64)
-    starts = np.concatenate([[0], np.cumsum(lengths)])
-    rank = np.concatenate([np.arange(k) for k in lengths])
-    click = np.concatenate([np.asarray(c, dtype=bool) for c in data.clicks])
     query_ids: dict[str, int] = {}
     session_query = np.array([query_ids.setdefault(q, len(query_ids)) for q in data.queries], dtype=np.int64)
     pair_ids: dict[tuple[str, str], int] = {}
@@ -170,16 +163,26 @@ def replay_search(
         ],
         dtype=np.int64,
     )
-    pairs = list(pair_ids)
-    n_ranks = int(lengths.max())
+    return Pages(
+        starts=np.concatenate([[0], np.cumsum(lengths)]),
+        rank=np.concatenate([np.arange(k) for k in lengths]),
+        click=np.concatenate([np.asarray(c, dtype=bool) for c in data.clicks]),
+        session_query=session_query,
+        pair=pair,
+        pairs=list(pair_ids),
+        n_queries=len(query_ids),
+    )
 
-    # Relevance of each distinct pair: the matcher runs once per pair (cached by bundle and note text).
-    t0 = time.perf_counter()
-    scored_by_model = 0
+
+def _pair_scores(
+    matcher: object, pairs: list[tuple[str, str]], notes: NotesIndex, cache: ScoreCache
+) -> tuple[str, np.ndarray, int]:
+    """(matcher label, relevance of each distinct pair, pairs the model scored). A `NoteQueryMatcher` runs once
+    per pair not cached (by bundle, query, note and note text); a plain function scores every pair."""
     if hasattr(matcher, "score_pairs") and hasattr(matcher, "bundle"):
         fingerprint = matcher_fingerprint(matcher)
         label = f"{matcher.bundle.name} {matcher.bundle.version}"
-        found = load_notes(notes_index.path, {n for _, n in pairs})
+        found = load_notes(notes.path, {n for _, n in pairs})
         hashes = {n: text_hash(note.text) for n, note in found.items()}
         keys = pa.array([f"{q}\x1f{n}\x1f{hashes[n]}" for q, n in pairs], type=pa.string())
 
@@ -195,48 +198,40 @@ def replay_search(
 
         before = cache.model_calls.get(fingerprint, 0)
         scores = cache.scores(fingerprint, ("score",), keys, compute)[:, 0].astype(np.float64)
-        scored_by_model = cache.model_calls[fingerprint] - before
-    elif callable(matcher):
+        return label, scores, cache.model_calls[fingerprint] - before
+    if callable(matcher):
         label = getattr(matcher, "__name__", "custom scorer")
-        found = load_notes(notes_index.path, {n for _, n in pairs})
+        found = load_notes(notes.path, {n for _, n in pairs})
         scores = np.asarray(matcher([(q, found[n]) for q, n in pairs]), dtype=np.float64)
-        scored_by_model = len(pairs)
         if scores.shape != (len(pairs),):
             raise ReplayInputError(f"the pair scorer returned {scores.shape} scores for {len(pairs)} pairs")
-    else:
-        raise ReplayInputError("matcher must be a NoteQueryMatcher or a function scoring (query, Note) pairs")
-    timings["matching"] = time.perf_counter() - t0
+        return label, scores, len(pairs)
+    raise ReplayInputError("matcher must be a NoteQueryMatcher or a function scoring (query, Note) pairs")
 
-    # Relevance bins: quantiles of the pair scores.
-    t0 = time.perf_counter()
-    edges = np.unique(np.quantile(scores, np.linspace(0.0, 1.0, settings.relevance_bins + 1)))
-    pair_bin = np.clip(np.searchsorted(edges, scores, side="right") - 1, 0, max(len(edges) - 2, 0))
-    fit = fit_pbm(
-        rank,
-        pair,
-        click,
-        pair_bin,
-        n_ranks=n_ranks,
-        attractiveness=settings.attractiveness,
-        prior_strength=settings.prior_strength,
-        max_iter=settings.max_iter,
-        tol=settings.tol,
-    )
-    timings["click_model"] = time.perf_counter() - t0
 
-    # New ranking: sort each page by score, ties in logged order.
-    obs_score = scores[pair]
-    session_of = np.repeat(np.arange(len(lengths)), lengths)
-    order = np.lexsort((rank, -obs_score, session_of))
-    new_pair = pair[order]
-    reordered = np.add.reduceat((new_pair != pair).astype(np.int64), starts[:-1]) > 0
+@dataclass(frozen=True)
+class Reranked:
+    """Each page sorted by score, ties in logged order: `order` maps new positions to logged observations."""
 
-    p_logged = session_click_probability(fit, starts, rank, pair)
-    p_new = session_click_probability(fit, starts, rank, new_pair)
-    clicked = np.add.reduceat(click.astype(np.int64), starts[:-1]) > 0
+    order: np.ndarray
+    pair: np.ndarray  # pair at each new position
+    reordered: np.ndarray  # per page view: did the order change
 
-    # Query bootstrap: per-query sums, Poisson weights per query.
-    n_q = len(query_ids)
+
+def _rerank(pages: Pages, scores: np.ndarray) -> Reranked:
+    order = np.lexsort((pages.rank, -scores[pages.pair], pages.session_of))
+    new_pair = pages.pair[order]
+    reordered = np.add.reduceat((new_pair != pages.pair).astype(np.int64), pages.starts[:-1]) > 0
+    return Reranked(order, new_pair, reordered)
+
+
+def _cpr_estimates(pages: Pages, fit: PBMFit, new: Reranked, settings: SearchSettings) -> dict[str, Estimate]:
+    """Click page rates of both rankings (modelled) and of the log (observed), with the query bootstrap:
+    per-query sums, Poisson weights per query."""
+    p_logged = session_click_probability(fit, pages.starts, pages.rank, pages.pair)
+    p_new = session_click_probability(fit, pages.starts, pages.rank, new.pair)
+    clicked = np.add.reduceat(pages.click.astype(np.int64), pages.starts[:-1]) > 0
+    n_q, session_query = pages.n_queries, pages.session_query
     per_query = np.stack(
         [
             np.bincount(session_query, weights=p_logged, minlength=n_q),
@@ -247,9 +242,7 @@ def replay_search(
         axis=1,
     )
     total = per_query.sum(axis=0)
-    boot = None
-    if settings.bootstrap:
-        boot = poisson_weights(n_q, settings.bootstrap, settings.seed) @ per_query
+    boot = poisson_weights(n_q, settings.bootstrap, settings.seed) @ per_query if settings.bootstrap else None
     conf = settings.confidence
 
     def est(num: int, den: int = 3, *, minus: int | None = None) -> Estimate:
@@ -262,10 +255,21 @@ def replay_search(
         return estimate(float(value), samples, conf)
 
     change_samples = ratio(boot[:, 1], boot[:, 0]) - 1.0 if boot is not None else None
-    change = estimate(float(total[1] / total[0] - 1.0) if total[0] else float("nan"), change_samples, conf)
+    return {
+        "observed_cpr_logged": est(2),
+        "model_cpr_logged": est(0),
+        "model_cpr_new": est(1),
+        "change": estimate(float(total[1] / total[0] - 1.0) if total[0] else float("nan"), change_samples, conf),
+        "difference": est(1, minus=0),
+    }
 
-    # Calibration by rank, attractiveness by bin.
-    predicted = fit.click_probability(rank, pair)
+
+def _calibration(
+    pages: Pages, fit: PBMFit, edges: np.ndarray, pair_bin: np.ndarray
+) -> tuple[list[RankStat], list[BinStat]]:
+    """Observed vs predicted click-through by rank; attractiveness by relevance bin."""
+    rank, click, n_ranks = pages.rank, pages.click, pages.n_ranks
+    predicted = fit.click_probability(rank, pages.pair)
     n_rank = np.bincount(rank, minlength=n_ranks)
     ranks = [
         RankStat(
@@ -277,7 +281,7 @@ def replay_search(
         )
         for k in range(n_ranks)
     ]
-    obs_bin = pair_bin[pair]
+    obs_bin = pair_bin[pages.pair]
     bins = [
         BinStat(
             bin=b,
@@ -288,26 +292,86 @@ def replay_search(
         )
         for b in range(len(fit.alpha_bin))
     ]
+    return ranks, bins
 
-    # Offline relevance of both rankings where judgments exist.
+
+def _ndcg(
+    pages: Pages, new: Reranked, grades: Mapping[tuple[str, str], int]
+) -> tuple[float | None, float | None, float]:
+    """(NDCG of the logged ranking, of the new one, share of shown pairs judged); gain = grade + 1."""
+    pair, starts, rank = pages.pair, pages.starts, pages.rank
+    pair_grade = np.array([grades.get(p, -2) for p in pages.pairs], dtype=np.int64)
+    judged = pair_grade[pair] > -2
+    gain = np.where(judged, pair_grade[pair] + 1, 0).astype(np.float64)  # grades -1..3 -> gains 0..4
+    gain_new = np.where(judged[new.order], gain[new.order], 0.0)
+    ideal_gain = gain[np.lexsort((-gain, pages.session_of))]
+    dcg_ideal = _dcg(ideal_gain, starts, rank)
+    has = dcg_ideal > 0
+    if not has.any():
+        return None, None, float(judged.mean())
+    ndcg_logged = float((_dcg(gain, starts, rank)[has] / dcg_ideal[has]).mean())
+    ndcg_new = float((_dcg(gain_new, starts, rank)[has] / dcg_ideal[has]).mean())
+    return ndcg_logged, ndcg_new, float(judged.mean())
+
+
+def replay_search(
+    sessions: str | Path | SearchSessions,
+    notes: str | Path,
+    matcher: object,
+    *,
+    judgments: str | Path | Mapping[tuple[str, str], int] | None = None,
+    settings: SearchSettings | None = None,
+    cache: ScoreCache | None = None,
+) -> SearchResult:
+    """Replay search page views under `matcher` (a `NoteQueryMatcher`, or a function scoring (query, Note)
+    pairs); see the module docstring for the estimator and its assumptions."""
+    settings = settings or SearchSettings()
+    cache = cache or ScoreCache()
+    started = time.perf_counter()
+    timings: dict[str, float] = {}
+    notes_index = read_notes(notes)
+    data = (
+        sessions
+        if isinstance(sessions, SearchSessions)
+        else read_sessions(sessions, notes=notes_index, max_page=settings.max_page)
+    )
+    if len(data) == 0:
+        raise ReplayInputError(f"no valid search session: {data.issues.summary()}")
+    inputs = {"search sessions": data.issues, "notes": notes_index.issues}
+    pages = _flatten(data)
+
+    t0 = time.perf_counter()
+    label, scores, scored_by_model = _pair_scores(matcher, pages.pairs, notes_index, cache)
+    timings["matching"] = time.perf_counter() - t0
+
+    # Relevance bins (quantiles of the pair scores), then the click model.
+    t0 = time.perf_counter()
+    edges = np.unique(np.quantile(scores, np.linspace(0.0, 1.0, settings.relevance_bins + 1)))
+    pair_bin = np.clip(np.searchsorted(edges, scores, side="right") - 1, 0, max(len(edges) - 2, 0))
+    fit = fit_pbm(
+        pages.rank,
+        pages.pair,
+        pages.click,
+        pair_bin,
+        n_ranks=pages.n_ranks,
+        attractiveness=settings.attractiveness,
+        prior_strength=settings.prior_strength,
+        max_iter=settings.max_iter,
+        tol=settings.tol,
+    )
+    timings["click_model"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    new = _rerank(pages, scores)
+    cpr = _cpr_estimates(pages, fit, new, settings)
+    ranks, bins = _calibration(pages, fit, edges, pair_bin)
     ndcg_logged = ndcg_new = judged_share = None
     if judgments is not None:
         if isinstance(judgments, (str, Path)):
-            grades, j_issues = read_judgments(judgments)
-            inputs["judgments"] = j_issues
+            grades, inputs["judgments"] = read_judgments(judgments)
         else:
             grades = dict(judgments)
-        pair_grade = np.array([grades.get(p, -2) for p in pairs], dtype=np.int64)
-        judged = pair_grade[pair] > -2
-        judged_share = float(judged.mean())
-        gain = np.where(judged, pair_grade[pair] + 1, 0).astype(np.float64)  # grades -1..3 -> gains 0..4
-        gain_new = np.where(judged[order], gain[order], 0.0)
-        ideal_gain = gain[np.lexsort((-gain, session_of))]
-        dcg_ideal = _dcg(ideal_gain, starts, rank)
-        has = dcg_ideal > 0
-        if has.any():
-            ndcg_logged = float((_dcg(gain, starts, rank)[has] / dcg_ideal[has]).mean())
-            ndcg_new = float((_dcg(gain_new, starts, rank)[has] / dcg_ideal[has]).mean())
+        ndcg_logged, ndcg_new, judged_share = _ndcg(pages, new, grades)
     timings["estimate"] = time.perf_counter() - t0
     timings["total"] = time.perf_counter() - started
 
@@ -316,15 +380,11 @@ def replay_search(
         matcher=label,
         inputs=inputs,
         sessions=len(data),
-        queries=n_q,
-        pairs=len(pairs),
+        queries=pages.n_queries,
+        pairs=len(pages.pairs),
         pairs_scored_by_model=int(scored_by_model),
-        sessions_reordered=float(reordered.mean()),
-        observed_cpr_logged=est(2),
-        model_cpr_logged=est(0),
-        model_cpr_new=est(1),
-        change=change,
-        difference=est(1, minus=0),
+        sessions_reordered=float(new.reordered.mean()),
+        **cpr,
         ndcg_logged=ndcg_logged,
         ndcg_new=ndcg_new,
         judged_share=judged_share,

@@ -25,6 +25,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field
 
+from redone_sdk.labeled_data import DATA_SOURCES, default_data_dir, harm_examples, querycorr_examples
 from redone_sdk.replay.schemas import JUDGMENTS_SCHEMA, LABELS_SCHEMA, NOTES_SCHEMA, SESSIONS_SCHEMA
 
 __all__ = ["SynthConfig", "synthesize", "write_impressions", "true_examination", "TRUE_ATTRACTIVENESS"]
@@ -232,8 +233,6 @@ def _bad_impressions(
 
 
 def _harm_pool(data_dir: Path, sources: tuple[str, ...]) -> list[tuple[str, str, str]]:
-    from redone_sdk.training.datasets import harm_examples
-
     pool = []
     for source in sources:
         lang = "en" if source == "davidson" else "zh"
@@ -243,8 +242,6 @@ def _harm_pool(data_dir: Path, sources: tuple[str, ...]) -> list[tuple[str, str,
 
 
 def _search_pairs(data_dir: Path, split: str) -> list[tuple[str, str, int]]:
-    from redone_sdk.training.datasets import querycorr_examples
-
     splits = ("dev",) if split == "dev" else ("train", "dev")
     out = []
     for s in splits:
@@ -259,8 +256,6 @@ def synthesize(out_dir: str | Path, config: SynthConfig | None = None, *, data_d
     Files: `impressions.parquet`, `notes.parquet`, `labels.parquet`, `sessions.parquet`,
     `judgments.parquet`, `synth.json` (the settings, the true click model and the data licenses).
     """
-    from redone_sdk.training.datasets import DATA_SOURCES, default_data_dir
-
     config = config or SynthConfig()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from redone_sdk.inference.backend import BackendInfo
 from redone_sdk.policy import CategoryRule, Policy
 from redone_sdk.replay.arms import ACTION_NAMES, Arm, NoteScores, ScoreCache, decide_actions
 from redone_sdk.replay.schemas import ReplayInputError
@@ -61,6 +62,7 @@ class CountingModerator:
         self.bundle = SimpleNamespace(name=name, version="1", manifest=manifest)
         self.policy = Policy(default=CategoryRule(review=0.5, block=0.9))
         self.seen: list[str] = []
+        self.backend_info = BackendInfo(name="onnx", precision="int8", providers=("CPUExecutionProvider",))
 
     def classify_batch(self, notes: list[Note]) -> list[ModerationResult]:
         self.seen += [n.note_id for n in notes]

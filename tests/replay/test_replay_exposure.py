@@ -273,7 +273,7 @@ def test_clear_errors(hand_log: dict[str, Path], tmp_path: Path) -> None:
 def test_real_bundle_scores_each_note_once(tiny_bundle: Path, hand_log: dict[str, Path], tmp_path: Path) -> None:
     from redone_sdk import Moderator
     from redone_sdk.replay import ScoreCache
-    from redone_sdk.replay.io import load_notes
+    from redone_sdk.replay.notes import load_notes
 
     moderator = Moderator.load(tiny_bundle)
     strict = moderator.with_policy(Policy(name="strict", default=CategoryRule(review=0.0, block=0.0)))

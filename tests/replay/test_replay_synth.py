@@ -6,7 +6,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from redone_sdk.replay import Arm, SynthConfig, replay_exposure, synthesize
-from redone_sdk.replay.io import read_judgments, read_labels, read_notes, read_sessions
+from redone_sdk.replay.labels import read_labels
+from redone_sdk.replay.notes import read_notes
+from redone_sdk.replay.sessions import read_judgments, read_sessions
 
 SMALL = {"users": 300, "notes": 400, "impressions": 20_000, "days": 3, "search_sessions": 300}
 

@@ -1,0 +1,124 @@
+"""What an exposure replay is told and what it finds: its settings and its results (`exposure.json` holds an
+`ExposureResult`; `ExposureResult.model_validate_json` reads it back)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from redone_sdk.replay.bootstrap import Estimate
+from redone_sdk.replay.impressions import DEFAULT_BATCH_ROWS
+from redone_sdk.replay.schemas import TableIssues
+
+__all__ = ["ExposureSettings", "ExposureResult", "ArmResult", "DayArm", "DayResult", "SweepPoint", "Sweep"]
+
+
+class ExposureSettings(BaseModel):
+    """How the exposure replay runs; every field is written into the result and the report."""
+
+    model_config = ConfigDict(frozen=True)
+
+    review_delay: timedelta = Field(default=timedelta(hours=6), description="Default time from review to removal.")
+    review_clock: Literal["created_at", "first_exposure"] = Field(
+        default="created_at",
+        description="When a note enters review: its created_at (else first exposure), or its first exposure.",
+    )
+    unlabeled_review: Literal["keep", "remove"] = Field(
+        default="keep",
+        description="Reviewed notes without ground truth: keep their exposures, or remove them after the delay.",
+    )
+    bootstrap: int = Field(default=1000, ge=0, description="Bootstrap replicates (0: no intervals).")
+    confidence: float = Field(default=0.95, gt=0.0, lt=1.0)
+    seed: int = 0
+    user_buckets: int = Field(default=4096, ge=1, description="Users are hashed into this many bootstrap clusters.")
+    batch_rows: int = Field(default=DEFAULT_BATCH_ROWS, ge=1)
+    surfaces: tuple[str, ...] | None = Field(default=None, description="Keep only these surfaces (None: all).")
+    sweep_points: int = Field(default=25, ge=0)
+    spill_dir: str | None = Field(
+        default=None, description="Folder for pass 1's temporary columns (default: the system's)."
+    )
+
+
+class ArmResult(BaseModel):
+    name: str
+    description: str
+    is_control: bool
+    policy: dict | None = None
+    review_delay_s: float
+    exposures: int = Field(description="Exposures kept (labeled or not).")
+    labeled_exposures: int = Field(description="Exposures kept of notes with ground truth.")
+    harmful_exposures: int = Field(description="Exposures kept of harmful notes.")
+    removed_by_block: int
+    removed_by_review: int
+    benign_exposures_removed: int = Field(description="Exposures of benign notes removed (over-removal).")
+    harmful_exposures_removed: int
+    unlabeled_exposures_removed: int
+    notes_actioned: int = Field(description="Notes of the log the policy blocks or sends to review.")
+    notes_blocked: int
+    notes_reviewed: int
+    notes_removed_after_review: int = Field(description="Reviewed notes whose reviewer agreed (harmful).")
+    benign_notes_blocked: int
+    harmful_notes_missed: int = Field(description="Harmful notes of the log the policy allows.")
+    harmful_exposure_rate: Estimate
+    benign_removed_share: Estimate = Field(description="Benign exposures removed / benign exposures logged.")
+    change_vs_control: Estimate = Field(description="Relative change of the harmful exposure rate vs control.")
+    difference_vs_control: Estimate = Field(description="Harmful exposure rate minus control's (absolute).")
+
+
+class DayArm(BaseModel):
+    harmful_exposure_rate: Estimate
+    change_vs_control: Estimate
+    exposures: int
+
+
+class DayResult(BaseModel):
+    day: str
+    logged_exposures: int
+    arms: dict[str, DayArm]
+
+
+class SweepPoint(BaseModel):
+    threshold: float | None = Field(description="Block threshold of every category (None: an arm's own policy).")
+    harmful_exposure_rate: float | None
+    benign_removed_share: float | None
+    benign_exposures_removed: int
+    harmful_exposures_removed: int
+    notes_actioned: int
+
+
+class Sweep(BaseModel):
+    source: str = Field(description="The scores swept: a bundle, or an arm's precomputed scores.")
+    rule: str
+    points: list[SweepPoint]
+    arm_points: dict[str, SweepPoint]
+
+
+class ExposureResult(BaseModel):
+    """Everything the exposure replay found; `model_dump_json()` is what `exposure.json` holds."""
+
+    kind: Literal["exposure"] = "exposure"
+    settings: ExposureSettings
+    control: str
+    inputs: dict[str, TableIssues]
+    period_start: str
+    period_end: str
+    logged_exposures: int
+    labeled_exposures: int
+    harmful_exposures: int
+    label_coverage: float | None = Field(description="Share of logged exposures whose note has ground truth.")
+    distinct_notes: int
+    distinct_users: int = Field(description="Distinct users (HyperLogLog estimate of distinct user-id hashes, ~1 %).")
+    user_clusters: int
+    scoring: dict[str, dict[str, int | str]] = Field(description="Per bundle: notes scored by the model, from cache.")
+    arms: list[ArmResult]
+    days: list[DayResult]
+    sweeps: list[Sweep]
+    timings_s: dict[str, float]
+
+    def arm(self, name: str) -> ArmResult:
+        for arm in self.arms:
+            if arm.name == name:
+                return arm
+        raise KeyError(name)

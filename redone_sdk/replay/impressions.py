@@ -1,0 +1,310 @@
+"""The impression log of a replay, streamed in batches of valid rows as numpy arrays.
+
+Parquet is read vectorized (Arrow → numpy) `batch_rows` rows at a time, so a log larger than memory streams
+through; JSON lines are converted line by line into the same canonical batches. Every rule is checked
+vectorized and each bad row is counted in a `TableIssues` under the first rule it breaks.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from redone_sdk.replay.columns import (
+    MAX_EPOCH_S,
+    MIN_EPOCH_S,
+    PerDictionary,
+    as_epoch_seconds,
+    empty_strings,
+    epoch_seconds,
+    is_text,
+    null_mask,
+)
+from redone_sdk.replay.formats import detect_format, open_text, parquet_files, parquet_schema
+from redone_sdk.replay.hashing import string_hash64
+from redone_sdk.replay.notes import NotesIndex
+from redone_sdk.replay.schemas import IMPRESSION_COLUMNS, ReplayInputError, TableIssues
+
+__all__ = ["DEFAULT_BATCH_ROWS", "ImpressionBatch", "iter_impressions"]
+
+DEFAULT_BATCH_ROWS = 1 << 18
+
+
+@dataclass
+class ImpressionBatch:
+    """Valid impressions of one batch as numpy arrays (only rows that passed every check)."""
+
+    timestamp: np.ndarray  # int64 epoch seconds (UTC)
+    user_hash: np.ndarray  # uint64, `string_hash64` of the user id
+    note: np.ndarray  # int64 row of the note in the `NotesIndex`
+    position: np.ndarray  # int32, 1-based
+    click: np.ndarray  # bool
+
+    def __len__(self) -> int:
+        return len(self.timestamp)
+
+
+_REASONS = (
+    "missing timestamp",
+    "unparseable timestamp",
+    "timestamp out of range (2000-2100, epoch seconds)",
+    "missing user",
+    "missing note",
+    "missing surface",
+    "missing position",
+    "position not a positive integer",
+    "missing click",
+    "click not 0/1",
+    "note not in notes table",
+)
+
+
+def _integers(array: pa.Array, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """(values as int64, not-an-integer mask) of an integer, boolean or float column."""
+    column_type = array.type
+    if pa.types.is_integer(column_type) or pa.types.is_boolean(column_type):
+        return array.cast(pa.int64()).fill_null(0).to_numpy(zero_copy_only=False), np.zeros(len(array), dtype=bool)
+    if pa.types.is_floating(column_type):
+        values = array.fill_null(0).to_numpy(zero_copy_only=False)
+        bad = ~np.isfinite(values) | (values != np.round(values))
+        return np.where(bad, -1, values).astype(np.int64), bad
+    raise ReplayInputError(f"impressions column {name!r} has type {column_type}; expected integers")
+
+
+def _strings(array: pa.Array, name: str) -> pa.Array:
+    column_type = array.type
+    if pa.types.is_string(column_type) or pa.types.is_dictionary(column_type):
+        return array
+    if pa.types.is_large_string(column_type) or pa.types.is_integer(column_type):
+        return array.cast(pa.string())
+    raise ReplayInputError(f"impressions column {name!r} has type {column_type}; expected strings (or integer ids)")
+
+
+def _surface_mask(array: pa.Array, surfaces: tuple[str, ...]) -> np.ndarray:
+    keep = pc.is_in(array, value_set=pa.array(list(surfaces), type=pa.string()))
+    return keep.fill_null(False).to_numpy(zero_copy_only=False)
+
+
+class _BatchValidator:
+    """Checks batches of one log against the notes table; a dictionary-encoded id column is mapped (note rows)
+    or hashed (users) once per dictionary, for as long as the following batches carry an equal one."""
+
+    def __init__(self, notes: NotesIndex, issues: TableIssues, surfaces: tuple[str, ...] | None) -> None:
+        self.issues = issues
+        self.surfaces = surfaces
+        self.note_rows = PerDictionary(notes.rows_of, null_value=-1)
+        self.user_hashes = PerDictionary(string_hash64, null_value=0)
+
+    def __call__(
+        self,
+        batch: pa.RecordBatch,
+        row_base: int = 0,
+        pre_reasons: np.ndarray | None = None,
+        row_numbers: np.ndarray | None = None,
+    ) -> ImpressionBatch:
+        """Check every rule vectorized; count each bad row under its first failed rule."""
+        issues, surfaces = self.issues, self.surfaces
+        n = batch.num_rows
+        col = {name: batch.column(name) for name in IMPRESSION_COLUMNS}
+        reason = np.zeros(n, dtype=np.int16) if pre_reasons is None else pre_reasons.astype(np.int16, copy=True)
+        base = 1000  # codes of `_REASONS` start here; lower ones come from the JSON reader
+
+        def mark(mask: np.ndarray, name: str) -> None:
+            reason[(reason == 0) & mask] = base + _REASONS.index(name)
+
+        ts_type = col["timestamp"].type
+        seconds, unparseable = epoch_seconds(col["timestamp"], ts_type)
+        mark(null_mask(col["timestamp"]), "missing timestamp")
+        mark(unparseable, "unparseable timestamp")
+        mark((seconds < MIN_EPOCH_S) | (seconds >= MAX_EPOCH_S), "timestamp out of range (2000-2100, epoch seconds)")
+        user = _strings(col["user"], "user")
+        mark(null_mask(user) | empty_strings(user), "missing user")
+        note = _strings(col["note"], "note")
+        mark(null_mask(note) | empty_strings(note), "missing note")
+        surface = _strings(col["surface"], "surface")
+        mark(null_mask(surface) | empty_strings(surface), "missing surface")
+        position, not_int = _integers(col["position"], "position")
+        mark(null_mask(col["position"]), "missing position")
+        mark(not_int | (position < 1) | (position > np.iinfo(np.int32).max), "position not a positive integer")
+        click, click_not_int = _integers(col["click"], "click")
+        mark(null_mask(col["click"]), "missing click")
+        mark(click_not_int | ((click != 0) & (click != 1)), "click not 0/1")
+        note_row = self.note_rows(note)
+        mark(note_row < 0, "note not in notes table")
+
+        bad = reason != 0
+        if bad.any():
+            codes, counts = np.unique(reason[bad], return_counts=True)
+            for code, count in zip(codes.tolist(), counts.tolist(), strict=True):
+                name = _reason_name(code, base)
+                first = int(np.flatnonzero(reason == code)[0])
+                row = int(row_numbers[first]) if row_numbers is not None else row_base + first
+                issues.add(name, count, row=row, value=_row_preview(batch, first))
+        good = ~bad
+        if surfaces is not None:
+            on_surface = _surface_mask(surface, surfaces)
+            issues.rows_filtered += int((good & ~on_surface).sum())
+            good &= on_surface
+        issues.rows_used += int(good.sum())
+        if good.all():
+            user_hash = self.user_hashes(user)
+            return ImpressionBatch(seconds, user_hash, note_row, position.astype(np.int32), click.astype(bool))
+        keep = np.flatnonzero(good)
+        user_hash = self.user_hashes(user.take(pa.array(keep))) if len(keep) else np.zeros(0, dtype=np.uint64)
+        return ImpressionBatch(
+            seconds[keep], user_hash, note_row[keep], position[keep].astype(np.int32), click[keep].astype(bool)
+        )
+
+
+_JSON_REASONS: list[str] = []
+
+
+def _json_reason_code(name: str) -> int:
+    if name not in _JSON_REASONS:
+        _JSON_REASONS.append(name)
+    return 1 + _JSON_REASONS.index(name)
+
+
+def _reason_name(code: int, base: int) -> str:
+    return _REASONS[code - base] if code >= base else _JSON_REASONS[code - 1]
+
+
+def _row_preview(batch: pa.RecordBatch, index: int) -> str:
+    values = {name: batch.column(name)[index].as_py() for name in IMPRESSION_COLUMNS}
+    return json.dumps(values, default=str, ensure_ascii=False)
+
+
+_JSON_TYPES = {
+    "timestamp": pa.int64(),
+    "user": pa.string(),
+    "note": pa.string(),
+    "surface": pa.string(),
+    "position": pa.int64(),
+    "click": pa.int64(),
+}
+
+
+def _json_value(name: str, value: Any) -> tuple[Any, str | None]:
+    """Convert one JSON value to the canonical column type; (None, reason) when it cannot be."""
+    if value is None:
+        return None, None  # counted as "missing …" by the vectorized checks
+    if name == "timestamp":
+        seconds = as_epoch_seconds(value)
+        return (seconds, None) if seconds is not None else (None, "unparseable timestamp")
+    if name in ("user", "note", "surface"):
+        if isinstance(value, str):
+            return value, None
+        if isinstance(value, int) and not isinstance(value, bool):
+            return str(value), None
+        return None, f"{name} not a string"
+    if name == "position":
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value, None
+        if isinstance(value, float) and value.is_integer():
+            return int(value), None
+        return None, "position not a positive integer"
+    if isinstance(value, bool):  # click
+        return int(value), None
+    if isinstance(value, (int, float)) and value in (0, 1):
+        return int(value), None
+    return None, "click not 0/1"
+
+
+def _jsonl_batches(
+    path: Path, issues: TableIssues, batch_rows: int
+) -> Iterator[tuple[pa.RecordBatch, np.ndarray, np.ndarray]]:
+    """(canonical batch, pre-assigned reason codes, line numbers) per chunk of lines."""
+    ignored: set[str] = set()
+
+    def flush(columns: dict[str, list], reasons: list[int], lines: list[int]):
+        arrays = [pa.array(columns[name], type=_JSON_TYPES[name]) for name in IMPRESSION_COLUMNS]
+        batch = pa.RecordBatch.from_arrays(arrays, names=list(IMPRESSION_COLUMNS))
+        return batch, np.array(reasons, dtype=np.int16), np.array(lines, dtype=np.int64)
+
+    columns: dict[str, list] = {name: [] for name in IMPRESSION_COLUMNS}
+    reasons: list[int] = []
+    lines: list[int] = []
+    with open_text(path) as handle:
+        try:
+            for number, line in enumerate(handle, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    issues.rows_read += 1
+                    issues.add("not JSON", row=number, value=f"{exc.msg} at column {exc.colno}")
+                    continue
+                if not isinstance(record, dict):
+                    issues.rows_read += 1
+                    issues.add("not a JSON object", row=number, value=type(record).__name__)
+                    continue
+                code = 0
+                for name in IMPRESSION_COLUMNS:
+                    value, problem = _json_value(name, record.get(name))
+                    if problem is not None and code == 0:
+                        code = _json_reason_code(problem)
+                    columns[name].append(value)
+                if len(record) > len(IMPRESSION_COLUMNS) or any(k not in _JSON_TYPES for k in record):
+                    ignored.update(k for k in record if k not in _JSON_TYPES)
+                reasons.append(code)
+                lines.append(number)
+                if len(lines) >= batch_rows:
+                    yield flush(columns, reasons, lines)
+                    columns = {name: [] for name in IMPRESSION_COLUMNS}
+                    reasons, lines = [], []
+        except UnicodeDecodeError as exc:
+            raise ReplayInputError(f"{path} is not UTF-8 text: {exc}") from None
+    if lines:
+        yield flush(columns, reasons, lines)
+    issues.ignored_columns = sorted(ignored)
+
+
+def iter_impressions(
+    path: str | Path,
+    notes: NotesIndex,
+    issues: TableIssues,
+    *,
+    batch_rows: int = DEFAULT_BATCH_ROWS,
+    surfaces: Iterable[str] | None = None,
+) -> Iterator[ImpressionBatch]:
+    """Stream the impression log in batches of valid rows; bad rows are counted in `issues`.
+
+    A Parquet log is read `batch_rows` rows at a time, so memory stays bounded whatever the log's size. Note
+    ids are read dictionary-encoded (the dictionary is mapped to notes once), user ids as plain text (hashed).
+    """
+    path = Path(path)
+    validate = _BatchValidator(notes, issues, tuple(surfaces) if surfaces is not None else None)
+    fmt = detect_format(path)
+    if fmt == "jsonl":
+        for batch, pre, lines in _jsonl_batches(path, issues, batch_rows):
+            issues.rows_read += batch.num_rows
+            yield validate(batch, pre_reasons=pre, row_numbers=lines)
+        return
+    files = parquet_files(path)
+    row = 0
+    for file in files:
+        schema = parquet_schema([file])
+        names = schema.names
+        missing = [c for c in IMPRESSION_COLUMNS if c not in names]
+        if missing:
+            raise ReplayInputError(f"impression log {file} lacks column(s) {missing}; it has {names}")
+        # Note ids and surfaces stay dictionary-encoded (mapped once per dictionary); user ids come as text.
+        encoded = [c for c in ("note", "surface") if is_text(schema.field(c).type)]
+        try:
+            handle = pq.ParquetFile(file, read_dictionary=encoded)
+        except (OSError, pa.ArrowInvalid) as exc:
+            raise ReplayInputError(f"{file} is not a readable Parquet file: {exc}") from None
+        issues.ignored_columns = sorted(set(issues.ignored_columns) | (set(names) - set(IMPRESSION_COLUMNS)))
+        for batch in handle.iter_batches(batch_size=batch_rows, columns=list(IMPRESSION_COLUMNS), use_threads=False):
+            issues.rows_read += batch.num_rows
+            yield validate(batch, row)
+            row += batch.num_rows
