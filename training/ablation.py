@@ -20,10 +20,11 @@ from pathlib import Path
 from typing import Any
 
 from redone_sdk.training.config import PipelineConfig
+from redone_sdk.training.evaluate import harm_set_metrics
 from redone_sdk.training.pipeline import run_stage
 from redone_sdk.training.stages.common import is_done, log, stage_dir
 from redone_sdk.training.stages.data import load_dev, training_mixture
-from redone_sdk.training.stages.evaluate import evaluate_model, harm_set_metrics
+from redone_sdk.training.stages.evaluate import evaluate_model
 
 __all__ = ["PARTS", "VARIANTS", "run_ablation", "render_table"]
 

@@ -14,7 +14,8 @@ from typing import Any
 from tokenizers import Tokenizer
 
 from redone_sdk.bundle.manifest import LabelSpec, TaskSpec
-from redone_sdk.inference.encoding import PromptEncoder, load_tokenizer
+from redone_sdk.bundle.tokenizer import load_tokenizer
+from redone_sdk.inference.encoding import PromptEncoder
 from redone_sdk.training.config import PipelineConfig
 from redone_sdk.training.tasks import END_TOKEN, PAD_TOKEN, answer_token, build_task_specs
 from redone_sdk.training.tokenizer import special_tokens

@@ -1,7 +1,9 @@
-"""`redone train …`: one subcommand per stage, plus `all` and `ablation` (also `python -m redone_sdk.training`).
+"""`redone train …`: one subcommand per stage (`stages/registry.py`), plus `all`, `ablation`, `eval-bundle` and
+`show-config` (also `python -m redone_sdk.training`).
 
-Every subcommand reads `--config FILE` (a typed JSON file, see `training/configs/`) and takes one flag per
-config field it uses. Runs are resumable: finished stages are skipped, trainers resume from checkpoints.
+Every subcommand reads `--config FILE` (a typed JSON file, see `training/configs/`; without it, the defaults,
+which are the default preset) and takes one flag per config field it uses. Runs are resumable: finished
+stages are skipped, trainers resume from checkpoints.
 Multi-GPU: `accelerate launch -m redone_sdk.training sft --config training/configs/gpu.json`.
 """
 
@@ -15,20 +17,9 @@ import sys
 from pathlib import Path
 
 from redone_sdk.training.config import add_section_arguments, config_from_args
+from redone_sdk.training.stages.registry import STAGES, all_sections
 
 __all__ = ["register", "main"]
-
-# stage -> (its own section, the other sections it reads)
-_STAGE_SECTIONS: dict[str, tuple[str | None, tuple[str, ...], str]] = {
-    "data": ("data", (), "Build the CPT corpus and the multi-task instruction data."),
-    "init": ("model", ("data",), "Train the tokenizer and build a fresh model, or load --init-from."),
-    "cpt": ("cpt", ("model",), "Continued pretraining on the packed corpus."),
-    "sft": ("sft", ("data", "model"), "Multi-task supervised fine-tuning (full or LoRA)."),
-    "dpo": ("dpo", ("data", "model"), "DPO on pairs mined from the SFT model's mistakes."),
-    "eval": (None, ("data", "model"), "Dev metrics of the pipeline's latest model."),
-    "export": ("export", ("data", "model", "cpt", "sft", "dpo"), "ONNX graphs (fp32, int8, generation) and bundles."),
-}
-_ALL_SECTIONS = ("data", "model", "cpt", "sft", "dpo", "export")
 
 
 def _setup_logging() -> None:
@@ -60,6 +51,11 @@ def _run_all(args: argparse.Namespace) -> int:
     return 0
 
 
+def _show_config(args: argparse.Namespace) -> int:
+    print(config_from_args(args).to_json())
+    return 0
+
+
 def _run_ablation(args: argparse.Namespace) -> int:
     from redone_sdk.training.ablation import run_ablation
 
@@ -88,17 +84,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "train", help="Train, evaluate and export model bundles (needs the [train] extra).", description=__doc__
     )
     steps = train.add_subparsers(dest="step", required=True, metavar="STEP")
-    for step, (own, others, text) in _STAGE_SECTIONS.items():
-        parser = steps.add_parser(step, help=text, description=text)
-        add_section_arguments(parser, own, others)
+    for name, stage in STAGES.items():
+        parser = steps.add_parser(name, help=stage.help, description=stage.help)
+        add_section_arguments(parser, stage.section, stage.reads)
         parser.set_defaults(handler=_run_stage)
     everything = steps.add_parser("all", help="Every stage in order; skips stages already done.")
-    add_section_arguments(everything, None, _ALL_SECTIONS)
+    add_section_arguments(everything, None, all_sections())
     everything.add_argument("--force", action="store_true", help="Run every stage even if done before.")
     everything.add_argument("--install-to", default=None, help="Also copy the shipped bundle to this folder.")
     everything.set_defaults(handler=_run_all)
     ablation = steps.add_parser("ablation", help="SFT only / CPT+SFT / CPT+SFT+DPO / single-task, in one table.")
-    add_section_arguments(ablation, None, _ALL_SECTIONS)
+    add_section_arguments(ablation, None, all_sections())
     ablation.add_argument("--single-tasks", default=None, help="Comma list of tasks for the single-task column.")
     ablation.add_argument(
         "--parts",
@@ -113,6 +109,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     bundle_eval.add_argument("--precision", choices=["fp32", "int8"], default=None)
     bundle_eval.add_argument("--backend", choices=["auto", "onnx", "torch"], default="auto")
     bundle_eval.set_defaults(handler=_run_bundle_eval)
+    show = steps.add_parser("show-config", help="Print the configuration a FILE and flags give (JSON, every field).")
+    add_section_arguments(show, None, all_sections())
+    show.set_defaults(handler=_show_config)
 
 
 def main(argv: list[str] | None = None) -> int:

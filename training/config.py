@@ -1,8 +1,14 @@
-"""Typed, frozen configuration of the pipeline: one section dataclass per stage, each field with its help text.
+"""Typed, frozen configuration of the pipeline: one dataclass per stage section, each field with its help text.
 
-A config file is JSON with one object per section (`data`, `model`, `cpt`, `sft`, `dpo`, `export`) plus
-top-level fields; anything left out keeps its default. Every field becomes a CLI flag of the stage that
-reads it (`redone train sft --learning-rate 3e-4`), in the manner of trl's script arguments.
+The dataclass defaults are the `default` preset, the recipe of the shipped bundle; `configs/default.json` is
+therefore empty, and other presets list only what they change. A config file is JSON with one object per
+section (`data`, `model`, `cpt`, `sft`, `dpo`, `export`) plus the top-level fields. The training stages'
+sections extend one `TrainerConfig`, as trl's `SFTConfig` and `DPOConfig` extend `TrainingArguments`.
+
+Every field becomes a CLI flag of the stages that read it (`redone train sft --learning-rate 3e-4`,
+`--data-harm-sources cold`, `--no-cpt-enabled`). transformers' `HfArgumentParser` does not fit these flags
+(no section prefixes, no tuple or dict fields, no `--no-` flag for fields that default to false, and its flag
+defaults would override the config file), so a small argparse adapter below builds them from the fields.
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ import argparse
 import dataclasses
 import json
 import typing
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -24,6 +31,7 @@ __all__ = [
     "ModelConfig",
     "PipelineConfig",
     "SFTStageConfig",
+    "TrainerConfig",
     "add_section_arguments",
     "config_from_args",
 ]
@@ -38,6 +46,11 @@ def _f(default: Any, help: str) -> Any:
     return field(default=default, metadata={"help": help})
 
 
+def _default(base: type, name: str, default: Any) -> Any:
+    """`base`'s field `name` with another default in a subclass; the help text stays the base's."""
+    return _f(default, base.__dataclass_fields__[name].metadata["help"])
+
+
 @dataclass(frozen=True)
 class DataConfig:
     """Stage 1: which data, how mixed, how split (the mixture fields are read by sft and dpo)."""
@@ -48,12 +61,17 @@ class DataConfig:
         ("all",), "SFT tasks: `all`, or names such as moderation, querycorr, taxonomy_single, translation_zh_en."
     )
     matching: bool = _f(True, "Train query-note matching (SNS-Bench QueryCorr). Off gives a commercially usable model.")
-    task_upsample: dict[str, int] = _f({"querycorr": 8}, "Times each example of a task is repeated in SFT.")  # noqa: RUF009
+    task_upsample: dict[str, int] = _f(  # noqa: RUF009
+        {"querycorr": 8, "querycorr_explain": 4, "gender": 4, "querygen": 4, "mrc_complex": 2},
+        "Times each example of a task is repeated in SFT.",
+    )
     max_per_task: int = _f(0, "Cap on SFT training examples per task (0: no cap).")
     max_train_examples: int = _f(0, "Cap on all SFT examples after mixing (0: no cap); for quick presets.")
     max_eval_examples: int = _f(0, "Cap on dev examples per set or task (0: all).")
     max_input_chars: int = _f(1500, "Longest note / document of a generative task's prompt, in characters.")
-    general_corpus: str = _f("stdlib-docs", "General-domain text mixed into continued pretraining (see corpus.py).")
+    general_corpus: str = _f(
+        "sanguo,web-bible,stdlib-docs", "General-domain texts mixed into continued pretraining (see corpus.py)."
+    )
     general_ratio: float = _f(0.3, "General-domain share of the continued-pretraining characters (0 to 1).")
     cpt_max_chars: int = _f(0, "Cap on continued-pretraining characters (0: all platform text).")
 
@@ -75,33 +93,34 @@ class ModelConfig:
 
 
 @dataclass(frozen=True)
-class CPTConfig:
-    """Stage 2: continued pretraining, causal LM on the packed corpus."""
+class TrainerConfig:
+    """What every training stage sets of its transformers Trainer (see `stages.common.trainer_arguments`)."""
 
-    enabled: bool = _f(True, "Run continued pretraining.")
-    epochs: float = _f(1.0, "Passes over the packed corpus.")
+    enabled: bool = _f(True, "Run this stage.")
+    epochs: float = _f(1.0, "Passes over the stage's data (packed corpus, instruction mixture or pairs).")
     max_steps: int = _f(0, "Stop after this many steps (0: use epochs).")
-    seq_length: int = _f(256, "Tokens per packed block.")
-    batch_size: int = _f(16, "Blocks per step (per device).")
+    batch_size: int = _f(16, "Examples per step and device (packed blocks in cpt, pairs in dpo).")
     gradient_accumulation: int = _f(1, "Steps accumulated per optimizer update.")
-    learning_rate: float = _f(1e-3, "Peak learning rate (warm-up then cosine decay).")
+    learning_rate: float = _f(1e-3, "Peak learning rate (linear warm-up, then cosine decay).")
     warmup_ratio: float = _f(0.03, "Share of steps for linear warm-up.")
     weight_decay: float = _f(0.01, "AdamW weight decay.")
 
 
 @dataclass(frozen=True)
-class SFTStageConfig:
+class CPTConfig(TrainerConfig):
+    """Stage 2: continued pretraining, causal LM on the packed corpus."""
+
+    epochs: float = _default(TrainerConfig, "epochs", 3.0)
+    seq_length: int = _f(256, "Tokens per packed block.")
+
+
+@dataclass(frozen=True)
+class SFTStageConfig(TrainerConfig):
     """Stage 3: multi-task supervised fine-tuning with the loss on assistant tokens only."""
 
-    enabled: bool = _f(True, "Run supervised fine-tuning.")
-    epochs: float = _f(2.0, "Passes over the mixed instruction data.")
-    max_steps: int = _f(0, "Stop after this many steps (0: use epochs).")
+    epochs: float = _default(TrainerConfig, "epochs", 1.5)
+    batch_size: int = _default(TrainerConfig, "batch_size", 32)
     max_length: int = _f(384, "Most tokens of a prompt + answer (generative tasks; scoring tasks use the model's).")
-    batch_size: int = _f(32, "Examples per step (per device).")
-    gradient_accumulation: int = _f(1, "Steps accumulated per optimizer update.")
-    learning_rate: float = _f(1e-3, "Peak learning rate.")
-    warmup_ratio: float = _f(0.03, "Share of steps for linear warm-up.")
-    weight_decay: float = _f(0.01, "AdamW weight decay.")
     lora: bool = _f(False, "Train LoRA adapters (peft) and merge them, instead of full fine-tuning.")
     lora_r: int = _f(16, "LoRA rank.")
     lora_alpha: int = _f(32, "LoRA alpha.")
@@ -109,10 +128,13 @@ class SFTStageConfig:
 
 
 @dataclass(frozen=True)
-class DPOStageConfig:
+class DPOStageConfig(TrainerConfig):
     """Stage 4: preference optimization on pairs mined from the SFT model's own mistakes."""
 
-    enabled: bool = _f(True, "Run DPO.")
+    learning_rate: float = _default(TrainerConfig, "learning_rate", 5e-5)
+    warmup_ratio: float = _default(TrainerConfig, "warmup_ratio", 0.1)
+    weight_decay: float = _default(TrainerConfig, "weight_decay", 0.0)
+    max_length: int = _f(320, "Most tokens of prompt + answer.")
     mine_examples: int = _f(4000, "Training examples the SFT model answers to find its mistakes.")
     mine_generative: int = _f(200, "Of those, at most this many from generative tasks (they need generation).")
     max_pairs: int = _f(2000, "Cap on preference pairs.")
@@ -124,19 +146,11 @@ class DPOStageConfig:
         "It keeps the SFT model's probability of right answers from falling while DPO widens the margins.",
     )
     sft_average: float = _f(
-        0.0,
+        0.5,
         "Share of the SFT weights in the stage's model: after DPO the weights become (1 - w) * DPO + w * SFT, a "
         "weight-space ensemble (as WiSE-FT and model soups) that keeps what SFT knew while taking part of DPO's "
         "gain; 0 keeps the DPO weights.",
     )
-    epochs: float = _f(1.0, "Passes over the pairs.")
-    max_steps: int = _f(0, "Stop after this many steps (0: use epochs).")
-    batch_size: int = _f(16, "Pairs per step (per device).")
-    gradient_accumulation: int = _f(1, "Steps accumulated per optimizer update.")
-    learning_rate: float = _f(5e-5, "Peak learning rate.")
-    warmup_ratio: float = _f(0.1, "Share of steps for linear warm-up.")
-    weight_decay: float = _f(0.0, "AdamW weight decay.")
-    max_length: int = _f(320, "Most tokens of prompt + answer.")
 
     def __post_init__(self) -> None:
         if self.beta <= 0:
@@ -164,10 +178,14 @@ class ExportConfig:
     )
     ship_precision: str = _f("int8", "Scoring graph(s) put in the shipped bundle: int8, fp32 or both.")
     keep_checkpoint: bool = _f(False, "Also put the safetensors checkpoint in the shipped bundle.")
-    generation_graph: bool = _f(True, "Export a KV-cache generation graph (optimum) into bundle-full/generation.")
+    generation_graph: bool = _f(
+        False,
+        "Also export a KV-cache generation graph (optimum) into bundle-full/generation, for generating the "
+        "generative tasks' answers outside the SDK (the SDK only scores).",
+    )
     int8_tolerance: float = _f(0.01, "Largest allowed drop of any dev metric from fp32 to int8.")
     smooth_alpha: float = _f(
-        0.0,
+        0.5,
         "Before int8 quantization, smooth each MLP down projection's input (SmoothQuant, migration strength alpha, "
         "calibrated on training prompts): the float graph computes the same function, and int8 loses less. "
         "0: off; 0.5 is the usual value.",
@@ -186,11 +204,11 @@ class ExportConfig:
 
 @dataclass(frozen=True)
 class PipelineConfig:
-    """The whole pipeline. Defaults are the `default` preset's (the shipped bundle)."""
+    """The whole pipeline. Its defaults are the `default` preset (the recipe of the shipped bundle 0.3.1)."""
 
     output_dir: str = _f("runs/default", "Folder for data, checkpoints of every stage, evaluation and bundles.")
     bundle_name: str = _f("redone-small", "Name written into the bundle manifest.")
-    bundle_version: str = _f("0.1.0", "Version written into the bundle manifest.")
+    bundle_version: str = _f("0.3.1", "Version written into the bundle manifest.")
     seed: int = _f(13, "Seed of data order, initialization and sampling.")
     threads: int = _f(0, "torch threads (0: torch's default).")
     data: DataConfig = field(default_factory=DataConfig)
@@ -201,15 +219,10 @@ class PipelineConfig:
     export: ExportConfig = field(default_factory=ExportConfig)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> PipelineConfig:
-        return _build(cls, data, "config")
-
-    @classmethod
-    def from_file(cls, path: str | Path, **overrides: Any) -> PipelineConfig:
-        """Read a JSON config; `overrides` are `field=value` (top level) or `section__field=value`, None skipped."""
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-        if not isinstance(data, dict):
-            raise ValueError(f"{path}: a config file holds a JSON object")
+    def from_dict(cls, data: dict[str, Any], **overrides: Any) -> PipelineConfig:
+        """Build from a dict of fields and sections; `overrides` are `field=value` (top level) or
+        `section__field=value`, None skipped."""
+        data = {k: dict(v) if isinstance(v, dict) else v for k, v in data.items()}
         for key, value in overrides.items():
             if value is None:
                 continue
@@ -218,10 +231,18 @@ class PipelineConfig:
                 data.setdefault(section, {})[name] = value
             else:
                 data[key] = value
+        return _build(cls, data, "config")
+
+    @classmethod
+    def from_file(cls, path: str | Path | None, **overrides: Any) -> PipelineConfig:
+        """Read a JSON config (None: the defaults) with `overrides` as in `from_dict`."""
+        data = json.loads(Path(path).read_text(encoding="utf-8")) if path is not None else {}
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: a config file holds a JSON object")
         try:
-            return cls.from_dict(data)
+            return cls.from_dict(data, **overrides)
         except (TypeError, ValueError) as exc:
-            raise ValueError(f"{path}: {exc}") from None
+            raise ValueError(f"{path or 'defaults'}: {exc}") from None
 
     def replace(self, **sections: Any) -> PipelineConfig:
         """A copy with some fields or whole sections replaced (`sft={"lora": True}` merges into the section)."""
@@ -238,6 +259,14 @@ class PipelineConfig:
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+
+SECTIONS: dict[str, type] = {
+    f.name: f.default_factory  # type: ignore[misc]
+    for f in fields(PipelineConfig)
+    if dataclasses.is_dataclass(f.default_factory)
+}
+_TOP_LEVEL = tuple(f for f in fields(PipelineConfig) if f.name not in SECTIONS)
 
 
 def _build(cls: type, data: dict[str, Any], where: str) -> Any:
@@ -285,35 +314,38 @@ def _coerce(kind: Any, value: Any, where: str) -> Any:
     raise ValueError(f"{where} must be {getattr(kind, '__name__', kind)}, got {value!r}")
 
 
-_SECTIONS = {f.name: f for f in fields(PipelineConfig) if dataclasses.is_dataclass(f.default_factory)}  # type: ignore[arg-type]
+def _add_field(group: Any, f: dataclasses.Field, kind: Any, flag: str, dest: str) -> None:
+    """One flag for a field; its default is None, so only flags given on the command line override the file."""
+    help_text = f.metadata["help"]
+    if kind is bool:
+        group.add_argument(flag, dest=dest, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+    elif typing.get_origin(kind) in (tuple, dict):
+        group.add_argument(flag, dest=dest, default=None, help=help_text + " (comma list or JSON)")
+    else:
+        group.add_argument(flag, dest=dest, type=kind, default=None, help=help_text)
 
 
-def add_section_arguments(parser: argparse.ArgumentParser, own: str | None, others: typing.Sequence[str] = ()) -> None:
-    """`--config FILE`, `--output-dir`, one flag per field of the stage's `own` section (`--learning-rate`)
-    and prefixed flags for the `others` it reads (`--data-harm-sources`, `--sft-learning-rate`)."""
-    parser.add_argument("--config", default=str(PRESETS_DIR / "default.json"), help="Config file (JSON).")
-    parser.add_argument("--output-dir", default=None, help="Overrides the config's output_dir.")
-    parser.add_argument("--seed", dest="seed", type=int, default=None, help="Overrides the config's seed.")
-    parser.add_argument("--threads", dest="threads", type=int, default=None, help="torch threads (0: default).")
+def add_section_arguments(parser: argparse.ArgumentParser, own: str | None, others: Sequence[str] = ()) -> None:
+    """`--config FILE`, the top-level fields (`--output-dir`, `--seed`), one flag per field of the stage's `own`
+    section (`--learning-rate`) and prefixed flags for the `others` it reads (`--data-harm-sources`)."""
+    parser.add_argument(
+        "--config", default=None, help="Config file (JSON); without one, the defaults (the default preset)."
+    )
+    hints = typing.get_type_hints(PipelineConfig)
+    for f in _TOP_LEVEL:
+        _add_field(parser, f, hints[f.name], "--" + f.name.replace("_", "-"), f.name)
     for section in ([own] if own else []) + list(others):
-        cls = _SECTIONS[section].default_factory  # type: ignore[misc]
+        cls = SECTIONS[section]
         hints = typing.get_type_hints(cls)
-        group = parser.add_argument_group(f"{section}: {cls.__doc__.splitlines()[0]}")
+        group = parser.add_argument_group(f"{section}: {(cls.__doc__ or '').splitlines()[0].rstrip('.')}")
         for f in fields(cls):
-            dest = f"{section}__{f.name}"
             name = f.name if section == own else f"{section}_{f.name}"
-            flag = "--" + name.replace("_", "-")
-            help_text = f.metadata["help"]
-            if hints[f.name] is bool:
-                group.add_argument(flag, dest=dest, action=argparse.BooleanOptionalAction, default=None, help=help_text)
-            elif typing.get_origin(hints[f.name]) in (tuple, dict):
-                group.add_argument(flag, dest=dest, default=None, help=help_text + " (comma list or JSON)")
-            else:
-                group.add_argument(flag, dest=dest, type=hints[f.name], default=None, help=help_text)
+            _add_field(group, f, hints[f.name], "--" + name.replace("_", "-"), f"{section}__{f.name}")
 
 
 def config_from_args(args: argparse.Namespace) -> PipelineConfig:
+    """The config `--config` names, with the flags given on the command line applied."""
     overrides = {k: v for k, v in vars(args).items() if "__" in k}
-    for name in ("output_dir", "seed", "threads"):
-        overrides[name] = getattr(args, name, None)
+    for f in _TOP_LEVEL:
+        overrides[f.name] = getattr(args, f.name, None)
     return PipelineConfig.from_file(args.config, **overrides)

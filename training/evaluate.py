@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from redone_sdk.bundle import Bundle
-from redone_sdk.inference.engine import InferenceOptions, TaskEngine, open_backend
+from redone_sdk.inference.engine import TaskEngine, open_backend
+from redone_sdk.inference.options import InferenceOptions
 from redone_sdk.training.datasets import Example
 
-__all__ = ["evaluate_bundle", "classification_metrics"]
+__all__ = ["evaluate_bundle", "classification_metrics", "harm_set_metrics", "label_space"]
 
 
 def classification_metrics(gold: Sequence[str], pred: Sequence[str], labels: Sequence[str]) -> dict[str, float]:
@@ -31,11 +32,28 @@ def classification_metrics(gold: Sequence[str], pred: Sequence[str], labels: Seq
     return out
 
 
+def label_space(set_name: str, labels: Sequence[str]) -> tuple[list[str], Callable[[str], str]]:
+    """The labels a dev set is scored over and the map of a prediction or gold label into them: COLD and SWSR
+    harmful-vs-safe (harmful = any label but `safe`), Davidson its three classes, any other set `labels`."""
+    if set_name.startswith(("cold", "swsr")):
+        return ["safe", "harmful"], lambda label: "safe" if label == "safe" else "harmful"
+    if set_name.startswith("davidson"):
+        return ["safe", "offensive", "hate"], lambda label: label
+    return list(labels), lambda label: label
+
+
+def harm_set_metrics(
+    set_name: str, gold: Sequence[str], predicted: Sequence[str], labels: Sequence[str] | None = None
+) -> dict[str, float]:
+    """`classification_metrics` of a dev set in its `label_space` (`labels` default: the gold labels seen)."""
+    space, into = label_space(set_name, sorted(set(gold)) if labels is None else labels)
+    return classification_metrics([into(g) for g in gold], [into(p) for p in predicted], space)
+
+
 def evaluate_bundle(
     bundle_dir: Path, sets: dict[str, list[Example]], *, precision: str | None = None, backend: str = "auto"
 ) -> dict[str, dict[str, float]]:
-    """Metrics per dev set. Harm sets are scored as the set's own label space (binary for COLD and SWSR:
-    harmful = the top label is not `safe`; three classes for Davidson); QueryCorr as its five grades."""
+    """Metrics per dev set, each in its own label space (`harm_set_metrics`); QueryCorr as its five grades."""
     bundle = Bundle.load(bundle_dir)
     options = InferenceOptions(backend=backend, precision=precision, batch_size=64)  # type: ignore[arg-type]
     scorer = open_backend(bundle, options)
@@ -49,14 +67,5 @@ def evaluate_bundle(
         probs, _ = engine.score([e.record for e in examples])
         labels = engine.task.label_names
         predicted = [labels[i] for i in probs.argmax(axis=1)]
-        gold = [e.label for e in examples]
-        if set_name.startswith(("cold", "swsr")):
-            gold = ["harmful" if g != "safe" else "safe" for g in gold]
-            predicted = ["harmful" if p != "safe" else "safe" for p in predicted]
-            space = ["safe", "harmful"]
-        elif set_name.startswith("davidson"):
-            space = ["safe", "offensive", "hate"]
-        else:
-            space = list(labels)
-        results[set_name] = classification_metrics(gold, predicted, space)
+        results[set_name] = harm_set_metrics(set_name, [e.label for e in examples], predicted, labels)
     return results

@@ -23,7 +23,7 @@ from redone_sdk.bundle.manifest import (
     TaskSpec,
     TokenizerSpec,
 )
-from redone_sdk.inference.torch_backend import build_scoring_head
+from redone_sdk.inference.scoring_head import build_scoring_head
 from redone_sdk.policy import CategoryRule, Policy
 from redone_sdk.training import scoring_graph
 

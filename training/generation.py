@@ -56,7 +56,7 @@ def predict_labels(
     import torch
 
     from redone_sdk.inference.encoding import length_buckets, pad_batch
-    from redone_sdk.inference.torch_backend import build_scoring_head
+    from redone_sdk.inference.scoring_head import build_scoring_head
 
     spec = codec.tasks[task]
     token_ids = [codec.token_ids[answer_token(label.name)] for label in spec.labels]

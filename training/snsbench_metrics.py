@@ -41,6 +41,9 @@ from typing import Any
 
 import numpy as np
 
+from redone_sdk.labeled_data import HARM_LABELS
+from redone_sdk.labeled_data import QUERYCORR_GRADES as GRADES
+
 __all__ = [
     "SNS_FAMILIES",
     "TRANSLATION_TASKS",
@@ -73,8 +76,6 @@ SNS_FAMILIES: dict[str, tuple[str, ...]] = {
     "querygen": ("querygen",),
 }
 TRANSLATION_TASKS = ("translation_zh_en", "translation_en_zh")
-HARM_LABELS = ("safe", "offensive", "hate", "sexism")
-GRADES = ("-1", "0", "1", "2", "3")
 
 # ---------------------------------------------------------------------------------------------------------------
 # Text primitives

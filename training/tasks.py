@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from redone_sdk.bundle.manifest import LabelSpec, TaskSpec
+from redone_sdk.labeled_data import HARM_LABELS
+from redone_sdk.labeled_data import QUERYCORR_GRADES as GRADES
 
 __all__ = [
     "CONTROL_TOKENS",
@@ -30,8 +32,6 @@ MATCHING_TEMPLATE = (
     "<|im_end|>\n<|im_start|>assistant\n"
 )
 
-HARM_LABELS = ("safe", "offensive", "hate", "sexism")
-GRADES = ("-1", "0", "1", "2", "3")
 # Expected-relevance value of each SNS-Bench grade: -1 (unrelated) … 3 (exact), spread evenly over [0, 1].
 GRADE_VALUES = {"-1": 0.0, "0": 0.25, "1": 0.5, "2": 0.75, "3": 1.0}
 

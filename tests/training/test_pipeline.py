@@ -108,7 +108,7 @@ def test_last_position_head_matches_the_full_forward(tiny_run: Path) -> None:
     """The scoring head's shortcut (last layer at the last real token only) computes the full model's logits."""
     import torch
 
-    from redone_sdk.inference.torch_backend import build_scoring_head
+    from redone_sdk.inference.scoring_head import build_scoring_head
     from redone_sdk.training.model import load_model
 
     model = load_model(tiny_run / "bundle-full" / "checkpoint").eval()
@@ -144,7 +144,7 @@ def test_fused_scoring_graph_matches_torch_and_the_torch_onnx_export(tiny_run: P
     import onnxruntime as ort
     import torch
 
-    from redone_sdk.inference.torch_backend import build_scoring_head
+    from redone_sdk.inference.scoring_head import build_scoring_head
     from redone_sdk.training.export import export_scoring_graph
     from redone_sdk.training.model import load_model
 
@@ -183,8 +183,9 @@ def test_prefix_cache_scores_real_prompts_as_torch_does_on_the_whole_prompt(tiny
     from the bundle's cache and computes only the rest, and scores what the PyTorch head scores on the whole."""
     import torch
 
-    from redone_sdk.inference.encoding import PromptEncoder, load_tokenizer, pad_batch
-    from redone_sdk.inference.torch_backend import build_scoring_head
+    from redone_sdk.bundle.tokenizer import load_tokenizer
+    from redone_sdk.inference.encoding import PromptEncoder, pad_batch
+    from redone_sdk.inference.scoring_head import build_scoring_head
     from redone_sdk.training.model import load_model
 
     full = Bundle.load(tiny_run / "bundle-full")
@@ -292,6 +293,9 @@ def test_export_climbs_the_int8_ladder_then_ships_fp32(tiny_run: Path, data_dir:
         "fp32/layer1.mlp",
     }
     assert manifest.default_graph == "fp32" and set(manifest.graphs) == {"fp32", "int8"}
+    # the generation graph is opt-in (the tiny preset opts in): without it, bundle-full has none
+    assert Bundle.load(out / "bundle-full").manifest.generation is None
+    assert not (out / "export" / "generation").exists() and not (out / "bundle-full" / "generation").exists()
 
 
 def test_finished_stages_are_skipped_and_changes_invalidate_downstream(tiny_run: Path, data_dir: Path) -> None:
@@ -461,3 +465,10 @@ def test_ablation_table_reuses_the_pipeline_run_and_covers_every_variant(tiny_ru
     assert {"gender", "ner", "cold_dev"} <= set(merged["variants"]["single_task"])
     assert merged["runs"][0]["parts"] == ["single_task"]
     assert "Single-task column: moderation, ner, gender." in (root / "table.md").read_text()
+
+
+def test_training_leaves_the_processes_floating_point_mode_alone(tiny_run: Path) -> None:
+    """Stages flush denormals to zero while they train; the caller's thread must get subnormal floats back."""
+    import math
+
+    assert math.nextafter(0.0, 1.0) * 1.0 > 0

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from redone_sdk.training.config import PipelineConfig
+from redone_sdk.training.stages.registry import STAGES, model_stages, upstream_sections
 
 __all__ = [
     "StageInputMissing",
@@ -29,8 +30,6 @@ __all__ = [
 
 log = logging.getLogger("redone_sdk.training")
 
-STAGE_ORDER = ("init", "cpt", "sft", "dpo")
-
 
 class StageInputMissing(RuntimeError):
     """A stage was run before the one that makes its input."""
@@ -38,16 +37,6 @@ class StageInputMissing(RuntimeError):
 
 def stage_dir(config: PipelineConfig, name: str) -> Path:
     return Path(config.output_dir) / name
-
-
-_DEPENDS_ON = {
-    "data": ("data",),
-    "init": ("data", "model"),
-    "cpt": ("data", "model", "cpt"),
-    "sft": ("data", "model", "cpt", "sft"),
-    "dpo": ("data", "model", "cpt", "sft", "dpo"),
-    "export": ("data", "model", "cpt", "sft", "dpo", "export"),
-}
 
 
 _DATA_STAGE_FIELDS = (
@@ -65,12 +54,9 @@ def _fingerprint(config: PipelineConfig, name: str) -> str:
     full = config.to_dict()
     if name in ("data", "init", "cpt"):  # the mixture fields only matter from sft on
         full["data"] = {k: full["data"][k] for k in _DATA_STAGE_FIELDS}
-    relevant = {
-        "seed": config.seed,
-        **{section: full[section] for section in _DEPENDS_ON.get(name, _DEPENDS_ON["export"])},
-    }
-    for section in ("cpt", "sft", "dpo"):
-        if section in relevant and not relevant[section]["enabled"]:
+    relevant = {"seed": config.seed, **{section: full[section] for section in upstream_sections(name)}}
+    for section, values in relevant.items():
+        if isinstance(values, dict) and values.get("enabled") is False:  # a stage switched off
             relevant[section] = {"enabled": False}
     return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -95,11 +81,10 @@ def mark_done(config: PipelineConfig, name: str, summary: dict[str, Any]) -> Non
 
 def latest_model_dir(config: PipelineConfig, upto: str) -> Path:
     """The checkpoint a stage starts from: the last enabled, finished stage before `upto` (at least `init`)."""
-    enabled = {"init": True, "cpt": config.cpt.enabled, "sft": config.sft.enabled, "dpo": config.dpo.enabled}
-    order = list(STAGE_ORDER)
+    order = list(model_stages())
     candidates = order[: order.index(upto)] if upto in order else order
     for name in reversed(candidates):
-        if enabled[name]:
+        if STAGES[name].enabled(config):
             model_dir = stage_dir(config, name) / "model"
             if not (model_dir / "config.json").is_file():
                 raise StageInputMissing(f"stage {name!r} has not produced {model_dir}; run `redone train {name}` first")
@@ -124,8 +109,8 @@ def configure_torch(config: PipelineConfig) -> None:
 
     if config.threads:
         torch.set_num_threads(config.threads)
-    # Optimizer moments of a small model drift into denormal floats, which made CPU training here several
-    # times slower as a run went on (3.3 -> 1.1 steps/s); flushing them to zero costs nothing measurable.
+    # Optimizer moments of a small model drift into denormal floats, which slows CPU training several-fold as
+    # a run goes on; flushing them to zero costs nothing measurable (`run_stage` turns it off again).
     torch.set_flush_denormal(True)
     torch.manual_seed(config.seed)
 

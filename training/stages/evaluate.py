@@ -13,26 +13,16 @@ from typing import Any
 
 from redone_sdk.training.chat import ChatCodec
 from redone_sdk.training.config import PipelineConfig
-from redone_sdk.training.evaluate import classification_metrics
+from redone_sdk.training.evaluate import harm_set_metrics
 from redone_sdk.training.generation import generate_answers, predict_labels
 from redone_sdk.training.model import inference_device, load_model
 from redone_sdk.training.stages.common import configure_torch, is_main_process, latest_model_dir, log, stage_dir
 from redone_sdk.training.stages.data import load_dev
+from redone_sdk.training.tasks import GRADES
 
 __all__ = ["run", "evaluate_model", "harm_set_metrics", "summarize"]
 
 HARM_SETS = ("cold_dev", "swsr_dev", "davidson_dev")
-
-
-def harm_set_metrics(set_name: str, gold: list[str], predicted: list[str]) -> dict[str, float]:
-    """COLD and SWSR are scored harmful-vs-safe (their own label space); Davidson over its three classes."""
-    if set_name.startswith(("cold", "swsr")):
-        gold = ["harmful" if g != "safe" else "safe" for g in gold]
-        predicted = ["harmful" if p != "safe" else "safe" for p in predicted]
-        return classification_metrics(gold, predicted, ["safe", "harmful"])
-    if set_name.startswith("davidson"):
-        return classification_metrics(gold, predicted, ["safe", "offensive", "hate"])
-    return classification_metrics(gold, predicted, sorted(set(gold)))
 
 
 def evaluate_model(model_dir: Path, config: PipelineConfig, tasks: set[str] | None = None) -> dict[str, Any]:
@@ -52,11 +42,7 @@ def evaluate_model(model_dir: Path, config: PipelineConfig, tasks: set[str] | No
             continue
         predicted = predict_labels(model, codec, task, [r["fields"] for r in rows])
         gold = [r["label"] for r in rows]
-        scoring[set_name] = (
-            harm_set_metrics(set_name, gold, predicted)
-            if set_name in HARM_SETS
-            else (classification_metrics(gold, predicted, ["-1", "0", "1", "2", "3"]))
-        )
+        scoring[set_name] = harm_set_metrics(set_name, gold, predicted, GRADES)  # QueryCorr: its grades
     generative: dict[str, dict[str, float]] = {}
     for task in sorted({r["task"] for r in dev_generative}):
         if tasks is not None and task not in tasks:

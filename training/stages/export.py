@@ -1,11 +1,12 @@
-"""Stage 6 — export: the final model as ONNX (scoring graph fp32 + int8, generation graph with KV cache) and
-the bundles: `bundle-full/` (everything, with the checkpoint) and `bundle/` (what ships).
+"""Stage 6 — export: the final model as ONNX scoring graphs (fp32 + int8; with `export.generation_graph`, also a
+generation graph with KV cache) and the bundles: `bundle-full/` (everything, with the checkpoint) and `bundle/`
+(what ships).
 
 The int8 graph must keep every dev metric of the scoring tasks within `export.int8_tolerance` of fp32; when it
-does not, parts of the fused graph are kept in fp32 rung by rung (`export.int8_fallbacks`: the first layer's
+does not, parts of the fused graph are kept in fp32 rung by rung (`export.int8_fallback`: the first layer's
 attention, its MLP, the first and last layers), and only when every rung fails does the bundle ship fp32 as its
-default graph. Its metrics record the rung (`int8_check`). With `export.smooth_alpha` the MLP inputs are
-smoothed first (`training/smoothing.py`), which kept every projection int8 for bundle 0.3.1.
+default graph. Its metrics record the rung (`int8_check`). `export.smooth_alpha` smooths the MLP inputs first
+(`training/smoothing.py`), so that int8 loses less.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from redone_sdk.bundle.manifest import DataSource
-from redone_sdk.inference.encoding import PromptEncoder, load_tokenizer
+from redone_sdk.bundle.tokenizer import load_tokenizer
+from redone_sdk.inference.encoding import PromptEncoder
 from redone_sdk.training.chat import ChatCodec
 from redone_sdk.training.config import PipelineConfig
 from redone_sdk.training.datasets import DATA_SOURCES, Example
@@ -135,8 +137,12 @@ def run(config: PipelineConfig) -> Path:
         "version": config.bundle_version,
         "description": "Qwen2-architecture model post-trained by redone-sdk's pipeline "
         f"(continued pretraining: {config.cpt.enabled}, SFT: {config.sft.enabled}, DPO: {config.dpo.enabled}): "
-        "harm taxonomy (safe/offensive/hate/sexism) and SNS-Bench query-note relevance by one forward pass; "
-        "other SNS-Bench tasks and translation through the generation graph.",
+        "harm taxonomy (safe/offensive/hate/sexism) and SNS-Bench query-note relevance by one forward pass"
+        + (
+            "; other SNS-Bench tasks and translation through the generation graph."
+            if cfg.generation_graph
+            else "; the other SNS-Bench tasks and translation are trained, not served (no generation graph)."
+        ),
         "license": license,
         "tokenizer_file": model_dir / "tokenizer.json",
         "pad_token_id": codec.pad_id,
