@@ -1,9 +1,9 @@
 """Where a `classify_batch` call spends its time: note validation, tokenization, padding, graph, softmax, results.
 
-The SDK's own pieces (`PromptEncoder`, `length_buckets`, `pad_batch`, the backend callable) are run one by one
-with a timer around each, exactly in the order `TaskEngine.score` runs them; "results" (policy decision and
-`ModerationResult` objects) repeats `Moderator._classify`'s loop. `classify_batch_itself` times the real call
-on the same notes right after, as a check that the stages add up to it.
+The SDK's own pieces (`PromptEncoder`, `length_buckets`, `pad_batch`, the backend callable, `label_probabilities`)
+are run one by one with a timer around each, in the order `TaskEngine.score` runs them; "results" (policy
+decision and `ModerationResult` objects) is `Moderator.results`, the second half of `classify_batch`.
+`classify_batch_itself` times the real call on the same notes right after, as a check that the stages add up.
 """
 
 from __future__ import annotations
@@ -15,8 +15,10 @@ from typing import Any
 import numpy as np
 
 from redone_sdk.bundle import Bundle
-from redone_sdk.inference.encoding import PromptEncoder, length_buckets, load_tokenizer, pad_batch
-from redone_sdk.schemas import ModelInfo, ModerationResult, coerce_note
+from redone_sdk.bundle.tokenizer import load_tokenizer
+from redone_sdk.inference.encoding import PromptEncoder, length_buckets, pad_batch
+from redone_sdk.inference.engine import label_probabilities
+from redone_sdk.schemas import coerce_note
 
 __all__ = ["stage_breakdown", "padding_waste", "prompt_token_counts"]
 
@@ -71,12 +73,7 @@ def _stages(
     batch_size: int,
 ) -> dict[str, float]:
     """One pass of `Moderator.classify_batch`'s work, stage by stage (same code path, timers between)."""
-    task = encoder.task
-    columns = np.array([label.column for label in task.labels])
-    names = list(task.label_names)
-    categories = [n for n in names if n != task.safe_label]
-    policy = moderator.policy
-    model = ModelInfo(name=moderator.bundle.name, version=moderator.bundle.version)
+    columns = np.array([label.column for label in encoder.task.labels])
     t = dict.fromkeys(STAGES, 0.0)
     for texts in calls:
         s = time.perf_counter()
@@ -95,23 +92,10 @@ def _stages(
             logits = backend(ids, mask)
             t["graph"] += time.perf_counter() - s
             s = time.perf_counter()
-            x = logits[:, columns].astype(np.float64)
-            x = np.exp(x - x.max(axis=1, keepdims=True))
-            probs[batch] = x / x.sum(axis=1, keepdims=True)
+            probs[batch] = label_probabilities(logits, columns)
             t["softmax"] += time.perf_counter() - s
         s = time.perf_counter()
-        for note, row, e in zip(notes, probs, encoded, strict=True):
-            scores = {n: float(p) for n, p in zip(names, row, strict=True) if n in categories}
-            label, action = policy.decide(scores)
-            ModerationResult(
-                note_id=note.note_id,
-                flagged=action != "allow",
-                label=label,
-                scores=scores,
-                action=action,
-                model=model,
-                truncated=e.truncated,
-            )
+        moderator.results(notes, probs, [e.truncated for e in encoded])
         t["results_and_policy"] += time.perf_counter() - s
     s = time.perf_counter()
     for texts in calls:

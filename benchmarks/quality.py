@@ -16,10 +16,12 @@ from typing import Any
 import numpy as np
 
 from redone_sdk.bundle import Bundle
-from redone_sdk.inference.engine import InferenceOptions, TaskEngine, open_backend
+from redone_sdk.inference.engine import TaskEngine, open_backend
+from redone_sdk.inference.options import InferenceOptions
 from redone_sdk.training.datasets import HARM_LABELS, Example, harm_examples, querycorr_examples
 from redone_sdk.training.datasets import QUERYCORR_GRADES as GRADES
 from redone_sdk.training.evaluate import classification_metrics, evaluate_bundle
+from redone_sdk.training.evaluate import label_space as training_label_space
 
 __all__ = [
     "DEV_SETS",
@@ -53,12 +55,10 @@ def dev_sets(data_dir: Path, cap: int = 0, seed: int = 7) -> dict[str, list[Exam
 
 
 def label_space(set_name: str, labels: Sequence[str]) -> tuple[list[str], Any]:
-    """(space, mapper) exactly as evaluate_bundle scores `set_name`; `labels` is the task's own label list."""
-    if set_name.startswith(("cold", "swsr")) or set_name.endswith(":binary"):
-        return ["safe", "harmful"], lambda x: "harmful" if x != "safe" else "safe"
-    if set_name.startswith("davidson"):
-        return ["safe", "offensive", "hate"], lambda x: x
-    return list(labels), lambda x: x
+    """(space, mapper) exactly as evaluate_bundle scores `set_name`; a `:binary` view is harmful vs safe."""
+    if set_name.endswith(":binary"):
+        return training_label_space("cold", labels)
+    return training_label_space(set_name, labels)
 
 
 def metrics_for(set_name: str, gold: Sequence[str], pred: Sequence[str], labels: Sequence[str]) -> dict[str, float]:

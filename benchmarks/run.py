@@ -11,7 +11,8 @@ from typing import Any
 from unittest import mock
 
 from redone_sdk.bundle import Bundle
-from redone_sdk.inference.engine import InferenceOptions, open_backend
+from redone_sdk.inference.engine import open_backend
+from redone_sdk.inference.options import InferenceOptions
 
 from . import SCHEMA
 from .breakdown import cached_prefix_length, padding_waste, prompt_token_counts, stage_breakdown
@@ -194,7 +195,7 @@ def _profile(settings: Settings) -> dict[str, Any]:
             backend = open_backend(bundle, options)
             # the Moderator must run on this very backend: a second ONNX Runtime session would bring its own
             # thread pool, whose spinning workers slow the first one down (see `two_sessions`)
-            with mock.patch("redone_sdk.moderator.open_backend", lambda _b, _o, backend=backend: backend):
+            with mock.patch("redone_sdk.task_model.open_backend", lambda _b, _o, backend=backend: backend):
                 moderator = Moderator(bundle, options=options)
         except Exception as exc:
             stages[name] = {"error": f"{type(exc).__name__}: {exc}"}

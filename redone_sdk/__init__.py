@@ -16,6 +16,8 @@ from redone_sdk.errors import (
     PolicyError,
     RedOneError,
 )
+from redone_sdk.inference.backend import BackendInfo
+from redone_sdk.inference.options import InferenceOptions
 from redone_sdk.matcher import NoteQueryMatcher
 from redone_sdk.moderator import Moderator
 from redone_sdk.policy import CategoryRule, Policy
@@ -24,8 +26,10 @@ from redone_sdk.schemas import MatchResult, ModelInfo, ModerationResult, Note
 __version__ = "0.1.0"
 
 __all__ = [
+    "BackendInfo",
     "Bundle",
     "CategoryRule",
+    "InferenceOptions",
     "MatchResult",
     "ModelInfo",
     "ModerationResult",

@@ -19,7 +19,8 @@ from pydantic import ValidationError
 
 from redone_sdk import __version__
 from redone_sdk.errors import RedOneError
-from redone_sdk.schemas import Note, format_validation_error
+from redone_sdk.inference.options import add_inference_args, options_from_args
+from redone_sdk.schemas import Note, coerce_note, format_validation_error
 
 __all__ = ["main", "build_parser"]
 
@@ -35,8 +36,9 @@ def _open_input(path: str) -> Iterator[IO[str]]:
             yield handle
 
 
-def _read_jsonl(path: str, parse: Callable[[Any], Any], err: IO[str]) -> tuple[list[tuple[int, Any]], int]:
-    """Parse every line; report bad ones as `FILE:LINE: reason` on stderr and keep going."""
+def _read_lines(path: str, parse: Callable[[str, int], Any], err: IO[str]) -> tuple[list[tuple[int, Any]], int]:
+    """Parse every non-blank line with `parse(line, number)`; report bad ones as `FILE:LINE: reason` on stderr
+    and keep going."""
     good: list[tuple[int, Any]] = []
     bad = 0
     name = "<stdin>" if path == "-" else path
@@ -45,10 +47,10 @@ def _read_jsonl(path: str, parse: Callable[[Any], Any], err: IO[str]) -> tuple[l
             if not line.strip():
                 continue
             try:
-                good.append((number, parse(json.loads(line))))
+                good.append((number, parse(line.rstrip("\r\n"), number)))
             except json.JSONDecodeError as exc:
                 bad += 1
-                print(f"{name}:{number}: not JSON: {exc.msg} at column {exc.colno}", file=err)
+                print(f"{name}:{number}: not JSON: {exc.msg} at column {exc.colno}{_text_hint(line)}", file=err)
             except ValidationError as exc:
                 bad += 1
                 print(f"{name}:{number}: {format_validation_error(exc, 'record')}", file=err)
@@ -58,18 +60,38 @@ def _read_jsonl(path: str, parse: Callable[[Any], Any], err: IO[str]) -> tuple[l
     return good, bad
 
 
+def _text_hint(line: str) -> str:
+    """A pointer to --text for a line that does not even start like JSON (plain text fed to JSON lines)."""
+    return "" if line.lstrip()[:1] in ("{", "[", '"') else " (plain-text lines: use --text)"
+
+
+def _parse_note_line(line: str, number: int) -> Note:
+    """A JSON object is a note's fields; a JSON string is a note's text, like a plain string in the library."""
+    value = json.loads(line)
+    if isinstance(value, str):
+        return coerce_note(value, index=number)
+    return _parse_note(value)
+
+
+def _parse_text_line(line: str, number: int) -> Note:
+    return coerce_note(line, index=number)
+
+
 def _parse_note(value: Any) -> Note:
     if not isinstance(value, dict):
-        raise TypeError(f"expected a JSON object, got {type(value).__name__}")
+        raise TypeError(f"expected a JSON object, got {type(value).__name__} (a note's fields, or a string: its text)")
     return Note.model_validate(value)
 
 
-def _parse_pair(value: Any) -> tuple[str, Note]:
+def _parse_pair_line(line: str, _number: int) -> tuple[str, Note]:
+    value = json.loads(line)
     if not isinstance(value, dict) or set(value) != {"query", "note"}:
         raise TypeError('expected {"query": "...", "note": {...note fields...}}')
     if not isinstance(value["query"], str) or not value["query"].strip():
         raise TypeError("query must be a non-empty string")
-    return value["query"], _parse_note(value["note"])
+    if not isinstance(value["note"], dict):
+        raise TypeError(f"note must be a JSON object, got {type(value['note']).__name__}")
+    return value["query"], Note.model_validate(value["note"])
 
 
 def _write(results: list[Any], out: IO[str]) -> None:
@@ -86,15 +108,8 @@ def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
 def _moderate(args: argparse.Namespace) -> int:
     from redone_sdk.moderator import Moderator
 
-    moderator = Moderator.load(
-        args.bundle,
-        policy=args.policy,
-        backend=args.backend,
-        batch_size=args.batch_size,
-        intra_op_threads=args.threads,
-        workers=args.workers,
-    )
-    notes, bad = _read_jsonl(args.input, _parse_note, sys.stderr)
+    moderator = Moderator.load(args.bundle, policy=args.policy, options=options_from_args(args))
+    notes, bad = _read_lines(args.input, _parse_text_line if args.text else _parse_note_line, sys.stderr)
     for chunk in _chunks([n for _, n in notes], 1024):
         _write(moderator.classify_batch(chunk), sys.stdout)
     if args.summary:
@@ -105,14 +120,8 @@ def _moderate(args: argparse.Namespace) -> int:
 def _match(args: argparse.Namespace) -> int:
     from redone_sdk.matcher import NoteQueryMatcher
 
-    matcher = NoteQueryMatcher.load(
-        args.bundle,
-        backend=args.backend,
-        batch_size=args.batch_size,
-        intra_op_threads=args.threads,
-        workers=args.workers,
-    )
-    pairs, bad = _read_jsonl(args.input, _parse_pair, sys.stderr)
+    matcher = NoteQueryMatcher.load(args.bundle, options=options_from_args(args))
+    pairs, bad = _read_lines(args.input, _parse_pair_line, sys.stderr)
     for chunk in _chunks([p for _, p in pairs], 256):
         _write(matcher.score_pairs(chunk), sys.stdout)
     return EXIT_BAD_LINES if bad else EXIT_OK
@@ -132,17 +141,7 @@ def _bundle_info(args: argparse.Namespace) -> int:
 
 def _add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bundle", default=None, help="Bundle directory (default: the bundle shipped with the SDK).")
-    parser.add_argument("--backend", choices=["auto", "onnx", "torch"], default="auto", help="Inference backend.")
-    parser.add_argument("--batch-size", type=int, default=8, help="Most notes per forward pass.")
-    parser.add_argument(
-        "--workers",
-        type=int,
-        default=None,
-        help="Forward passes run at once, each on one thread (default on CPU: one per core; see InferenceOptions).",
-    )
-    parser.add_argument(
-        "--threads", type=int, default=None, help="Intra-op threads of each pass (alone: one pass at a time)."
-    )
+    add_inference_args(parser)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -152,11 +151,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     moderate = commands.add_parser(
         "moderate",
-        help="Classify notes from JSON lines.",
-        description="Read one note per line (JSON: note_id, title, content, …), write one ModerationResult per line. "
-        "Bad lines are reported on stderr with their line number; the others are still moderated (exit 1).",
+        help="Classify notes from JSON lines (or plain text with --text).",
+        description="Read one note per line, write one ModerationResult per line. A line is a JSON object of a "
+        "note's fields (note_id, title, content, …; title and content up to 100,000 characters each) or a JSON "
+        "string, which becomes the content of a note whose id is its line number; with --text every line is such "
+        "a text as it stands. Blank lines are skipped. Bad lines are reported on stderr with their line number; "
+        "the others are still moderated (exit 1).",
     )
     moderate.add_argument("input", nargs="?", default="-", help="JSON-lines file, or - for stdin (default).")
+    moderate.add_argument(
+        "--text",
+        action="store_true",
+        help="Each line is the plain text of one note (its note_id: the line number), not JSON.",
+    )
     moderate.add_argument("--policy", default=None, help="Policy JSON file (default: the bundle's policy).")
     moderate.add_argument("--summary", action="store_true", help="Print a count line on stderr at the end.")
     _add_model_options(moderate)

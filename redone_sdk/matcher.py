@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
+from typing_extensions import Unpack
 
 from redone_sdk.bundle import Bundle
-from redone_sdk.errors import BundleFormatError, InvalidInputError
-from redone_sdk.inference.backend import BackendName
-from redone_sdk.inference.engine import InferenceOptions, TaskEngine, open_backend
-from redone_sdk.moderator import resolve_bundle
-from redone_sdk.schemas import MatchResult, ModelInfo, NoteLike, coerce_note
+from redone_sdk.errors import InvalidInputError
+from redone_sdk.inference.options import InferenceOptions, InferenceOverrides
+from redone_sdk.schemas import MatchResult, NoteLike, coerce_note
+from redone_sdk.task_model import BundleTaskModel, resolve_bundle
 
 __all__ = ["NoteQueryMatcher"]
 
@@ -30,58 +29,33 @@ def _check_query(query: object) -> str:
     return query
 
 
-class NoteQueryMatcher:
+class NoteQueryMatcher(BundleTaskModel):
     """Scores (query, note) pairs with a bundle's matching task; build it with `NoteQueryMatcher.load`.
 
     `score` is the expected relevance: the grade probabilities times each grade's value in the manifest
     (SNS-Bench grades -1, 0, 1, 2, 3 map to 0, 0.25, 0.5, 0.75, 1 in the default bundle).
     """
 
+    task_kind = "matching"
+
     def __init__(self, bundle: Bundle, *, options: InferenceOptions | None = None) -> None:
-        found = bundle.manifest.task_of_kind("matching")
-        if found is None:
-            raise BundleFormatError(f"bundle {bundle.name} has no matching task")
-        name, task = found
-        options = options or InferenceOptions()
-        self._bundle = bundle
-        self._engine = TaskEngine(bundle, name, open_backend(bundle, options), options.batch_size)
-        self._grades = [label.name for label in task.labels]
-        self._values = np.array([label.value for label in task.labels], dtype=np.float64)
-        self._model = ModelInfo(name=bundle.name, version=bundle.version)
+        super().__init__(bundle, options=options)
+        self._grades = [label.name for label in self._task.labels]
+        self._values = np.array([label.value for label in self._task.labels], dtype=np.float64)
 
     @classmethod
     def load(
         cls,
         bundle: Bundle | str | Path | None = None,
         *,
-        backend: BackendName = "auto",
-        precision: Literal["fp32", "int8"] | None = None,
-        batch_size: int = 8,
-        intra_op_threads: int | None = None,
-        inter_op_threads: int | None = None,
-        allow_spinning: bool | None = None,
-        providers: Sequence[str] | None = None,
-        torch_dtype: Literal["float32", "bfloat16"] = "float32",
+        options: InferenceOptions | None = None,
         template: Bundle | str | Path | None = None,
-        workers: int | None = None,
+        **overrides: Unpack[InferenceOverrides],
     ) -> NoteQueryMatcher:
-        """Load a bundle (`None`: the shipped one) or a plain checkpoint directory with `template`'s tasks."""
-        options = InferenceOptions(
-            backend=backend,
-            precision=precision,
-            batch_size=batch_size,
-            intra_op_threads=intra_op_threads,
-            inter_op_threads=inter_op_threads,
-            allow_spinning=allow_spinning,
-            providers=tuple(providers) if providers else None,
-            torch_dtype=torch_dtype,
-            workers=workers,
-        )
+        """Load a bundle (`None`: the shipped one) or a plain checkpoint directory with `template`'s tasks;
+        options and keywords as in `Moderator.load`."""
+        options = InferenceOptions.build(options, **overrides)
         return cls(resolve_bundle(bundle, template), options=options)
-
-    @property
-    def bundle(self) -> Bundle:
-        return self._bundle
 
     def score(self, query: str, note: NoteLike) -> MatchResult:
         return self.score_pairs([(query, note)])[0]

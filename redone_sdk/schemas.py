@@ -23,20 +23,27 @@ __all__ = [
 
 Action = Literal["allow", "review", "block"]
 
-MAX_FIELD_CHARS = 100_000
+# Field limits of `Note`, also used by readers that check notes in bulk (the replay's notes table).
+MAX_FIELD_CHARS = 100_000  # title, content
+MAX_ID_CHARS = 256  # note_id, author_id
+MAX_LANG_CHARS = 16
 
 
 class Note(BaseModel):
-    """A platform note: a title and a body, with optional metadata. Unknown fields are refused."""
+    """A platform note: a title and a body, with optional metadata. Unknown fields are refused.
+
+    `title` and `content` hold at most 100,000 characters each (`MAX_FIELD_CHARS`), ids 256; at least one of
+    the two must be non-blank. The model reads only a note's first tokens (the bundle's truncation rule).
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=False)
 
-    note_id: str = Field(min_length=1, max_length=256, description="Stable identifier of the note.")
+    note_id: str = Field(min_length=1, max_length=MAX_ID_CHARS, description="Stable identifier of the note.")
     title: str = Field(default="", max_length=MAX_FIELD_CHARS, description="Title; may be empty.")
     content: str = Field(default="", max_length=MAX_FIELD_CHARS, description="Body text; may be empty.")
     tags: tuple[str, ...] = Field(default=(), description="Hashtags or topics, without '#'.")
-    lang: str | None = Field(default=None, max_length=16, description="BCP-47 language tag, if known.")
-    author_id: str | None = Field(default=None, max_length=256)
+    lang: str | None = Field(default=None, max_length=MAX_LANG_CHARS, description="BCP-47 language tag, if known.")
+    author_id: str | None = Field(default=None, max_length=MAX_ID_CHARS)
     created_at: datetime | None = None
 
     @field_validator("note_id", mode="before")

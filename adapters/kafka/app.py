@@ -24,10 +24,12 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from kafka import KafkaConsumer
 from kafka.errors import IllegalStateError
+
+from redone_sdk.inference.options import InferenceOptions
 
 from . import clients
 from .admin import ensure_topics
@@ -102,25 +104,17 @@ class ModerationStream:
         *,
         settings: StreamSettings | None = None,
         policy: str | Path | None = None,
-        backend: Literal["auto", "onnx", "torch"] = "auto",
-        intra_op_threads: int | None = None,
-        allow_spinning: bool | None = None,
+        options: InferenceOptions | None = None,
         on_error: ErrorCallback | None = None,
-        workers: int | None = None,
+        **option_fields: Any,
     ) -> ModerationStream:
-        """A stream around `Moderator.load(bundle)` (`None`: the bundle shipped with the SDK); `policy` is a
-        policy JSON file replacing the bundle's own. `allow_spinning=False` lets ONNX Runtime's idle threads
-        sleep between batches, leaving the cores to the Kafka client threads (and a broker on the same host)."""
+        """A stream around `Moderator.load(bundle, options=...)` (`None`: the bundle shipped with the SDK);
+        `policy` is a policy JSON file replacing the bundle's own. Keywords such as `workers=` or
+        `allow_spinning=False` (idle ONNX Runtime threads sleep between batches, leaving the cores to the Kafka
+        client threads) replace those fields of `options`, as in `Moderator.load`."""
         from redone_sdk import Moderator  # heavy (ONNX Runtime): only when asked for
 
-        moderator = Moderator.load(
-            bundle,
-            policy=policy,
-            backend=backend,
-            intra_op_threads=intra_op_threads,
-            allow_spinning=allow_spinning,
-            workers=workers,
-        )
+        moderator = Moderator.load(bundle, policy=policy, options=InferenceOptions.build(options, **option_fields))
         return cls(classifier=moderator, settings=settings, on_error=on_error)
 
     @property

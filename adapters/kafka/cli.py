@@ -17,6 +17,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from redone_sdk.errors import RedOneError
+from redone_sdk.inference.options import add_inference_args, options_from_args
 from redone_sdk.schemas import format_validation_error
 
 from .errors import FencedError, StreamError
@@ -71,17 +72,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The stream's flags, shared by `redone stream` and `python -m redone_sdk.adapters.kafka`."""
     parser.add_argument("--bundle", default=None, help="model bundle directory (default: the SDK's own)")
     parser.add_argument("--policy", default=None, help="moderation policy JSON replacing the bundle's own")
-    parser.add_argument("--backend", choices=("auto", "onnx", "torch"), default="auto", help="inference backend")
-    parser.add_argument(
-        "--workers", type=int, default=None, help="model passes run at once, one thread each (default: one per core)"
-    )
-    parser.add_argument("--threads", type=int, default=None, help="intra-op threads of each model pass")
-    parser.add_argument(
-        "--spinning",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="let ONNX Runtime's idle threads busy-wait between batches (default: ONNX Runtime's choice)",
-    )
+    # --batch-size is the stream's micro-batch (a setting); a forward pass's cap is --model-batch-size
+    add_inference_args(parser, batch_size_flag="--model-batch-size")
     for flag, field, kind, text in _FLAGS:
         parser.add_argument(
             flag,
@@ -133,13 +125,7 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         stream = ModerationStream.from_bundle(
-            args.bundle,
-            settings=settings,
-            policy=args.policy,
-            backend=args.backend,
-            intra_op_threads=args.threads,
-            allow_spinning=args.spinning,
-            workers=args.workers,
+            args.bundle, settings=settings, policy=args.policy, options=options_from_args(args)
         )
     except RedOneError as exc:
         log_event(_log, logging.ERROR, "cannot load the bundle", error=str(exc))

@@ -11,6 +11,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from redone_sdk.bundle.manifest import FORMAT_VERSION, MANIFEST_FILE, Manifest
+from redone_sdk.bundle.tokenizer import load_tokenizer
 from redone_sdk.errors import BundleFormatError, BundleIntegrityError, BundleNotFoundError
 from redone_sdk.schemas import format_validation_error
 
@@ -57,8 +58,6 @@ class Bundle:
         with; the tasks (prompts, answer tokens) and the policy come from `template` (default: the shipped
         bundle), with answer-token ids looked up again in the checkpoint's tokenizer.
         """
-        from redone_sdk.inference.encoding import load_tokenizer
-
         root = Path(checkpoint).resolve()
         if not (root / "config.json").is_file():
             raise BundleNotFoundError(f"{root} is neither a bundle (manifest.json) nor a checkpoint (config.json)")

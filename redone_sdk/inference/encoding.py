@@ -11,7 +11,6 @@ import re
 import string
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 from tokenizers import Tokenizer
@@ -19,17 +18,7 @@ from tokenizers import Tokenizer
 from redone_sdk.bundle.manifest import TaskSpec
 from redone_sdk.errors import BundleFormatError
 
-__all__ = ["EncodedPrompt", "PromptEncoder", "length_buckets", "pad_batch", "load_tokenizer"]
-
-
-def load_tokenizer(path: Path) -> Tokenizer:
-    try:
-        tokenizer = Tokenizer.from_file(str(path))
-    except Exception as exc:  # tokenizers raises a bare Exception on malformed files
-        raise BundleFormatError(f"cannot read tokenizer {path}: {exc}") from None
-    tokenizer.no_padding()
-    tokenizer.no_truncation()
-    return tokenizer
+__all__ = ["EncodedPrompt", "PromptEncoder", "length_buckets", "pad_batch"]
 
 
 @dataclass(frozen=True)

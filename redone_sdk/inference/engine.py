@@ -4,55 +4,18 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
 
 from redone_sdk.bundle import Bundle
 from redone_sdk.bundle.manifest import TaskSpec
+from redone_sdk.bundle.tokenizer import load_tokenizer
 from redone_sdk.errors import BackendUnavailableError, BundleFormatError
-from redone_sdk.inference.backend import BackendName, ScoringBackend
-from redone_sdk.inference.encoding import PromptEncoder, length_buckets, load_tokenizer, pad_batch
+from redone_sdk.inference.backend import BackendInfo, ScoringBackend
+from redone_sdk.inference.encoding import PromptEncoder, length_buckets, pad_batch
+from redone_sdk.inference.options import InferenceOptions
 
-__all__ = ["InferenceOptions", "TaskEngine", "open_backend", "usable_cores"]
-
-
-@dataclass(frozen=True)
-class InferenceOptions:
-    """How to run a bundle: backend, graph precision, batching and threads.
-
-    `batch_size` caps one forward pass; a call is split into length-sorted passes of at most that many notes.
-    8 is the measured sweet spot on CPU (benchmarks/results: 1.9x the notes/s of 32 on calls of mixed-length
-    notes, since padding waste and cache pressure grow with the pass). `workers` passes of a call run at once,
-    each on its own thread (ONNX backend; default on CPU: one per usable core, each session pass then on one
-    intra-op thread, and a call of a few notes is cut into that many passes). Whole passes in parallel keep
-    every core busy without the per-operator synchronisation of intra-op threads, which costs a small model
-    most of its time and stalls whenever other work takes a core. Setting `intra_op_threads` without `workers`
-    keeps one pass at a time on that many threads; the PyTorch backend and GPU providers always run one
-    pass at a time. `allow_spinning=False` stops ONNX Runtime's idle threads from busy-waiting between passes
-    (helps when other work shares the cores).
-    Sessions are shared: every engine in a process that opens the same graph with the same options reuses one
-    ONNX Runtime session (two sessions taking turns fight over spinning threads and lose a quarter of speed).
-    """
-
-    backend: BackendName = "auto"
-    precision: Literal["fp32", "int8"] | None = None
-    batch_size: int = 8
-    intra_op_threads: int | None = None
-    inter_op_threads: int | None = None
-    providers: tuple[str, ...] | None = None
-    torch_dtype: Literal["float32", "bfloat16"] = "float32"
-    allow_spinning: bool | None = None
-    workers: int | None = None
-
-    def __post_init__(self) -> None:
-        if self.batch_size < 1:
-            raise ValueError("batch_size must be at least 1")
-        for name in ("intra_op_threads", "inter_op_threads", "workers"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise ValueError(f"{name} must be at least 1")
+__all__ = ["TaskEngine", "label_probabilities", "open_backend", "usable_cores"]
 
 
 def open_backend(bundle: Bundle, options: InferenceOptions) -> ScoringBackend:
@@ -83,6 +46,7 @@ def open_backend(bundle: Bundle, options: InferenceOptions) -> ScoringBackend:
             inter_op_threads=options.inter_op_threads,
             allow_spinning=options.allow_spinning,
             workers=workers,
+            precision=spec.precision,
         )
     if manifest.checkpoint is None:
         raise BackendUnavailableError(f"bundle {bundle.name} has no checkpoint for the PyTorch backend")
@@ -116,6 +80,14 @@ def _label_token_ids(bundle: Bundle) -> list[int]:
     return [columns[i] for i in range(len(columns))]
 
 
+def label_probabilities(logits: np.ndarray, columns: np.ndarray) -> np.ndarray:
+    """Softmax over a task's label columns of the backend's logits [batch, all labels], in float64."""
+    chosen = logits[:, columns].astype(np.float64)
+    chosen -= chosen.max(axis=1, keepdims=True)
+    exp = np.exp(chosen)
+    return exp / exp.sum(axis=1, keepdims=True)
+
+
 class TaskEngine:
     """Scores records (field name -> text) for one task and returns label probabilities."""
 
@@ -124,15 +96,20 @@ class TaskEngine:
         tokenizer = load_tokenizer(bundle.file(bundle.manifest.tokenizer.file))
         self.encoder = PromptEncoder(tokenizer, self.task, bundle.manifest.tokenizer.special_tokens)
         self._pad_id = bundle.manifest.tokenizer.pad_token_id
-        self._columns = np.array([label.column for label in self.task.labels])
+        self.columns = np.array([label.column for label in self.task.labels])
         self._backend = backend
         self._batch_size = batch_size
-        self.workers: int = getattr(backend, "workers", 1)  # passes the backend runs well at once
+        self.workers: int = backend.workers  # passes the backend runs well at once
+
+    @property
+    def backend_info(self) -> BackendInfo:
+        """What scores: the backend that runs, its precision and providers."""
+        return self._backend.info
 
     def score(self, records: Sequence[Mapping[str, str]]) -> tuple[np.ndarray, list[bool]]:
         """(probabilities [n, labels] in the task's label order, truncated flags), in input order."""
         if not records:
-            return np.zeros((0, len(self._columns)), dtype=np.float32), []
+            return np.zeros((0, len(self.columns)), dtype=np.float32), []
         encoded = self.encoder.encode_batch(records)
         passes = length_buckets([len(e.ids) for e in encoded], self._batch_size, min_batches=self.workers)
 
@@ -140,16 +117,12 @@ class TaskEngine:
             return self._backend(*pad_batch([encoded[i].ids for i in batch], self._pad_id))
 
         # the backend's own pool: engines sharing a session (a Moderator and a matcher) share its workers too
-        executor = getattr(self._backend, "executor", None)
-        parallel = executor is not None and self.workers > 1 and len(passes) > 1
-        if parallel:
+        pool = self._backend.executor() if self.workers > 1 and len(passes) > 1 else None
+        if pool is not None:
             # the pool takes passes in order: the biggest first, so the last ones to finish are small
             passes.sort(key=lambda batch: len(batch) * len(encoded[batch[-1]].ids), reverse=True)
-        outputs = executor().map(run, passes) if parallel else map(run, passes)
-        probs = np.empty((len(records), len(self._columns)), dtype=np.float32)
+        outputs = pool.map(run, passes) if pool is not None else map(run, passes)
+        probs = np.empty((len(records), len(self.columns)), dtype=np.float32)
         for batch, logits in zip(passes, outputs, strict=True):
-            chosen = logits[:, self._columns].astype(np.float64)
-            chosen -= chosen.max(axis=1, keepdims=True)
-            exp = np.exp(chosen)
-            probs[batch] = exp / exp.sum(axis=1, keepdims=True)
+            probs[batch] = label_probabilities(logits, self.columns)
         return probs, [e.truncated for e in encoded]

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from redone_sdk.errors import BackendUnavailableError, BundleFormatError
+from redone_sdk.inference.backend import BackendInfo
 
 __all__ = ["OnnxScorer", "PROVIDER_PREFERENCE", "choose_providers", "shared_scorer"]
 
@@ -38,7 +39,8 @@ def choose_providers(requested: Sequence[str] | None = None) -> list[str]:
 
 class OnnxScorer:
     """Runs a bundle's scoring graph. Thread counts default to ONNX Runtime's own choice; `workers` says how many
-    passes the caller may run at once from its own threads (the session is thread-safe)."""
+    passes the caller may run at once from its own threads (the session is thread-safe). `precision` names the
+    graph's precision in `info` (default: the graph's file name)."""
 
     name = "onnx"
 
@@ -52,6 +54,7 @@ class OnnxScorer:
         allow_spinning: bool | None = None,
         prefix_cache: Path | None = None,
         workers: int = 1,
+        precision: str | None = None,
     ) -> None:
         import onnxruntime as ort
 
@@ -96,6 +99,8 @@ class OnnxScorer:
                 "prompt-prefix cache, past_key.<i> and past_value.<i> for each layer"
             )
         self._output = self._session.get_outputs()[0].name
+        in_use = tuple(self._session.get_providers())
+        self.info = BackendInfo(name=self.name, precision=precision or graph.name, providers=in_use)
         self._prefixes: list[_CachedPrefix] = []
         self._no_prefix: dict[str, np.ndarray] = {}
         if layers:
@@ -185,6 +190,7 @@ def shared_scorer(
     allow_spinning: bool | None = None,
     prefix_cache: Path | None = None,
     workers: int = 1,
+    precision: str | None = None,
 ) -> OnnxScorer:
     """One scorer per (graph file, options) in this process, alive while anything uses it.
 
@@ -202,6 +208,7 @@ def shared_scorer(
         allow_spinning,
         str(prefix_cache.resolve()) if prefix_cache else None,
         workers,
+        precision,
     )
     with _SHARED_LOCK:
         scorer = _SHARED.get(key)
@@ -214,6 +221,7 @@ def shared_scorer(
                 allow_spinning=allow_spinning,
                 prefix_cache=prefix_cache,
                 workers=workers,
+                precision=precision,
             )
             _SHARED[key] = scorer
         return scorer

@@ -32,13 +32,21 @@ from redone_sdk.policy import CategoryRule, Policy
 REPO = Path(__file__).resolve().parents[3]
 
 
+SAMPLE_NOTES = 6000
+
+
 @pytest.fixture(scope="session")
 def sample_notes(data_dir: Path) -> list[dict[str, Any]]:
-    """6,000 real notes (COLD dev texts) as JSON-ready dicts with ids n00000, n00001, …"""
+    """6,000 real notes (COLD dev texts) as JSON-ready dicts with ids n00000, n00001, …
+
+    The committed test data has about a hundred COLD dev texts: they are used in turn, each round after the first
+    with its number appended (`… #2`), so every note still has its own text."""
     with (data_dir / "cold" / "dev.csv").open(encoding="utf-8-sig", newline="") as handle:
         texts = [row["TEXT"] for row in csv.DictReader(handle) if row["TEXT"].strip()]
-    assert len(texts) >= 6000
-    return [{"note_id": f"n{i:05d}", "content": text} for i, text in enumerate(texts[:6000])]
+    assert len(texts) >= 100
+    rounds = [texts] + [[f"{t} #{r}" for t in texts] for r in range(2, -(-SAMPLE_NOTES // len(texts)) + 1)]
+    notes = [t for texts_of_round in rounds for t in texts_of_round][:SAMPLE_NOTES]
+    return [{"note_id": f"n{i:05d}", "content": text} for i, text in enumerate(notes)]
 
 
 @pytest.fixture(scope="session")

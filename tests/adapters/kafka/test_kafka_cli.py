@@ -97,11 +97,20 @@ def test_redone_stream_is_registered_in_the_core_cli() -> None:
     assert exit_info.value.code == 0
 
 
-def test_spinning_flag_reaches_the_model_session(tiny_bundle: Path) -> None:
+def test_spinning_flag_reaches_the_model(default_bundle: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from redone_sdk import Moderator
     from redone_sdk.adapters.kafka import ModerationStream
 
     assert _parse().spinning is None
     assert _parse("--no-spinning").spinning is False and _parse("--spinning").spinning is True
-    quiet = ModerationStream.from_bundle(tiny_bundle, allow_spinning=False)
-    options = quiet._classifier._engine._backend._session.get_session_options()
-    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    loaded: list[Moderator] = []
+    load = Moderator.load
+
+    def spy(*args, **kwargs) -> Moderator:
+        loaded.append(load(*args, **kwargs))
+        return loaded[-1]
+
+    monkeypatch.setattr(Moderator, "load", spy)
+    ModerationStream.from_bundle(default_bundle, allow_spinning=False)
+    (moderator,) = loaded
+    assert moderator.options.allow_spinning is False

@@ -1,0 +1,57 @@
+"""What `Moderator` and `NoteQueryMatcher` share: a verified bundle, one of its tasks on a scoring engine, and
+the options it runs with."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import ClassVar
+
+from redone_sdk.bundle import Bundle
+from redone_sdk.bundle.manifest import TaskKind
+from redone_sdk.errors import BundleFormatError
+from redone_sdk.inference.backend import BackendInfo
+from redone_sdk.inference.engine import TaskEngine, open_backend
+from redone_sdk.inference.options import InferenceOptions
+from redone_sdk.schemas import ModelInfo
+
+__all__ = ["BundleTaskModel", "resolve_bundle"]
+
+
+def resolve_bundle(bundle: Bundle | str | Path | None, template: Bundle | str | Path | None = None) -> Bundle:
+    """A bundle directory, or a plain Hugging Face checkpoint directory wrapped with `template`'s tasks."""
+    if isinstance(bundle, Bundle):
+        return bundle
+    if bundle is not None and not (Path(bundle) / "manifest.json").exists() and (Path(bundle) / "config.json").exists():
+        return Bundle.from_checkpoint(bundle, template)
+    return Bundle.load(bundle)
+
+
+class BundleTaskModel:
+    """The bundle's task of kind `task_kind` on an engine built from `options`."""
+
+    task_kind: ClassVar[TaskKind]
+
+    def __init__(self, bundle: Bundle, *, options: InferenceOptions | None = None) -> None:
+        found = bundle.manifest.task_of_kind(self.task_kind)
+        if found is None:
+            raise BundleFormatError(f"bundle {bundle.name} has no {self.task_kind} task")
+        self._task_name, self._task = found
+        self._bundle = bundle
+        self._options = options or InferenceOptions()
+        backend = open_backend(bundle, self._options)
+        self._engine = TaskEngine(bundle, self._task_name, backend, self._options.batch_size)
+        self._model = ModelInfo(name=bundle.name, version=bundle.version)
+
+    @property
+    def bundle(self) -> Bundle:
+        return self._bundle
+
+    @property
+    def options(self) -> InferenceOptions:
+        """The options this model was built with (as given: `backend="auto"` stays "auto")."""
+        return self._options
+
+    @property
+    def backend_info(self) -> BackendInfo:
+        """What scores: the backend, graph precision or dtype, and providers that `options` resolved to."""
+        return self._engine.backend_info
