@@ -1,4 +1,13 @@
-"""Shared fixtures: a tiny but real bundle trained by our own pipeline (about 15 s on 2 cores)."""
+"""Shared fixtures: the tests' labeled data, and a tiny but real bundle trained by our own pipeline.
+
+Data: `$REDONE_DATA_DIR` when set (the full data, see the README's "Data"), else the small labeled set committed
+under tests/fixtures/data (tests/fixtures/data/README.md says where its rows come from). The session exports
+`REDONE_DATA_DIR` so that code reading its default data folder (and subprocesses) sees the same folder, never
+`../shared/data`.
+
+This module imports only the core: the training pipeline (torch, trl) is imported inside `tiny_run`, so the core
+tests (tests/sdk) run with the light install.
+"""
 
 from __future__ import annotations
 
@@ -7,13 +16,18 @@ from pathlib import Path
 
 import pytest
 
-DATA_DIR = Path(os.environ.get("REDONE_DATA_DIR", Path(__file__).resolve().parents[1].parent / "shared" / "data"))
+FIXTURE_DATA = Path(__file__).resolve().parent / "fixtures" / "data"
+DATA_DIR = Path(os.environ.get("REDONE_DATA_DIR") or FIXTURE_DATA)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    os.environ["REDONE_DATA_DIR"] = str(DATA_DIR)
 
 
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
     if not (DATA_DIR / "cold" / "train.csv").is_file():
-        pytest.fail(f"shared data not found at {DATA_DIR}; set REDONE_DATA_DIR")
+        pytest.fail(f"no labeled data at {DATA_DIR} (REDONE_DATA_DIR); unset it to use tests/fixtures/data")
     return DATA_DIR
 
 
@@ -43,3 +57,11 @@ def tiny_bundle(tiny_run: Path) -> Path:
 def tiny_full_bundle(tiny_run: Path) -> Path:
     """The same model with fp32 and int8 graphs, the generation graph and the safetensors checkpoint."""
     return tiny_run / "bundle-full"
+
+
+@pytest.fixture(scope="session")
+def default_bundle() -> Path:
+    """The bundle shipped inside the package (what `Moderator.load()` loads): int8 graph only, no checkpoint."""
+    from redone_sdk.bundle import default_bundle_path
+
+    return default_bundle_path()

@@ -3,20 +3,15 @@
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:  # `benchmarks/` is a source folder, not an installed package
-    sys.path.insert(0, str(ROOT))
-
-from benchmarks.breakdown import padding_waste  # noqa: E402
-from benchmarks.flops import ModelShape, forward_flops, full_forward_flops, last_layer_avoidable  # noqa: E402
-from benchmarks.peers.relevance import GRADES, GradeCuts  # noqa: E402
-from benchmarks.quality import metrics_for  # noqa: E402
+# `benchmarks/` is installed as `redone_sdk.benchmarks` (pyproject.toml, package-dir)
+from redone_sdk.benchmarks.breakdown import padding_waste
+from redone_sdk.benchmarks.flops import ModelShape, forward_flops, full_forward_flops, last_layer_avoidable
+from redone_sdk.benchmarks.peers.relevance import GRADES, GradeCuts
+from redone_sdk.benchmarks.quality import metrics_for
 
 
 def test_flops_count_linear_attention_and_head() -> None:
@@ -68,7 +63,7 @@ def test_label_spaces_match_the_pipeline() -> None:
 
 
 def test_register_adds_bench_to_a_cli() -> None:
-    from benchmarks.cli import register, run
+    from redone_sdk.benchmarks.cli import register, run
 
     parser = argparse.ArgumentParser()
     register(parser.add_subparsers(dest="command"))

@@ -9,9 +9,9 @@ from redone_sdk.bundle import MANIFEST_FILE
 
 
 @pytest.fixture
-def bundle_copy(tiny_bundle: Path, tmp_path: Path) -> Path:
+def bundle_copy(default_bundle: Path, tmp_path: Path) -> Path:
     target = tmp_path / "bundle"
-    shutil.copytree(tiny_bundle, target)
+    shutil.copytree(default_bundle, target)
     return target
 
 
@@ -21,18 +21,20 @@ def _edit_manifest(path: Path, change) -> None:
     (path / MANIFEST_FILE).write_text(json.dumps(manifest))
 
 
-def test_loads_and_exposes_metadata(tiny_bundle: Path) -> None:
-    bundle = Bundle.load(tiny_bundle)
-    assert bundle.name == "redone-tiny"
-    assert bundle.path == tiny_bundle.resolve()
+def test_loads_and_exposes_metadata(default_bundle: Path) -> None:
+    bundle = Bundle.load(default_bundle)
+    written = json.loads((default_bundle / MANIFEST_FILE).read_text())
+    assert (bundle.name, bundle.version) == (written["name"], written["version"])
+    assert bundle.path == default_bundle.resolve()
     assert set(bundle.manifest.tasks) == {"moderation", "matching"}
     assert bundle.manifest.files["tokenizer.json"]
-    moderator = Moderator.load(tiny_bundle)
-    assert moderator.bundle.version == bundle.version
+    assert set(bundle.manifest.graphs) == {"int8"} and bundle.manifest.checkpoint is None
+    moderator = Moderator.load()  # no path: the shipped bundle
+    assert moderator.bundle.path == bundle.path and moderator.bundle.version == bundle.version
 
 
-def test_manifest_is_sorted_json(tiny_bundle: Path) -> None:
-    text = (tiny_bundle / MANIFEST_FILE).read_text()
+def test_manifest_is_sorted_json(default_bundle: Path) -> None:
+    text = (default_bundle / MANIFEST_FILE).read_text()
     assert text == json.dumps(json.loads(text), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
 
 
@@ -100,12 +102,13 @@ def test_label_columns_must_match_graph(bundle_copy: Path) -> None:
         Bundle.load(bundle_copy)
 
 
-def test_bundle_holds_no_pickles(tiny_full_bundle: Path) -> None:
+def test_shipped_bundle_holds_no_pickles(default_bundle: Path) -> None:
+    """The shipped bundle's files; tests/training/test_trained_bundle.py checks a full bundle (checkpoint too)."""
     import numpy as np
 
-    suffixes = {p.suffix for p in tiny_full_bundle.rglob("*") if p.is_file()}
-    # .jinja: the chat template; .npz: the prompt-prefix cache, plain numeric arrays (read with allow_pickle=False)
-    assert suffixes <= {".json", ".jinja", ".onnx", ".safetensors", ".npz"}, suffixes
-    for archive in tiny_full_bundle.rglob("*.npz"):
+    suffixes = {p.suffix for p in default_bundle.rglob("*") if p.is_file()}
+    # .npz: the prompt-prefix cache, plain numeric arrays (read with allow_pickle=False)
+    assert suffixes <= {".json", ".onnx", ".npz"}, suffixes
+    for archive in default_bundle.rglob("*.npz"):
         with np.load(archive, allow_pickle=False) as arrays:
             assert arrays.files and all(arrays[name].dtype.kind in "fi" for name in arrays.files)

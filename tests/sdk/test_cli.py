@@ -18,16 +18,18 @@ def _write_lines(path: Path, lines: list[str]) -> Path:
     return path
 
 
-def test_moderate_writes_one_result_per_note(tiny_bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_moderate_writes_one_result_per_note(
+    default_bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     source = _write_lines(tmp_path / "notes.jsonl", [json.dumps(n, ensure_ascii=False) for n in NOTES])
-    assert main(["moderate", str(source), "--bundle", str(tiny_bundle)]) == 0
+    assert main(["moderate", str(source), "--bundle", str(default_bundle)]) == 0
     out = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [r["note_id"] for r in out] == ["a", "b"]
     assert all(r["action"] in ("allow", "review", "block") for r in out)
 
 
 def test_bad_lines_are_reported_with_numbers_and_others_kept(
-    tiny_bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+    default_bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
     lines = [
         json.dumps(NOTES[0], ensure_ascii=False),
@@ -39,7 +41,7 @@ def test_bad_lines_are_reported_with_numbers_and_others_kept(
         json.dumps(NOTES[1]),
     ]
     source = _write_lines(tmp_path / "notes.jsonl", lines)
-    assert main(["moderate", str(source), "--bundle", str(tiny_bundle)]) == 1
+    assert main(["moderate", str(source), "--bundle", str(default_bundle)]) == 1
     captured = capsys.readouterr()
     assert [json.loads(x)["note_id"] for x in captured.out.splitlines()] == ["a", "b"]
     err = captured.err
@@ -50,13 +52,13 @@ def test_bad_lines_are_reported_with_numbers_and_others_kept(
     assert ":6:" not in err
 
 
-def test_match_reads_pairs(tiny_bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_match_reads_pairs(default_bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     lines = [
         json.dumps({"query": "waffle", "note": {"note_id": "n1", "content": "egg waffle recipe"}}),
         json.dumps({"query": "waffle"}),
     ]
     source = _write_lines(tmp_path / "pairs.jsonl", lines)
-    assert main(["match", str(source), "--bundle", str(tiny_bundle)]) == 1
+    assert main(["match", str(source), "--bundle", str(default_bundle)]) == 1
     captured = capsys.readouterr()
     (result,) = [json.loads(x) for x in captured.out.splitlines()]
     assert result["note_id"] == "n1" and 0 <= result["score"] <= 1
@@ -69,9 +71,9 @@ def test_bad_bundle_is_a_clean_error(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert "redone: error: bundle directory" in capsys.readouterr().err
 
 
-def test_stdin_and_help_via_the_installed_script(tiny_bundle: Path) -> None:
+def test_stdin_and_help_via_the_installed_script(default_bundle: Path) -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "redone_sdk", "moderate", "-", "--bundle", str(tiny_bundle)],
+        [sys.executable, "-m", "redone_sdk", "moderate", "-", "--bundle", str(default_bundle)],
         input=json.dumps(NOTES[1]) + "\n",
         capture_output=True,
         text=True,
@@ -89,6 +91,7 @@ def test_stdin_and_help_via_the_installed_script(tiny_bundle: Path) -> None:
         assert shown.returncode == 0 and "usage:" in shown.stdout
 
 
-def test_bundle_command_verifies(tiny_bundle: Path, capsys: pytest.CaptureFixture) -> None:
-    assert main(["bundle", str(tiny_bundle)]) == 0
-    assert "redone-tiny" in capsys.readouterr().out
+def test_bundle_command_verifies(default_bundle: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["bundle", str(default_bundle)]) == 0
+    manifest = json.loads((default_bundle / "manifest.json").read_text())
+    assert manifest["name"] in capsys.readouterr().out

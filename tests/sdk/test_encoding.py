@@ -4,12 +4,13 @@ import numpy as np
 import pytest
 
 from redone_sdk import Bundle
-from redone_sdk.inference.encoding import PromptEncoder, length_buckets, load_tokenizer, pad_batch
+from redone_sdk.bundle.tokenizer import load_tokenizer
+from redone_sdk.inference.encoding import PromptEncoder, length_buckets, pad_batch
 
 
 @pytest.fixture(scope="module")
-def encoders(tiny_bundle: Path) -> dict[str, PromptEncoder]:
-    bundle = Bundle.load(tiny_bundle)
+def encoders(default_bundle: Path) -> dict[str, PromptEncoder]:
+    bundle = Bundle.load(default_bundle)
     tokenizer = load_tokenizer(bundle.file("tokenizer.json"))
     special = bundle.manifest.tokenizer.special_tokens
     return {name: PromptEncoder(tokenizer, task, special) for name, task in bundle.manifest.tasks.items()}
@@ -21,13 +22,13 @@ def test_short_text_is_not_truncated(encoders: dict[str, PromptEncoder]) -> None
     assert len(encoded.ids) < encoders["moderation"].task.max_length
 
 
-def test_long_text_keeps_template_and_fits(tiny_bundle: Path, encoders: dict[str, PromptEncoder]) -> None:
+def test_long_text_keeps_template_and_fits(default_bundle: Path, encoders: dict[str, PromptEncoder]) -> None:
     encoder = encoders["moderation"]
     (long,) = encoder.encode_batch([{"text": "很长的笔记" * 500}])
     assert long.truncated
     assert len(long.ids) == encoder.task.max_length
     # the answer cue after the note's slot survives truncation whole
-    tokenizer = load_tokenizer(Bundle.load(tiny_bundle).file("tokenizer.json"))
+    tokenizer = load_tokenizer(Bundle.load(default_bundle).file("tokenizer.json"))
     cue = tokenizer.encode(encoder.task.template.split("{text}")[1], add_special_tokens=False).ids
     assert list(long.ids[-len(cue) :]) == cue
 

@@ -6,8 +6,8 @@ from redone_sdk import InvalidInputError, MatchResult, NoteQueryMatcher
 
 
 @pytest.fixture(scope="module")
-def matcher(tiny_bundle: Path) -> NoteQueryMatcher:
-    return NoteQueryMatcher.load(tiny_bundle)
+def matcher(default_bundle: Path) -> NoteQueryMatcher:
+    return NoteQueryMatcher.load(default_bundle)
 
 
 def test_score_returns_grade_and_expected_relevance(matcher: NoteQueryMatcher) -> None:

@@ -1,6 +1,5 @@
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from redone_sdk import (
@@ -16,8 +15,8 @@ from redone_sdk import (
 
 
 @pytest.fixture(scope="module")
-def moderator(tiny_bundle: Path) -> Moderator:
-    return Moderator.load(tiny_bundle)
+def moderator(default_bundle: Path) -> Moderator:
+    return Moderator.load(default_bundle)
 
 
 def test_classify_accepts_note_mapping_and_text(moderator: Moderator) -> None:
@@ -26,7 +25,7 @@ def test_classify_accepts_note_mapping_and_text(moderator: Moderator) -> None:
         assert isinstance(result, ModerationResult)
         assert set(result.scores) == {"offensive", "hate", "sexism"}
         assert 0.0 <= sum(result.scores.values()) <= 1.0 + 1e-6
-        assert result.model.name == "redone-tiny"
+        assert (result.model.name, result.model.version) == (moderator.bundle.name, moderator.bundle.version)
         assert result.flagged == (result.action != "allow")
 
 
@@ -36,17 +35,15 @@ def test_same_text_same_scores_whatever_the_input_type(moderator: Moderator) -> 
     assert a.scores == pytest.approx(b.scores, abs=1e-6)
 
 
-@pytest.mark.parametrize(("precision", "tolerance"), [("fp32", 1e-5), ("int8", 1e-2)])
-def test_batch_keeps_order_and_matches_single(tiny_full_bundle: Path, precision: str, tolerance: float) -> None:
-    # int8 graphs quantize activations per batch (dynamic quantization), so a note's score moves slightly
-    # with its batch neighbours; fp32 is batch-invariant.
-    moderator = Moderator.load(tiny_full_bundle, precision=precision)  # type: ignore[arg-type]
+def test_batch_keeps_order_and_matches_single(moderator: Moderator) -> None:
+    # the shipped graph is int8, which quantizes activations per batch (dynamic quantization): a note's score
+    # moves slightly with its batch neighbours (tests/training/test_trained_bundle.py: fp32 is batch-invariant)
     texts = ["短", "一条长一些的笔记内容" * 3, "hello world", "中" * 300, "ok"]
     batch = moderator.classify_batch(texts)
     assert [r.note_id for r in batch] == ["0", "1", "2", "3", "4"]
     for text, result in zip(texts, batch, strict=True):
         single = moderator.classify(text)
-        assert single.scores == pytest.approx(result.scores, abs=tolerance)
+        assert single.scores == pytest.approx(result.scores, abs=1e-2)
     assert batch[3].truncated and not batch[0].truncated
 
 
@@ -71,86 +68,73 @@ def test_policy_changes_actions_without_reloading(moderator: Moderator) -> None:
     assert moderator.policy.name == "default"
 
 
-def test_policy_from_file_and_category_check(tiny_bundle: Path, tmp_path: Path) -> None:
+def test_policy_from_file_and_category_check(default_bundle: Path, tmp_path: Path) -> None:
     path = tmp_path / "p.json"
     Policy(name="file", default=CategoryRule(review=0.0)).save(path)
-    assert Moderator.load(tiny_bundle, policy=path).classify("x").action == "review"
+    assert Moderator.load(default_bundle, policy=path).classify("x").action == "review"
     with pytest.raises(PolicyError, match="does not have"):
         Moderator.load(
-            tiny_bundle, policy=Policy(rules={"spam": CategoryRule(review=0.5)}, default=CategoryRule(review=0.5))
+            default_bundle, policy=Policy(rules={"spam": CategoryRule(review=0.5)}, default=CategoryRule(review=0.5))
         )
 
 
-def test_torch_and_onnx_backends_agree(tiny_full_bundle: Path) -> None:
-    texts = ["短", "长一点的笔记" * 10, "english text here", "混合 mixed 文本 " * 20]
-    torch_scores = Moderator.load(tiny_full_bundle, backend="torch").classify_batch(texts)
-    fp32_scores = Moderator.load(tiny_full_bundle, precision="fp32").classify_batch(texts)
-    int8_scores = Moderator.load(tiny_full_bundle, precision="int8").classify_batch(texts)
-    for t, f, q in zip(torch_scores, fp32_scores, int8_scores, strict=True):
-        assert np.allclose(list(t.scores.values()), list(f.scores.values()), atol=1e-5)
-        assert np.allclose(list(f.scores.values()), list(q.scores.values()), atol=5e-2)
-
-
-def test_thread_and_batch_options(tiny_bundle: Path) -> None:
-    a = Moderator.load(tiny_bundle, batch_size=1, intra_op_threads=1).classify_batch(["a", "bb", "ccc"])
-    b = Moderator.load(tiny_bundle, batch_size=64).classify_batch(["a", "bb", "ccc"])
+def test_thread_and_batch_options(default_bundle: Path) -> None:
+    a = Moderator.load(default_bundle, batch_size=1, intra_op_threads=1).classify_batch(["a", "bb", "ccc"])
+    b = Moderator.load(default_bundle, batch_size=64).classify_batch(["a", "bb", "ccc"])
     for x, y in zip(a, b, strict=True):
         assert x.scores == pytest.approx(y.scores, abs=1e-2)
     with pytest.raises(ValueError, match="batch_size"):
-        Moderator.load(tiny_bundle, batch_size=0)
+        Moderator.load(default_bundle, batch_size=0)
 
 
-def test_plain_checkpoint_directory_runs_with_torch(tiny_run: Path, tiny_bundle: Path, tiny_full_bundle: Path) -> None:
-    texts = ["短", "english text here", "混合 mixed 文本 " * 20]
-    plain = Moderator.load(tiny_run / "dpo" / "model", template=tiny_bundle)
-    assert plain.bundle.manifest.checkpoint == "." and not plain.bundle.manifest.graphs
-    reference = Moderator.load(tiny_full_bundle, backend="torch").classify_batch(texts)
-    for a, b in zip(plain.classify_batch(texts), reference, strict=True):
-        assert a.scores == pytest.approx(b.scores, abs=1e-6)
-
-
-def test_checkpoint_without_safetensors_is_refused(tmp_path: Path, tiny_bundle: Path) -> None:
+def test_checkpoint_without_safetensors_is_refused(tmp_path: Path, default_bundle: Path) -> None:
     (tmp_path / "config.json").write_text("{}")
     (tmp_path / "pytorch_model.bin").write_bytes(b"pickle")
     with pytest.raises(BundleFormatError, match=r"no \.safetensors weights"):
-        Moderator.load(tmp_path, template=tiny_bundle)
+        Moderator.load(tmp_path, template=default_bundle)
 
 
-def test_engines_on_one_graph_share_one_onnx_session(tiny_bundle: Path) -> None:
+def test_engines_on_one_graph_share_one_onnx_session(default_bundle: Path) -> None:
+    """Engines built with equal options get one backend (one ONNX Runtime session, one pool of workers)."""
     from redone_sdk import NoteQueryMatcher
-    from redone_sdk.inference.engine import InferenceOptions, open_backend
+    from redone_sdk.inference.engine import open_backend
+    from redone_sdk.inference.options import InferenceOptions
 
-    moderator = Moderator.load(tiny_bundle, intra_op_threads=2)
-    matcher = NoteQueryMatcher.load(tiny_bundle, intra_op_threads=2)
-    assert moderator._engine._backend is matcher._engine._backend
-    parallel = Moderator.load(tiny_bundle, workers=2), NoteQueryMatcher.load(tiny_bundle, workers=2)
-    pools = {id(engine._backend.executor()) for engine in (parallel[0]._engine, parallel[1]._engine)}
-    assert len(pools) == 1  # one pool of 2 workers for both, not 2 each
+    moderator = Moderator.load(default_bundle, intra_op_threads=2)
+    matcher = NoteQueryMatcher.load(default_bundle, intra_op_threads=2)
+    assert moderator.options == matcher.options
+    backend = open_backend(moderator.bundle, moderator.options)
+    assert open_backend(matcher.bundle, matcher.options) is backend
+    engines = Moderator.load(default_bundle, workers=2), NoteQueryMatcher.load(default_bundle, workers=2)
+    parallel = [open_backend(engine.bundle, engine.options) for engine in engines]
+    assert parallel[0] is parallel[1] and parallel[0].workers == 2
+    assert parallel[0].executor() is parallel[1].executor()  # one pool of 2 workers for both, not 2 each
     other = open_backend(moderator.bundle, InferenceOptions(intra_op_threads=2, allow_spinning=False))
-    assert other is not moderator._engine._backend
+    assert other is not backend
     scores = moderator.classify("测试").scores
-    quiet = Moderator.load(tiny_bundle, intra_op_threads=2, allow_spinning=False).classify("测试").scores
-    assert quiet == pytest.approx(scores, abs=1e-6)
+    quiet = Moderator.load(default_bundle, intra_op_threads=2, allow_spinning=False)
+    assert quiet.options.allow_spinning is False
+    assert quiet.classify("测试").scores == pytest.approx(scores, abs=1e-6)
 
 
-def test_parallel_passes_give_the_sequential_results_in_input_order(tiny_full_bundle: Path) -> None:
-    # fp32 is batch-invariant, so passes cut differently must still agree to float precision
+def test_parallel_passes_keep_input_order(default_bundle: Path) -> None:
+    # passes cut differently (3 workers or 1): order and truncation agree; int8 scores move a little with their
+    # batch (tests/training/test_trained_bundle.py checks fp32 to float precision)
     texts = [f"笔记 {i} " + "内容" * (i % 7) for i in range(37)] + ["中" * 300, "hello world"]
-    sequential = Moderator.load(tiny_full_bundle, precision="fp32", workers=1)
-    parallel = Moderator.load(tiny_full_bundle, precision="fp32", workers=3)
-    assert (sequential._engine.workers, parallel._engine.workers) == (1, 3)
+    sequential = Moderator.load(default_bundle, workers=1)
+    parallel = Moderator.load(default_bundle, workers=3)
     expected = sequential.classify_batch(texts)
     got = parallel.classify_batch(texts)
-    assert [r.note_id for r in got] == [r.note_id for r in expected]
+    assert [r.note_id for r in got] == [r.note_id for r in expected] == [str(i) for i in range(len(texts))]
     for a, b in zip(expected, got, strict=True):
-        assert b.scores == pytest.approx(a.scores, abs=1e-5)
-        assert (b.truncated, b.label) == (a.truncated, a.label)
+        assert b.scores == pytest.approx(a.scores, abs=2e-2)
+        assert b.truncated == a.truncated
 
 
-def test_parallel_passes_are_safe_from_many_caller_threads(tiny_bundle: Path) -> None:
+def test_parallel_passes_are_safe_from_many_caller_threads(default_bundle: Path) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
-    moderator = Moderator.load(tiny_bundle, workers=2)
+    moderator = Moderator.load(default_bundle, workers=2)
     calls = [[f"第 {c} 批 {i}" * (1 + i % 4) for i in range(9)] for c in range(12)]
     expected = [[r.scores for r in moderator.classify_batch(call)] for call in calls]
     with ThreadPoolExecutor(4) as pool:
@@ -158,27 +142,25 @@ def test_parallel_passes_are_safe_from_many_caller_threads(tiny_bundle: Path) ->
     assert got == expected
 
 
-def test_workers_default_to_the_cores_with_one_thread_per_pass(tiny_bundle: Path, tiny_full_bundle: Path) -> None:
-    from redone_sdk.inference.engine import InferenceOptions, usable_cores
+def test_workers_default_to_the_cores(default_bundle: Path) -> None:
+    from redone_sdk.inference.engine import open_backend, usable_cores
+    from redone_sdk.inference.options import InferenceOptions
 
-    default = Moderator.load(tiny_bundle)
-    assert default._engine.workers == usable_cores()
-    session_threads = default._engine._backend._session.get_session_options().intra_op_num_threads
-    assert session_threads == (1 if usable_cores() > 1 else 0)  # 0: ONNX Runtime's own choice
+    default = Moderator.load(default_bundle)
+    assert default.options.workers is None  # as given; the backend resolves it
+    assert open_backend(default.bundle, default.options).workers == usable_cores()
     # intra-op threads chosen alone keep one pass at a time on that many threads
-    threaded = Moderator.load(tiny_bundle, intra_op_threads=2)
-    assert threaded._engine.workers == 1
-    assert threaded._engine._backend._session.get_session_options().intra_op_num_threads == 2
-    assert Moderator.load(tiny_full_bundle, backend="torch", workers=2)._engine.workers == 1
+    threaded = Moderator.load(default_bundle, intra_op_threads=2)
+    assert open_backend(threaded.bundle, threaded.options).workers == 1
     with pytest.raises(ValueError, match="workers must be at least 1"):
         InferenceOptions(workers=0)
 
 
-def test_parallel_passes_work_in_a_forked_child(tiny_bundle: Path) -> None:
+def test_parallel_passes_work_in_a_forked_child(default_bundle: Path) -> None:
     import multiprocessing
 
     global _FORKED
-    _FORKED = Moderator.load(tiny_bundle, workers=2)
+    _FORKED = Moderator.load(default_bundle, workers=2)
     texts = [f"fork {i}" * (1 + i % 3) for i in range(10)]
     expected = [r.scores for r in _FORKED.classify_batch(texts)]  # the pool's threads exist before the fork
     with multiprocessing.get_context("fork").Pool(1) as pool:

@@ -10,8 +10,8 @@ from redone_sdk import InvalidInputError, Moderator
 
 
 @pytest.fixture(scope="module")
-def moderator(tiny_bundle: Path) -> Moderator:
-    return Moderator.load(tiny_bundle)
+def moderator(default_bundle: Path) -> Moderator:
+    return Moderator.load(default_bundle)
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
