@@ -9,8 +9,8 @@ and per batch wait for the acknowledgements (acks=all, idempotent) and commit th
 Reported per client: notes/s, the client process's CPU microseconds per note (every thread), and the local
 broker's (when it runs on this machine, as in the tests). `kafka-python` is the client the adapter uses;
 `confluent-kafka` (librdkafka, C) is shown for comparison, or as unavailable when it is not installed.
-The model costs about 1,000 CPU microseconds per note on two cores, so these figures bound the stream's ratio
-to `classify_batch` alone (benchmarks/kafka_e2e.py) from above.
+Set against the model's own CPU per note, these figures bound the stream's ratio to `classify_batch` alone
+(benchmarks/kafka_e2e.py) from above. Measured figures: benchmarks/results/kafka.md.
 
 With `--bundle` each batch is also classified (notes validated from their JSON, `classify_batch`, one verdict
 JSON each; real COLD dev texts), one batch at a time in one thread -- simpler than `redone stream`, which

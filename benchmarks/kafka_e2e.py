@@ -17,6 +17,8 @@ bundle in the same run (the ratio is the figure), and produce-to-verdict latency
    process over the same drain (from /proc, Linux), and the cores each kept busy. The ratio is their product:
    (stream cores / baseline cores) x (baseline CPU per note / stream CPU per note) -- idle cores, or CPU the
    Kafka path spends per note (kafka-python parses and builds every record in Python).
+
+Measured figures, each with its command: benchmarks/results/kafka.md.
 """
 
 from __future__ import annotations
@@ -183,8 +185,8 @@ def latency(settings: StreamSettings, texts: list[str], rate: float, seconds: fl
     """Produce at `rate` notes/s for `seconds`; (produce-to-verdict latencies in seconds, the rate achieved).
 
     The reader is polled between sends even when the schedule is behind, so a verdict's arrival is seen when it
-    comes, not after the last send; sends are not flushed one by one (linger 0 sends each at once), which let
-    this loop fall behind the schedule above ~600 notes/s and read verdicts late.
+    comes, not after the last send; sends are not flushed one by one (linger 0 sends each at once): flushing each
+    would let this loop fall behind the schedule at high rates and read verdicts late.
     """
     reader = KafkaConsumer(
         settings.output_topic,
