@@ -13,8 +13,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from redone_sdk import InferenceOptions
 
 FIXTURE_DATA = Path(__file__).resolve().parent / "fixtures" / "data"
 DATA_DIR = Path(os.environ.get("REDONE_DATA_DIR") or FIXTURE_DATA)
@@ -65,3 +69,27 @@ def default_bundle() -> Path:
     from redone_sdk.bundle import default_bundle_path
 
     return default_bundle_path()
+
+
+@pytest.fixture(scope="session")
+def every_inference_flag() -> tuple[list[str], InferenceOptions]:
+    """Model flags that set every `InferenceOptions` field to a value other than its default, and those options
+    (the batch-size flag is left out: `redone stream` names it `--model-batch-size`; add `--batch-size 4`)."""
+    from redone_sdk import InferenceOptions
+
+    flags = [
+        "--backend", "onnx", "--precision", "fp32", "--workers", "2", "--threads", "1", "--inter-op-threads", "2",
+        "--no-spinning", "--providers", "CPUExecutionProvider", "--torch-dtype", "bfloat16",
+    ]  # fmt: skip
+    options = InferenceOptions(
+        backend="onnx",
+        precision="fp32",
+        batch_size=4,
+        intra_op_threads=1,
+        inter_op_threads=2,
+        providers=("CPUExecutionProvider",),
+        torch_dtype="bfloat16",
+        allow_spinning=False,
+        workers=2,
+    )
+    return flags, options

@@ -3,8 +3,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 HEAVY = ("torch", "transformers", "trl", "peft", "kafka", "redone_sdk.training", "redone_sdk.adapters")
 # the core also leaves the replay extra (pyarrow, matplotlib) and the other optional parts alone
 HEAVY_FOR_CORE = (*HEAVY, "pyarrow", "matplotlib", "redone_sdk.replay", "redone_sdk.benchmarks")
@@ -37,11 +35,6 @@ def test_import_stays_light() -> None:
     modules = _modules("redone_sdk", skip=("replay", "bundles"))
     assert "redone_sdk.cli" in modules and "redone_sdk.inference.torch_backend" in modules
     assert _heavy_after_importing(modules, HEAVY_FOR_CORE) == []
-
-
-def test_replay_import_stays_light() -> None:
-    pytest.importorskip("pyarrow")
-    assert _heavy_after_importing(_modules("redone_sdk.replay")) == []
 
 
 def test_public_surface_is_explicit() -> None:

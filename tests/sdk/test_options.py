@@ -14,30 +14,17 @@ from redone_sdk import BackendInfo, InferenceOptions, Moderator, NoteQueryMatche
 from redone_sdk.inference.options import InferenceOverrides, add_inference_args, options_from_args
 
 FIELDS = [f.name for f in dataclasses.fields(InferenceOptions)]
-# a value other than the default for every field, given as flags (the model batch flag is added per command)
-ALL_SET = InferenceOptions(
-    backend="onnx",
-    precision="fp32",
-    batch_size=4,
-    intra_op_threads=1,
-    inter_op_threads=2,
-    providers=("CPUExecutionProvider",),
-    torch_dtype="bfloat16",
-    allow_spinning=False,
-    workers=2,
-)
-FLAGS = [
-    "--backend", "onnx", "--precision", "fp32", "--workers", "2", "--threads", "1", "--inter-op-threads", "2",
-    "--no-spinning", "--providers", "CPUExecutionProvider", "--torch-dtype", "bfloat16",
-]  # fmt: skip
 
 
-def test_every_field_is_set_by_a_flag_and_a_load_keyword() -> None:
+def test_every_field_is_set_by_a_flag_and_a_load_keyword(
+    every_inference_flag: tuple[list[str], InferenceOptions],
+) -> None:
     """Adding a field to InferenceOptions without its flag or its `load` keyword fails here."""
-    assert all(getattr(ALL_SET, f) != getattr(InferenceOptions(), f) for f in FIELDS)
+    flags, all_set = every_inference_flag
+    assert all(getattr(all_set, f) != getattr(InferenceOptions(), f) for f in FIELDS)
     parser = argparse.ArgumentParser()
     add_inference_args(parser)
-    assert options_from_args(parser.parse_args([*FLAGS, "--batch-size", "4"])) == ALL_SET
+    assert options_from_args(parser.parse_args([*flags, "--batch-size", "4"])) == all_set
     assert options_from_args(parser.parse_args([])) == InferenceOptions()
     assert set(InferenceOverrides.__annotations__) == set(FIELDS)
     for load in (Moderator.load, NoteQueryMatcher.load):
@@ -68,28 +55,6 @@ def test_engines_expose_their_options_and_what_they_resolved_to() -> None:
     matcher = NoteQueryMatcher.load(options=moderator.options)
     assert matcher.options == moderator.options and matcher.backend_info == moderator.backend_info
     assert moderator.with_policy(moderator.policy).options == moderator.options
-
-
-def test_every_command_takes_the_same_inference_flags() -> None:
-    pytest.importorskip("kafka")
-    pytest.importorskip("pyarrow")
-    from redone_sdk.cli import build_parser
-
-    parser = build_parser()
-    commands = {
-        "moderate": ["moderate", *FLAGS, "--batch-size", "4"],
-        "match": ["match", *FLAGS, "--batch-size", "4"],
-        "stream": ["stream", *FLAGS, "--model-batch-size", "4", "--batch-size", "64"],
-        "replay exposure": ["replay", "exposure", "--impressions", "i", "--notes", "n", "--out", "o", *FLAGS,
-                            "--batch-size", "4"],
-        "replay search": ["replay", "search", "--sessions", "s", "--notes", "n", "--out", "o", *FLAGS,
-                          "--batch-size", "4"],
-        "replay demo": ["replay", "demo", "--out", "o", *FLAGS, "--batch-size", "4"],
-    }  # fmt: skip
-    for name, argv in commands.items():
-        assert options_from_args(parser.parse_args(argv)) == ALL_SET, name
-    stream = parser.parse_args(commands["stream"])
-    assert stream.batch_size == 64  # the stream's own --batch-size stays its Kafka micro-batch
 
 
 def test_the_readme_snippet_runs_as_written() -> None:
