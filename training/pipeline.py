@@ -39,6 +39,9 @@ def _restore_denormals() -> None:
 
 def run_all(config: PipelineConfig, *, force: bool = False) -> Path:
     """Every enabled stage in order; returns the shipped bundle's folder (`<output_dir>/bundle`)."""
+    from redone_sdk.training.stages.init import check_supported
+
+    check_supported(config)  # before the data stage, not an hour later
     Path(config.output_dir).mkdir(parents=True, exist_ok=True)
     (Path(config.output_dir) / "config.json").write_text(config.to_json() + "\n", encoding="utf-8")
     for name, stage in STAGES.items():

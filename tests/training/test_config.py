@@ -166,6 +166,8 @@ def test_every_field_of_a_section_is_a_flag(tmp_path: Path) -> None:
                 argv = [flag, "0.25"]
             elif f.name == "smooth_alpha":
                 argv = [flag, "0.75"]
+            elif f.name == "pretrained":  # a registered source's name
+                argv = [flag, "bge-small-zh-v1.5"]
             else:
                 argv = [flag, "7"]
             config = config_from_args(parser.parse_args(["train", "all", *argv]))

@@ -52,6 +52,8 @@ _DATA_STAGE_FIELDS = (
 def _fingerprint(config: PipelineConfig, name: str) -> str:
     """Hash of the configuration a stage's output depends on (its own section and those upstream)."""
     full = config.to_dict()
+    if not full["model"]["pretrained"]:  # added later: left out at its default, so older runs keep their fingerprint
+        del full["model"]["pretrained"]
     if name in ("data", "init", "cpt"):  # the mixture fields only matter from sft on
         full["data"] = {k: full["data"][k] for k in _DATA_STAGE_FIELDS}
     relevant = {"seed": config.seed, **{section: full[section] for section in upstream_sections(name)}}

@@ -14,10 +14,22 @@ from redone_sdk.training.stages.common import configure_torch, is_main_process, 
 from redone_sdk.training.tasks import END_TOKEN, PAD_TOKEN
 from redone_sdk.training.tokenizer import special_tokens, to_hf_tokenizer, train_tokenizer
 
-__all__ = ["run"]
+__all__ = ["check_supported", "run"]
+
+
+def check_supported(config: PipelineConfig) -> None:
+    """Refuse what this stage cannot build yet: a pretrained BERT backbone (`model.pretrained`) has no causal-LM
+    head, and the later stages (CPT, SFT, DPO, the Qwen2 scoring graph) take only causal LMs."""
+    if config.model.pretrained:
+        raise NotImplementedError(
+            f"model.pretrained = {config.model.pretrained!r}: the pipeline cannot post-train a BERT backbone yet "
+            "(issue #16 part 2, a prefix-LM RedOne on it). Convert it to a transformers checkpoint with "
+            f"`redone train pretrained convert --source {config.model.pretrained} --out DIR`."
+        )
 
 
 def run(config: PipelineConfig) -> Path:
+    check_supported(config)
     configure_torch(config)
     out = stage_dir(config, "init")
     model_dir = out / "model"
