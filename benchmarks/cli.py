@@ -23,8 +23,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--bundle-full",
         type=Path,
         default=None,
-        help="Bundle with fp32 + int8 graphs and a checkpoint, for the four-backend speed table "
-        "(default: runs/default/bundle-full).",
+        help="Bundle with fp32 + int8 graphs and a checkpoint, for the four-backend speed table (default: "
+        "$REDONE_BENCH_BUNDLE_FULL or runs/default/bundle-full; with --quick and none there, the tiny preset "
+        "trained once into $REDONE_CACHE_DIR/bench, labelled as such).",
     )
     parser.add_argument(
         "--bundle",
@@ -72,23 +73,21 @@ def _usable_cores() -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from redone_sdk.training.datasets import default_data_dir
-
     from .report import print_summary, write_reports
     from .run import run_benchmarks
-    from .settings import SECTIONS, Settings, default_bundle_full, default_output_dir, pick_bundle
+    from .settings import SECTIONS, Settings, default_output_dir, pick_bundle
 
     if not args.quiet:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
     mode = "quick" if args.quick else "full"
-    bundle_full = args.bundle_full or default_bundle_full()
-    if not (bundle_full / "manifest.json").is_file():
-        print(
-            f"benchmarks: no bundle at {bundle_full}; build one with "
-            "`python -m redone_sdk.training all --config training/configs/default.json` or pass --bundle-full",
-            file=sys.stderr,
-        )
+    data = _data_dir(args.data_dir, quick=args.quick)
+    if data is None:
         return 2
+    data_dir, data_source = data
+    found = _bundle_full(args.bundle_full, data_dir, quick=args.quick)
+    if found is None:
+        return 2
+    bundle_full, full_source, stand_in = found
     bundle, source = pick_bundle(args.bundle, bundle_full)
     sections = tuple(s.strip() for s in args.sections.split(",") if s.strip())
     unknown = sorted(set(sections) - set(SECTIONS))
@@ -101,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
         bundle_full=bundle_full.resolve(),
         bundle=bundle.resolve(),
         bundle_source=source,
-        data_dir=(args.data_dir or default_data_dir()).resolve(),
+        data_dir=data_dir.resolve(),
         output_dir=(args.output_dir or default_output_dir()).resolve(),
         threads=args.threads or _usable_cores(),
         batch_size=args.batch_size,
@@ -109,12 +108,81 @@ def run(args: argparse.Namespace) -> int:
         sections=sections,
         command=getattr(args, "command_line", None) or _command(None),
         sizes=overrides,
+        bundle_full_source=full_source,
+        stand_in=stand_in,
+        data_source=data_source,
     )
     results = run_benchmarks(settings)
     paths = write_reports(results, settings.output_dir, args.name or mode)
     print_summary(results, sys.stdout)
     print(f"\nwritten: {', '.join(str(p) for p in paths)}")
     return 0
+
+
+def _data_dir(explicit: Path | None, *, quick: bool) -> tuple[Path, str] | None:
+    """(data folder, why it was chosen): --data-dir or $REDONE_DATA_DIR must hold the data; the default
+    ../shared/data may be absent on a fresh clone, and then --quick runs on tests/fixtures/data."""
+    from redone_sdk.training.datasets import default_data_dir
+
+    from .stand_in import fixture_data_dir, has_data
+
+    if explicit is not None or os.environ.get("REDONE_DATA_DIR"):
+        folder = explicit or default_data_dir()
+        if has_data(folder):
+            return folder, "--data-dir" if explicit is not None else "$REDONE_DATA_DIR"
+        print(f"benchmarks: no labeled data at {folder} (no cold/train.csv); see the README's Data", file=sys.stderr)
+        return None
+    folder = default_data_dir()
+    if has_data(folder):
+        return folder, "the shared data beside the repository (../shared/data)"
+    fixtures = fixture_data_dir()
+    if quick and fixtures is not None:
+        logging.getLogger("benchmarks").warning("no shared data at %s: running on %s", folder, fixtures)
+        return fixtures, (
+            f"no shared data at {folder}: the repository's small labeled test set (tests/fixtures/data); "
+            "quality figures on it are a smoke test, not the dev sets' figures"
+        )
+    print(
+        f"benchmarks: no labeled data at {folder}; set REDONE_DATA_DIR or pass --data-dir (see the README's Data)"
+        + ("" if quick else ", or run --quick, which falls back to tests/fixtures/data"),
+        file=sys.stderr,
+    )
+    return None
+
+
+def _bundle_full(explicit: Path | None, data_dir: Path, *, quick: bool) -> tuple[Path, str, bool] | None:
+    """(bundle-full, why it was chosen, whether it is the tiny stand-in): --bundle-full must exist; with --quick
+    and no pipeline run at the default place, the tiny preset is trained once into the cache."""
+    from .settings import BUNDLE_FULL_ENV, default_bundle_full
+    from .stand_in import tiny_bundle_full
+
+    build = "`redone train all --config training/configs/default.json`, about two hours"
+    if explicit is not None:
+        if (explicit / "manifest.json").is_file():
+            return explicit, "--bundle-full", False
+        print(f"benchmarks: no bundle at {explicit} (--bundle-full)", file=sys.stderr)
+        return None
+    default = default_bundle_full()
+    where = f"${BUNDLE_FULL_ENV}" if os.environ.get(BUNDLE_FULL_ENV) else "the pipeline's default output"
+    if (default / "manifest.json").is_file():
+        return default, f"{where} ({default})", False
+    if not quick:
+        print(
+            f"benchmarks: no bundle-full at {default}; build one with {build}, pass --bundle-full, "
+            "or run --quick (which stands the tiny preset in)",
+            file=sys.stderr,
+        )
+        return None
+    try:
+        stand_in = tiny_bundle_full(data_dir)
+    except ImportError as exc:
+        print(f"benchmarks: training the tiny stand-in needs the [train] extra ({exc})", file=sys.stderr)
+        return None
+    why = (
+        f"STAND-IN: no bundle-full at {default} (made by {build}); so the tiny preset was trained on {data_dir} "
+        "into the cache: its speed and profile rows measure that tiny model, not the default model"
+    )
+    return stand_in, why, True
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

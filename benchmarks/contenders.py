@@ -26,7 +26,9 @@ SDK_BACKENDS: dict[str, tuple[dict[str, Any], str]] = {
 @dataclass
 class Contender:
     name: str
-    kind: str  # "redone" (the SDK, through Moderator.classify_batch) or "peer"
+    # "redone" (the SDK, through Moderator.classify_batch), "peer", or "redone (shipped bundle)": the shipped model
+    # timed beside a stand-in bundle-full's rows (no FLOPs, ratio or agreement: another model than the reference)
+    kind: str
     classify: Callable[[Sequence[str]], Any]
     files: list[str]
     detail: dict[str, Any] = field(default_factory=dict)
@@ -68,6 +70,7 @@ def load_sdk_contenders(
             missing[name] = f"{type(exc).__name__}: {exc}"
             continue
         detail = {
+            "bundle": str(bundle.path),
             "load_kwargs": kwargs,
             "load_seconds": round(time.perf_counter() - started, 2),
         }

@@ -20,7 +20,7 @@ from redone_sdk.inference.engine import TaskEngine, open_backend
 from redone_sdk.inference.options import InferenceOptions
 from redone_sdk.training.datasets import HARM_LABELS, Example, harm_examples, querycorr_examples
 from redone_sdk.training.datasets import QUERYCORR_GRADES as GRADES
-from redone_sdk.training.evaluate import classification_metrics, evaluate_bundle
+from redone_sdk.training.evaluate import classification_metrics, evaluate_bundle, harm_set_metrics
 from redone_sdk.training.evaluate import label_space as training_label_space
 
 __all__ = [
@@ -62,6 +62,9 @@ def label_space(set_name: str, labels: Sequence[str]) -> tuple[list[str], Any]:
 
 
 def metrics_for(set_name: str, gold: Sequence[str], pred: Sequence[str], labels: Sequence[str]) -> dict[str, float]:
+    """evaluate_bundle's metrics of one set (a `:binary` view: harmful vs safe only)."""
+    if not set_name.endswith(":binary"):
+        return harm_set_metrics(set_name, gold, pred, labels)
     space, mapper = label_space(set_name, labels)
     return classification_metrics([mapper(g) for g in gold], [mapper(p) for p in pred], space)
 

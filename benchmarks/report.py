@@ -27,7 +27,23 @@ def _pct(value: Any) -> str | None:
     return f"{100 * value:.1f} %" if isinstance(value, int | float) else None
 
 
-def _speed_rows(speed: dict[str, Any]) -> list[list[Any]]:
+def _row_models(results: dict[str, Any]) -> dict[str, str]:
+    """Which model each speed row measured: the speed bundle (or its tiny stand-in), the shipped bundle, a peer."""
+    speed, bundles = results.get("speed", {}), results.get("bundles", {})
+    full = bundles.get("speed (--bundle-full)", {})
+    full_label = "tiny stand-in" if full.get("stand_in") else "bundle-full"
+    out = {}
+    for name, contender in speed.get("contenders", {}).items():
+        if contender.get("kind") == "peer":
+            out[name] = "peer"
+        elif contender.get("bundle") and contender["bundle"] != full.get("path"):
+            out[name] = "shipped (--bundle)"
+        else:
+            out[name] = full_label
+    return out
+
+
+def _speed_rows(speed: dict[str, Any], models: dict[str, str] | None = None) -> list[list[Any]]:
     rows = []
     for name, modes in speed.get("results", {}).items():
         ratio = speed.get("ratio_vs_reference", {}).get(name, {})
@@ -35,6 +51,7 @@ def _speed_rows(speed: dict[str, Any]) -> list[list[Any]]:
         rows.append(
             [
                 name,
+                (models or {}).get(name),
                 b1["notes_per_s"],
                 b1.get("latency_ms", {}).get("p50"),
                 b1.get("latency_ms", {}).get("p99"),
@@ -42,7 +59,7 @@ def _speed_rows(speed: dict[str, Any]) -> list[list[Any]]:
                 bt.get("latency_ms", {}).get("p50"),
                 bt.get("latency_ms", {}).get("p99"),
                 bulk["notes_per_s"],
-                f"{ratio.get('batch1')}× / {ratio.get('batched')}× / {ratio.get('bulk')}×",
+                _ratio_cell(ratio),
                 bulk.get("useful_gflops"),
                 _pct(bulk.get("share_of_fp32_ceiling")),
                 _pct(bulk.get("share_of_own_ceiling")),
@@ -51,8 +68,16 @@ def _speed_rows(speed: dict[str, Any]) -> list[list[Any]]:
     return rows
 
 
+def _ratio_cell(ratio: dict[str, Any]) -> str | None:
+    """`b1× / batched× / bulk×`, or None (shown —) for a row with no same-model eager baseline."""
+    if all(ratio.get(mode) is None for mode in ("batch1", "batched", "bulk")):
+        return None
+    return f"{ratio.get('batch1')}× / {ratio.get('batched')}× / {ratio.get('bulk')}×"
+
+
 SPEED_HEADERS = [
     "system",
+    "model",
     "batch-1 notes/s",
     "p50 ms",
     "p99 ms",
@@ -247,7 +272,9 @@ def render_markdown(r: dict[str, Any]) -> str:
             + (f" — {b['chosen_because']}" if "chosen_because" in b else "")
             for role, b in r["bundles"].items()
         )
+        + f"\n\nData: `{r['settings']['data_dir']}` — {r['settings'].get('data_source', '--data-dir')}"
     )
+    stand_in = _stand_in_note(r)
     ceilings = r.get("ceilings_before")
     if isinstance(ceilings, dict) and "fp32_numpy" in ceilings:
         after = r.get("ceilings_after") or {}
@@ -274,7 +301,9 @@ def render_markdown(r: dict[str, Any]) -> str:
             f"before bundle 0.2.1 did, is {_full_forward_mflop(speed)} MFLOP, "
             f"{_pct(speed.get('last_layer_avoidable_share'))} of it unread)."
         )
-        parts.append(table(SPEED_HEADERS, _speed_rows(speed)))
+        if stand_in:
+            parts.append(stand_in)
+        parts.append(table(SPEED_HEADERS, _speed_rows(speed, _row_models(r))))
         if speed.get("unavailable"):
             parts.append("Not measured: " + "; ".join(f"{k}: {v}" for k, v in speed["unavailable"].items()))
         agree = speed.get("agreement_with_reference")
@@ -291,6 +320,7 @@ def render_markdown(r: dict[str, Any]) -> str:
     if r.get("targets"):
         parts.append(
             "### Targets (issue 6)\n\n"
+            + (f"{stand_in}\n\n" if stand_in else "")
             + table(
                 ["target", "mode", "value", "met"],
                 [[t["target"], t["mode"], t["value"], "yes" if t["met"] else "**no**"] for t in r["targets"]],
@@ -299,6 +329,8 @@ def render_markdown(r: dict[str, Any]) -> str:
     profile = r.get("profile")
     if isinstance(profile, dict) and "error" not in profile:
         parts.append("## Where the time goes")
+        if stand_in:
+            parts.append(stand_in)
         parts += _profile_sections(profile)
     elif profile:
         parts.append(f"## Where the time goes\n\nfailed: {profile}")
@@ -351,7 +383,10 @@ def write_reports(results: dict[str, Any], out_dir: Path, name: str) -> list[Pat
 def print_summary(results: dict[str, Any], out: IO[str]) -> None:
     speed = results.get("speed")
     if isinstance(speed, dict) and "results" in speed:
-        print(table(SPEED_HEADERS, _speed_rows(speed)), file=out)
+        note = _stand_in_note(results)
+        if note:
+            print(note, file=out)
+        print(table(SPEED_HEADERS, _speed_rows(speed, _row_models(results))), file=out)
     for t in results.get("targets", []):
         print(f"target {t['target']} [{t['mode']}]: {t['value']} -> {'met' if t['met'] else 'NOT met'}", file=out)
     quality = results.get("quality")
@@ -371,6 +406,20 @@ def print_summary(results: dict[str, Any], out: IO[str]) -> None:
     memory = results.get("memory")
     if isinstance(memory, dict) and "moderator" in memory:
         print("\nmemory\n" + table(MEMORY_HEADERS, _mem_rows(memory)), file=out)
+
+
+def _stand_in_note(results: dict[str, Any]) -> str | None:
+    """The warning over every figure of a tiny stand-in bundle-full (a fresh clone's `--quick`)."""
+    full = results.get("bundles", {}).get("speed (--bundle-full)", {})
+    if not full.get("stand_in"):
+        return None
+    return (
+        f"**Stand-in model.** No pipeline run's bundle-full was found, so the rows marked *tiny stand-in* measure "
+        f"the tiny preset ({full.get('name')}, {full.get('parameters')} parameters) trained on the fly: their "
+        "ratios and targets compare backends of that tiny model, not the default model's. The row marked "
+        "*shipped (--bundle)* is the shipped model itself, with no eager baseline in this run (no ratio). "
+        "Pass --bundle-full for the default model's figures."
+    )
 
 
 def _full_forward_mflop(speed: dict[str, Any]) -> str:

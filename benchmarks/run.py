@@ -72,7 +72,11 @@ def run_benchmarks(settings: Settings) -> dict[str, Any]:
         "load_average_start": load_average(),
     }
     results["bundles"] = {
-        "speed (--bundle-full)": _bundle_info(settings.bundle_full),
+        "speed (--bundle-full)": {
+            **_bundle_info(settings.bundle_full),
+            "chosen_because": settings.bundle_full_source,
+            "stand_in": settings.stand_in,
+        },
         "quality and memory (--bundle)": {**_bundle_info(settings.bundle), "chosen_because": settings.bundle_source},
     }
     peers = _step("peers", results, lambda: _train_peers(settings))
@@ -135,6 +139,10 @@ def _speed(settings: Settings, peers: dict[str, Any]) -> dict[str, Any]:
         threads=settings.threads,
         tuned_batch_size=settings.tuned_batch_size,
     )
+    if settings.stand_in:  # the tiny model's rows carry the ratios; the shipped model's own speed is shown beside
+        shipped, why_not = _shipped_contender(settings)
+        sdk += shipped
+        missing.update(why_not)
     contenders: list[Contender] = [*sdk, *(peer_contender(p) for p in peers.get("harm", []))]
     table = measure_speed(
         contenders,
@@ -144,6 +152,10 @@ def _speed(settings: Settings, peers: dict[str, Any]) -> dict[str, Any]:
         rounds=settings.size("rounds"),
         flops_of=flops_of,
     )
+    ratios = table["_ratios"]
+    for name in ratios:
+        if name.endswith(SHIPPED_SUFFIX):  # another model than the reference's: a ratio would compare models
+            ratios[name] = dict.fromkeys(MODES)
     return {
         "sample": sample.describe(list(counts.values())),
         "batch_size": settings.batch_size,
@@ -158,9 +170,33 @@ def _speed(settings: Settings, peers: dict[str, Any]) -> dict[str, Any]:
         "cached_prefix_tokens": prefix,
         "last_layer_avoidable_share": round(last_layer_avoidable(shape, list(counts.values())), 4),
         "results": {k: v for k, v in table.items() if not k.startswith("_")},
-        "ratio_vs_reference": table["_ratios"],
+        "ratio_vs_reference": ratios,
         "agreement_with_reference": agreement_with_reference(sdk, sample.texts),
     }
+
+
+SHIPPED_SUFFIX = " (shipped bundle)"
+
+
+def _shipped_contender(settings: Settings) -> tuple[list[Contender], dict[str, str]]:
+    """`onnx-int8 (shipped bundle)`: the --bundle model's default graph, timed beside the stand-in's rows, since
+    that is the model users load; it has no eager baseline in this run, so no ratio."""
+    from redone_sdk import Moderator
+
+    bundle = Bundle.load(settings.bundle)
+    precision = bundle.manifest.default_graph or "int8"
+    name = f"onnx-{precision}{SHIPPED_SUFFIX}"
+    kwargs = {"backend": "onnx", "precision": precision, "batch_size": settings.batch_size, "workers": settings.threads}
+    started = time.perf_counter()
+    try:
+        moderator = Moderator.load(bundle, **kwargs)
+    except Exception as exc:  # shown as unavailable, like the other backends
+        return [], {name: f"{type(exc).__name__}: {exc}"}
+    seconds = round(time.perf_counter() - started, 2)
+    detail = {"bundle": str(bundle.path), "load_kwargs": kwargs, "load_seconds": seconds}
+    file = str(bundle.path / bundle.manifest.graphs[precision].file)
+    # its own kind: useful FLOPs, ceiling shares and agreement are counted for the stand-in's shape only
+    return [Contender(name, "redone (shipped bundle)", moderator.classify_batch, [file], detail, moderator)], {}
 
 
 def _profile(settings: Settings) -> dict[str, Any]:
@@ -282,7 +318,8 @@ def _quality(settings: Settings, peers: dict[str, Any]) -> dict[str, Any]:
     default_precision = shipped.manifest.default_graph or "int8"
     candidates = [(settings.bundle, default_precision)]
     candidates += [(settings.bundle, p) for p in sorted(shipped.manifest.graphs)]
-    candidates += [(settings.bundle_full, p) for p in ("int8", "fp32")]
+    if not settings.stand_in:  # the stand-in is another (tiny) model: its graphs would pass for the shipped one's
+        candidates += [(settings.bundle_full, p) for p in ("int8", "fp32")]
     for path, precision in candidates:  # every graph of the shipped bundle, then what bundle-full adds
         name = f"redone-{precision}"
         if name in systems or precision not in Bundle.load(path).manifest.graphs:
@@ -328,13 +365,16 @@ def _memory(settings: Settings) -> dict[str, Any]:
     default = Bundle.load(settings.bundle).manifest.default_graph or "int8"
     runs = {f"default (shipped bundle, its default {default} graph, ONNX)": (settings.bundle, {})}
     full = Bundle.load(settings.bundle_full)
-    if "fp32" in full.manifest.graphs:
+    if "fp32" in full.manifest.graphs and not settings.stand_in:
         runs["fp32 graph, ONNX (bundle-full)"] = (settings.bundle_full, {"precision": "fp32"})
     if settings.mode == "full" and full.manifest.checkpoint:
         runs["torch eager fp32 (bundle-full)"] = (settings.bundle_full, {"backend": "torch"})
     return {
         "moderator": {name: moderator_memory(path, texts, load) for name, (path, load) in runs.items()},
-        "disk": {"bundle": bundle_sizes(settings.bundle), "bundle_full": bundle_sizes(settings.bundle_full)},
+        "disk": {
+            "bundle": bundle_sizes(settings.bundle),
+            ("bundle_full (tiny stand-in)" if settings.stand_in else "bundle_full"): bundle_sizes(settings.bundle_full),
+        },
     }
 
 

@@ -14,8 +14,11 @@ __all__ = [
     "repo_root",
     "default_output_dir",
     "default_bundle_full",
+    "BUNDLE_FULL_ENV",
     "pick_bundle",
 ]
+
+BUNDLE_FULL_ENV = "REDONE_BENCH_BUNDLE_FULL"  # where bundle-full is looked for when --bundle-full is not given
 
 SECTIONS = ("speed", "profile", "quality", "memory")
 
@@ -61,7 +64,9 @@ def default_output_dir() -> Path:
 
 
 def default_bundle_full() -> Path:
-    return (repo_root() or Path.cwd()) / "runs" / "default" / "bundle-full"
+    """Where a pipeline run leaves bundle-full: `$REDONE_BENCH_BUNDLE_FULL`, else `runs/default/bundle-full`."""
+    env = os.environ.get(BUNDLE_FULL_ENV)
+    return Path(env) if env else (repo_root() or Path.cwd()) / "runs" / "default" / "bundle-full"
 
 
 def pick_bundle(explicit: Path | None, bundle_full: Path) -> tuple[Path, str]:
@@ -93,6 +98,10 @@ class Settings:
     sections: tuple[str, ...]
     command: str
     sizes: dict[str, int] = field(default_factory=dict)
+    bundle_full_source: str = "--bundle-full"
+    # bundle_full is the tiny preset trained on the fly (no pipeline run found): its rows are not the default model's
+    stand_in: bool = False
+    data_source: str = "--data-dir"
 
     def __post_init__(self) -> None:
         self.sizes = {**MODE_SIZES[self.mode], **self.sizes}

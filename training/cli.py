@@ -68,13 +68,13 @@ def _run_ablation(args: argparse.Namespace) -> int:
 
 
 def _run_bundle_eval(args: argparse.Namespace) -> int:
-    from redone_sdk.training.evaluate import evaluate_bundle
+    from redone_sdk.training.evaluate import evaluate_bundle, per_category_table
     from redone_sdk.training.stages.export import dev_examples
 
     _setup_logging()
     config = config_from_args(args)
     metrics = evaluate_bundle(Path(args.bundle), dev_examples(config), precision=args.precision, backend=args.backend)
-    print(json.dumps(metrics, indent=2, sort_keys=True))
+    print(per_category_table(metrics) if args.table else json.dumps(metrics, indent=2, sort_keys=True))
     return 0
 
 
@@ -157,8 +157,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     bundle_eval = steps.add_parser("eval-bundle", help="Dev metrics of an existing bundle's scoring tasks (ONNX).")
     add_section_arguments(bundle_eval, None, ("data",))
     bundle_eval.add_argument("--bundle", required=True, help="Bundle directory.")
-    bundle_eval.add_argument("--precision", choices=["fp32", "int8"], default=None)
-    bundle_eval.add_argument("--backend", choices=["auto", "onnx", "torch"], default="auto")
+    # --precision / --backend only: the pipeline config's own --threads (torch threads) is on this parser too
+    bundle_eval.add_argument("--precision", choices=["fp32", "int8"], default=None, help="ONNX graph to run.")
+    bundle_eval.add_argument("--backend", choices=["auto", "onnx", "torch"], default=None, help="Inference backend.")
+    bundle_eval.add_argument(
+        "--table", action="store_true", help="Print the per-category precision / recall / F1 / support table, not JSON."
+    )
     bundle_eval.set_defaults(handler=_run_bundle_eval)
     show = steps.add_parser("show-config", help="Print the configuration a FILE and flags give (JSON, every field).")
     add_section_arguments(show, None, all_sections())

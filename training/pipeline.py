@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Collection
 from pathlib import Path
 
 from redone_sdk.training.config import PipelineConfig
@@ -37,16 +38,17 @@ def _restore_denormals() -> None:
         torch.set_flush_denormal(False)
 
 
-def run_all(config: PipelineConfig, *, force: bool = False) -> Path:
-    """Every enabled stage in order; returns the shipped bundle's folder (`<output_dir>/bundle`)."""
+def run_all(config: PipelineConfig, *, force: bool = False, skip: Collection[str] = ()) -> Path:
+    """Every enabled stage in order but those named in `skip` (the benchmark's stand-in needs no `eval`); returns
+    the shipped bundle's folder (`<output_dir>/bundle`)."""
     from redone_sdk.training.stages.init import check_supported
 
     check_supported(config)  # before the data stage, not an hour later
     Path(config.output_dir).mkdir(parents=True, exist_ok=True)
     (Path(config.output_dir) / "config.json").write_text(config.to_json() + "\n", encoding="utf-8")
     for name, stage in STAGES.items():
-        if not stage.enabled(config):
-            log.info("stage %s: disabled", name)
+        if not stage.enabled(config) or name in skip:
+            log.info("stage %s: %s", name, "skipped by the caller" if name in skip else "disabled")
             continue
         if not force and stage.resumable and is_done(config, name):
             log.info("stage %s: already done with this configuration, skipped", name)

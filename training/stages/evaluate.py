@@ -13,7 +13,8 @@ from typing import Any
 
 from redone_sdk.training.chat import ChatCodec
 from redone_sdk.training.config import PipelineConfig
-from redone_sdk.training.evaluate import harm_set_metrics
+from redone_sdk.training.datasets import HARM_LABELS
+from redone_sdk.training.evaluate import harm_set_metrics, per_category_table
 from redone_sdk.training.generation import generate_answers, predict_labels
 from redone_sdk.training.model import inference_device, load_model
 from redone_sdk.training.stages.common import configure_torch, is_main_process, latest_model_dir, log, stage_dir
@@ -42,7 +43,8 @@ def evaluate_model(model_dir: Path, config: PipelineConfig, tasks: set[str] | No
             continue
         predicted = predict_labels(model, codec, task, [r["fields"] for r in rows])
         gold = [r["label"] for r in rows]
-        scoring[set_name] = harm_set_metrics(set_name, gold, predicted, GRADES)  # QueryCorr: its grades
+        labels = HARM_LABELS if task == "moderation" else GRADES  # the model's categories, QueryCorr its grades
+        scoring[set_name] = harm_set_metrics(set_name, gold, predicted, labels)
     generative: dict[str, dict[str, float]] = {}
     for task in sorted({r["task"] for r in dev_generative}):
         if tasks is not None and task not in tasks:
@@ -84,5 +86,6 @@ def run(config: PipelineConfig) -> Path:
     if is_main_process():
         out.mkdir(parents=True, exist_ok=True)
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        (out / "per_category.md").write_text(per_category_table(metrics["scoring"]), encoding="utf-8")
     log.info("eval: %s", json.dumps(metrics["summary"]))
     return out / "metrics.json"
