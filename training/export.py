@@ -204,8 +204,10 @@ def write_bundle(
     default_graph: str | None = None,
     policy: Policy = DEFAULT_POLICY,
     prefix_cache: Path | None = None,
+    base_model: str = "from-config (no pretrained weights)",
 ) -> Bundle:
-    """Copy files into `out_dir`, checksum them, write `manifest.json`, and load it back verified."""
+    """Copy files into `out_dir`, checksum them, write `manifest.json`, and load it back verified. `base_model`:
+    what the weights started from (the lineage's first line)."""
     if out_dir.exists():
         shutil.rmtree(out_dir)
     out_dir.mkdir(parents=True)
@@ -250,7 +252,7 @@ def write_bundle(
         policy="policy.json",
         files=files,
         lineage=Lineage(
-            base_model="from-config (no pretrained weights)",
+            base_model=base_model,
             architecture=architecture,
             parameters=parameters,
             data_sources=tuple(data_sources),
