@@ -30,6 +30,7 @@ from redone_sdk.training import scoring_graph
 __all__ = [
     "export_scoring_graph",
     "export_generation_graph",
+    "torch_export_scorer",
     "quantize_int8",
     "int8_fallbacks",
     "graph_opset",
@@ -65,7 +66,6 @@ def export_scoring_graph(
     `fused` builds it from the weights with ONNX Runtime's fused operators where the model's shape allows
     (`scoring_graph.supports`), else it goes through `torch.onnx.export`."""
     import numpy as np
-    import torch
 
     if fused:
         reason = scoring_graph.supports(model)
@@ -81,16 +81,24 @@ def export_scoring_graph(
             return graph, cache
         _log.info("scoring graph through torch.onnx.export: %s", reason)
 
+    head = build_scoring_head(model, label_token_ids).eval()
+    return torch_export_scorer(head, out_file, opset=opset), None
+
+
+def torch_export_scorer(module: Any, out_file: Path, *, opset: int = 18, example_token_id: int = 1) -> Path:
+    """Export a (input_ids, attention_mask) -> label logits module with `torch.onnx.export` (dynamo), dynamic batch
+    and length; the example batch is `example_token_id` everywhere, its second row right-padded."""
+    import torch
+
     for noisy in ("onnx_ir", "onnxscript", "torch.onnx"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    head = build_scoring_head(model, label_token_ids).eval()
-    example = (torch.ones(2, 8, dtype=torch.long), torch.ones(2, 8, dtype=torch.long))
+    example = (torch.full((2, 8), example_token_id, dtype=torch.long), torch.ones(2, 8, dtype=torch.long))
     example[1][1, 6:] = 0
     dynamic = {0: torch.export.Dim.DYNAMIC, 1: torch.export.Dim.DYNAMIC}
     out_file.parent.mkdir(parents=True, exist_ok=True)
     with torch.no_grad():
         torch.onnx.export(
-            head,
+            module,
             example,
             str(out_file),
             input_names=["input_ids", "attention_mask"],
@@ -101,7 +109,7 @@ def export_scoring_graph(
             external_data=False,
             verbose=False,
         )
-    return out_file, None
+    return out_file
 
 
 def export_generation_graph(model_dir: Path, out_dir: Path) -> Path:

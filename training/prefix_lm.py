@@ -20,10 +20,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from redone_sdk.bundle import Bundle
-from redone_sdk.bundle.manifest import LabelSpec, TaskSpec
-from redone_sdk.labeled_data import HARM_LABELS
-from redone_sdk.labeled_data import QUERYCORR_GRADES as GRADES
-from redone_sdk.training.tasks import GRADE_VALUES, answer_token, answer_tokens
+from redone_sdk.bundle.manifest import TaskSpec
+from redone_sdk.training.tasks import answer_tokens, build_task_specs
 
 __all__ = [
     "ASSISTANT",
@@ -173,38 +171,19 @@ def prefix_lm_task_specs(
 ) -> dict[str, TaskSpec]:
     """The moderation and matching tasks with the prefix-LM templates; label columns in `answer_tokens()` order
     (the scoring graph's output), as `training.tasks.build_task_specs` lays them out."""
-    columns = {token: i for i, token in enumerate(answer_tokens())}
-
-    def label(name: str, value: float | None = None) -> LabelSpec:
-        token = answer_token(name)
+    token_ids = {}
+    for token in answer_tokens():
         token_id = tokenizer.token_to_id(token)
         if token_id is None:
             raise PrefixLMError(f"the tokenizer lacks the answer token {token}")
-        return LabelSpec(name=name, token=token, token_id=token_id, column=columns[token], value=value)
-
-    return {
-        "moderation": TaskSpec(
-            kind="moderation",
-            template=MODERATION_TEMPLATE,
-            fields=("text",),
-            truncate_field="text",
-            max_length=moderation_max_length,
-            labels=tuple(label(name) for name in HARM_LABELS),
-            safe_label="safe",
-        ),
-        "matching": TaskSpec(
-            kind="matching",
-            template=MATCHING_TEMPLATE,
-            fields=("query", "note"),
-            truncate_field="note",
-            field_max_tokens={"query": 48},
-            max_length=matching_max_length,
-            labels=tuple(label(g, GRADE_VALUES[g]) for g in GRADES),
-        ),
-    }
-
-
-# --- model and mask -------------------------------------------------------------------------------------------
+        token_ids[token] = token_id
+    return build_task_specs(
+        token_ids,
+        moderation_max_length=moderation_max_length,
+        matching_max_length=matching_max_length,
+        moderation_template=MODERATION_TEMPLATE,
+        matching_template=MATCHING_TEMPLATE,
+    )
 
 
 def build_prefix_lm(converted_dir: str | Path, *, head_init: Literal["identity", "default"] = "identity") -> Any:
@@ -336,32 +315,11 @@ def score_prompts(model: Any, prompts: Sequence[Sequence[int]], label_token_ids:
 def export_prefix_lm_graph(model: Any, label_token_ids: Sequence[int], out_file: Path, *, opset: int = 18) -> Path:
     """The scorer as ONNX through `torch.onnx.export` (dynamo): inputs input_ids, attention_mask (int64,
     dynamic batch and length), output label_logits. The fused Qwen2 graph builder does not apply to BERT."""
-    import logging
 
-    import torch
+    from redone_sdk.training.export import torch_export_scorer
 
-    for noisy in ("onnx_ir", "onnxscript", "torch.onnx"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
     scorer = build_prefix_lm_scorer(model, label_token_ids).eval()
-    example = (torch.full((2, 8), 672, dtype=torch.long), torch.ones(2, 8, dtype=torch.long))
-    example[1][1, 6:] = 0
-    dynamic = {0: torch.export.Dim.DYNAMIC, 1: torch.export.Dim.DYNAMIC}
-    out_file = Path(out_file)
-    out_file.parent.mkdir(parents=True, exist_ok=True)
-    with torch.no_grad():
-        torch.onnx.export(
-            scorer,
-            example,
-            str(out_file),
-            input_names=["input_ids", "attention_mask"],
-            output_names=["label_logits"],
-            dynamic_shapes={"input_ids": dynamic, "attention_mask": dynamic},
-            opset_version=opset,
-            dynamo=True,
-            external_data=False,
-            verbose=False,
-        )
-    return out_file
+    return torch_export_scorer(scorer, Path(out_file), opset=opset, example_token_id=672)
 
 
 def export_prefix_lm_bundle(

@@ -55,9 +55,15 @@ def answer_tokens() -> list[str]:
 
 
 def build_task_specs(
-    token_ids: dict[str, int], *, moderation_max_length: int, matching_max_length: int
+    token_ids: dict[str, int],
+    *,
+    moderation_max_length: int,
+    matching_max_length: int,
+    moderation_template: str = MODERATION_TEMPLATE,
+    matching_template: str = MATCHING_TEMPLATE,
 ) -> dict[str, TaskSpec]:
-    """Task specs whose label columns index the scoring graph's output (answer_tokens() order)."""
+    """Task specs whose label columns index the scoring graph's output (answer_tokens() order); the templates
+    default to the causal model's chat prompts (the prefix-LM passes its own)."""
     columns = {token: i for i, token in enumerate(answer_tokens())}
 
     def label(name: str, value: float | None = None) -> LabelSpec:
@@ -67,7 +73,7 @@ def build_task_specs(
     return {
         "moderation": TaskSpec(
             kind="moderation",
-            template=MODERATION_TEMPLATE,
+            template=moderation_template,
             fields=("text",),
             truncate_field="text",
             max_length=moderation_max_length,
@@ -76,7 +82,7 @@ def build_task_specs(
         ),
         "matching": TaskSpec(
             kind="matching",
-            template=MATCHING_TEMPLATE,
+            template=matching_template,
             fields=("query", "note"),
             truncate_field="note",
             field_max_tokens={"query": 48},
