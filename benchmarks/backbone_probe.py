@@ -22,7 +22,6 @@ benchmarks/quality.py score them. The shipped bundle's figures on the same dev p
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import math
 import random
@@ -38,6 +37,8 @@ if TYPE_CHECKING:
     from tokenizers import Tokenizer
 
     from redone_sdk.labeled_data import Example
+
+from redone_sdk.bundle import sha256_file
 
 __all__ = [
     "CHECKS",
@@ -66,14 +67,6 @@ def _harm_labels() -> list[str]:
     from redone_sdk.labeled_data import HARM_LABELS
 
     return list(HARM_LABELS)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def stratified_sample(examples: Sequence[Example], n: int, seed: int) -> list[Example]:
@@ -271,8 +264,8 @@ def bundle_reference(bundle_dir: Path, sets: dict[str, list[Example]]) -> dict[s
         "name": manifest.name,
         "version": manifest.version,
         "graph": predictor.precision,
-        "manifest_sha256": _sha256(bundle_dir / "manifest.json"),
-        "graph_sha256": _sha256(bundle_dir / predictor.file) if predictor.file else None,
+        "manifest_sha256": sha256_file(bundle_dir / "manifest.json"),
+        "graph_sha256": sha256_file(bundle_dir / predictor.file) if predictor.file else None,
         "trained_on": "train parts of cold, swsr and davidson (so swsr_dev is NOT a cross-set figure for it)",
         "sets": {},
     }
@@ -403,7 +396,7 @@ def run(
             "maven": lineage.get("maven"),
             "jar_sha256": lineage.get("jar_sha256"),
             "num_layers": lineage.get("num_layers"),
-            "tokenizer_sha256": _sha256(checkpoint / "tokenizer.json"),
+            "tokenizer_sha256": sha256_file(checkpoint / "tokenizer.json"),
         },
         "dev_sets": {k: len(v) for k, v in dev.items()},
         "runs": [{"setting": setting, "checks": {}}],

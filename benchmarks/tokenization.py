@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import bisect
-import hashlib
 import json
 import re
 import sys
@@ -27,6 +26,8 @@ import numpy as np
 
 if TYPE_CHECKING:
     from tokenizers import Tokenizer
+
+from redone_sdk.bundle import sha256_file
 
 __all__ = [
     "ENGLISH_WORD",
@@ -86,10 +87,6 @@ def _bundle_name(tokenizer_path: Path) -> str:
         return "the bundle's"
     meta = json.loads(manifest.read_text(encoding="utf-8"))
     return f"{meta.get('name', 'bundle')} {meta.get('version', '')}'s".replace(" 's", "'s")
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _copy(tokenizer: Tokenizer) -> Tokenizer:
@@ -293,7 +290,7 @@ def run(data_dir: Path, bundle_tokenizer: Path, bge_tokenizer: Path, limit: int 
 
     bpe = Tokenizer.from_file(str(bundle_tokenizer))
     bge = Tokenizer.from_file(str(bge_tokenizer))
-    bpe_sha, bge_sha = _sha256(bundle_tokenizer), _sha256(bge_tokenizer)
+    bpe_sha, bge_sha = sha256_file(bundle_tokenizer), sha256_file(bge_tokenizer)
     train_counts = english_word_counts(_dev_texts(data_dir, "davidson", "train"))
     lower = lowercased(bge)
     top_missing = [w for w, _ in train_counts.most_common(TOP_WORDS) if w not in bge.get_vocab()]

