@@ -7,7 +7,17 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["write_reports", "render_markdown", "print_summary", "table"]
+__all__ = ["failed_sections", "write_reports", "render_markdown", "print_summary", "table"]
+
+
+def failed_sections(value: Any, path: str = "") -> list[str]:
+    """The path of every `error` key anywhere in a results tree (a section that failed records one, not raises)."""
+    if isinstance(value, dict):
+        found = [path] if "error" in value else []
+        return found + [e for k, v in value.items() for e in failed_sections(v, f"{path}/{k}")]
+    if isinstance(value, list):
+        return [e for i, v in enumerate(value) for e in failed_sections(v, f"{path}[{i}]")]
+    return []
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:

@@ -13,20 +13,12 @@ from typing import Any
 import pytest
 
 from redone_sdk.benchmarks import cli
+from redone_sdk.benchmarks.report import failed_sections
 from redone_sdk.benchmarks.settings import BUNDLE_FULL_ENV
 
 ROOT = Path(__file__).resolve().parents[2]
 SDK_BACKENDS = ("torch-eager-fp32", "torch-bf16", "onnx-fp32", "onnx-int8")
 MODES = ("batch1", "batched", "bulk")
-
-
-def _errors(value: Any, path: str = "") -> list[str]:
-    if isinstance(value, dict):
-        found = [path] if "error" in value else []
-        return found + [e for k, v in value.items() for e in _errors(v, f"{path}/{k}")]
-    if isinstance(value, list):
-        return [e for i, v in enumerate(value) for e in _errors(v, f"{path}[{i}]")]
-    return []
 
 
 @pytest.mark.slow
@@ -42,7 +34,7 @@ def test_quick_runs_without_a_pipeline_run(
     done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
     r = json.loads((out / "t.json").read_text(encoding="utf-8"))
-    assert _errors(r) == []
+    assert failed_sections(r) == []
     speed_bundle = r["bundles"]["speed (--bundle-full)"]
     assert speed_bundle["stand_in"] is True and speed_bundle["chosen_because"].startswith("STAND-IN")
     assert Path(speed_bundle["path"]).is_relative_to(cache) and speed_bundle["name"] == "redone-tiny"

@@ -7,9 +7,10 @@ import json
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
+
+from redone_sdk.benchmarks.report import failed_sections
 
 ROOT = Path(__file__).resolve().parents[2]
 SDK_BACKENDS = ("torch-eager-fp32", "torch-bf16", "onnx-fp32", "onnx-int8")
@@ -35,18 +36,8 @@ def quick_run(tiny_full_bundle: Path, tiny_bundle: Path, data_dir: Path, tmp_pat
     return {"results": results, "markdown": (out / "t.md").read_text(encoding="utf-8"), "stdout": done.stdout}
 
 
-def _errors(value: Any, path: str = "") -> list[str]:
-    """Every `error` key anywhere in the output (a section that failed records one instead of raising)."""
-    if isinstance(value, dict):
-        found = [path] if "error" in value else []
-        return found + [e for k, v in value.items() for e in _errors(v, f"{path}/{k}")]
-    if isinstance(value, list):
-        return [e for i, v in enumerate(value) for e in _errors(v, f"{path}[{i}]")]
-    return []
-
-
 def test_no_section_failed(quick_run: dict) -> None:
-    assert _errors(quick_run["results"]) == []
+    assert failed_sections(quick_run["results"]) == []
 
 
 def test_header_describes_run_and_machine(quick_run: dict, tiny_full_bundle: Path) -> None:
