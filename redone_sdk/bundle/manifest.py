@@ -65,6 +65,14 @@ class TaskSpec(_Frozen):
     max_length: int = Field(gt=8, description="Most tokens the model reads for one prompt.")
     labels: tuple[LabelSpec, ...] = Field(min_length=2)
     safe_label: str | None = Field(default=None, description="Moderation: the label meaning `not harmful`.")
+    temperature: float = Field(
+        default=1.0,
+        gt=0,
+        allow_inf_nan=False,
+        description="The label logits are divided by it before the softmax (temperature scaling, fitted on dev by "
+        "the export so that the probabilities are calibrated); 1.0, the default for manifests without it, leaves "
+        "them as the model gives them.",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> TaskSpec:

@@ -80,9 +80,14 @@ def _label_token_ids(bundle: Bundle) -> list[int]:
     return [columns[i] for i in range(len(columns))]
 
 
-def label_probabilities(logits: np.ndarray, columns: np.ndarray) -> np.ndarray:
-    """Softmax over a task's label columns of the backend's logits [batch, all labels], in float64."""
+def label_probabilities(logits: np.ndarray, columns: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """Softmax over a task's label columns of the backend's logits [batch, all labels], in float64, of the logits
+    divided by `temperature` (the task's `TaskSpec.temperature`; 1.0 leaves them as they are)."""
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
     chosen = logits[:, columns].astype(np.float64)
+    if temperature != 1.0:
+        chosen /= temperature
     chosen -= chosen.max(axis=1, keepdims=True)
     exp = np.exp(chosen)
     return exp / exp.sum(axis=1, keepdims=True)
@@ -97,6 +102,7 @@ class TaskEngine:
         self.encoder = PromptEncoder(tokenizer, self.task, bundle.manifest.tokenizer.special_tokens)
         self._pad_id = bundle.manifest.tokenizer.pad_token_id
         self.columns = np.array([label.column for label in self.task.labels])
+        self.temperature: float = self.task.temperature  # calibration: logits / temperature before the softmax
         self._backend = backend
         self._batch_size = batch_size
         self.workers: int = backend.workers  # passes the backend runs well at once
@@ -107,7 +113,8 @@ class TaskEngine:
         return self._backend.info
 
     def score(self, records: Sequence[Mapping[str, str]]) -> tuple[np.ndarray, list[bool]]:
-        """(probabilities [n, labels] in the task's label order, truncated flags), in input order."""
+        """(probabilities [n, labels] in the task's label order, truncated flags), in input order; the
+        probabilities are the softmax of the label logits divided by the task's temperature (calibrated)."""
         if not records:
             return np.zeros((0, len(self.columns)), dtype=np.float32), []
         encoded = self.encoder.encode_batch(records)
@@ -124,5 +131,5 @@ class TaskEngine:
         outputs = pool.map(run, passes) if pool is not None else map(run, passes)
         probs = np.empty((len(records), len(self.columns)), dtype=np.float32)
         for batch, logits in zip(passes, outputs, strict=True):
-            probs[batch] = label_probabilities(logits, self.columns)
+            probs[batch] = label_probabilities(logits, self.columns, self.temperature)
         return probs, [e.truncated for e in encoded]
