@@ -330,16 +330,20 @@ def export_prefix_lm_bundle(
     name: str = "redone-bert-prefix-lm",
     version: str = "0.0.0-dev",
     precisions: Sequence[Literal["fp32", "int8"]] = ("fp32", "int8"),
-    opset: int = 18,
+    opset: int = 17,
+    int8_keep_fp32: Sequence[str] = (),
     moderation_max_length: int = 256,
     matching_max_length: int = 256,
     base_model: str = "",
     license: str = "MIT (bge-small-zh-v1.5 weights; untrained prefix-LM head)",
     metrics: Mapping[str, dict[str, float]] | None = None,
 ) -> Bundle:
-    """Export the scoring graph (fp32, and int8 by dynamic quantization of its MatMuls) and write a bundle the
-    SDK loads (`redone_sdk.Moderator.load(out_dir)`), through `training.export.write_bundle`."""
-    from redone_sdk.training.export import graph_opset, quantize_int8, write_bundle
+    """Export the scoring graph and write a bundle the SDK loads (`redone_sdk.Moderator.load(out_dir)`), through
+    `training.export.write_bundle`. The graph is `training.bert_graph`'s: fused by ONNX Runtime's BERT optimizer
+    (fp32), and its dynamic int8 with an int8 word embedding (`quantize_bert_int8`; `int8_keep_fp32`: node names
+    left float32, a rung of `bert_int8_fallbacks`)."""
+    from redone_sdk.training.bert_graph import export_bert_scoring_graph, quantize_bert_int8
+    from redone_sdk.training.export import graph_opset, write_bundle
 
     tasks = prefix_lm_task_specs(
         tokenizer, moderation_max_length=moderation_max_length, matching_max_length=matching_max_length
@@ -350,12 +354,12 @@ def export_prefix_lm_bundle(
         work_dir = Path(work)
         tokenizer_file = work_dir / "tokenizer.json"
         tokenizer.save(str(tokenizer_file))
-        fp32 = export_prefix_lm_graph(model, label_ids, work_dir / "scoring.fp32.onnx", opset=opset)
+        fp32 = export_bert_scoring_graph(model, label_ids, work_dir / "scoring.fp32.onnx", opset=opset)
         graphs: dict[str, tuple[Path, int]] = {}
         if "fp32" in precisions:
             graphs["fp32"] = (fp32, graph_opset(fp32))
         if "int8" in precisions:
-            int8 = quantize_int8(fp32, work_dir / "scoring.int8.onnx")
+            int8 = quantize_bert_int8(fp32, work_dir / "scoring.int8.onnx", keep_fp32=int8_keep_fp32)
             graphs["int8"] = (int8, graph_opset(int8))
         lineage = getattr(model.config, "_name_or_path", "")
         return write_bundle(
@@ -372,7 +376,12 @@ def export_prefix_lm_bundle(
             graphs=graphs,
             label_token_ids=label_ids,
             data_sources=(),
-            training_config={"prefix_lm": True, "source": str(lineage)},
+            training_config={
+                "prefix_lm": True,
+                "source": str(lineage),
+                "scoring_graph": "training.bert_graph (ORT-fused BERT, last layer on the last token)",
+                "int8_keep_fp32": list(int8_keep_fp32),
+            },
             architecture="BertLMHeadModel (prefix-LM)",
             parameters=sum(p.numel() for p in model.parameters()),
             metrics=dict(metrics or {}),
