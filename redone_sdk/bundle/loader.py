@@ -15,7 +15,7 @@ from redone_sdk.bundle.tokenizer import load_tokenizer
 from redone_sdk.errors import BundleFormatError, BundleIntegrityError, BundleNotFoundError
 from redone_sdk.schemas import format_validation_error
 
-__all__ = ["Bundle", "default_bundle_path", "sha256_file"]
+__all__ = ["Bundle", "default_bundle_path", "sha256_file", "shipped_bundles"]
 
 _CHUNK = 1 << 20
 _CHECKPOINT_SUFFIXES = {".json", ".safetensors"}
@@ -32,6 +32,34 @@ def sha256_file(path: Path) -> str:
 def default_bundle_path() -> Path:
     """The bundle shipped inside the package (`redone_sdk/bundles/default`)."""
     return Path(str(resources.files("redone_sdk") / "bundles" / "default"))
+
+
+def shipped_bundles() -> dict[str, Path]:
+    """The bundles inside the package by their manifest name (`Bundle.load("redone-small")`), sorted."""
+    found: dict[str, Path] = {}
+    for manifest in sorted(default_bundle_path().parent.glob(f"*/{MANIFEST_FILE}")):
+        try:
+            name = json.loads(manifest.read_text(encoding="utf-8")).get("name")
+        except (OSError, ValueError):
+            continue  # a damaged copy is refused with its reason when it is loaded by path
+        if isinstance(name, str) and name not in found:
+            found[name] = manifest.parent
+    return dict(sorted(found.items()))
+
+
+def _bundle_root(path: str | Path | None) -> Path:
+    """A bundle folder from a path, a shipped bundle's name, or None (the default bundle)."""
+    if path is None:
+        return default_bundle_path()
+    root = Path(path)
+    if isinstance(path, str) and not root.exists() and "/" not in path and "\\" not in path:
+        shipped = shipped_bundles()
+        if path in shipped:
+            return shipped[path]
+        raise BundleNotFoundError(
+            f"no bundle directory {path!r}, and no bundle of that name ships with the SDK: {sorted(shipped)}"
+        )
+    return root
 
 
 @dataclass(frozen=True)
@@ -75,7 +103,10 @@ class Bundle:
             ids[label.token] = token_id
         tasks = {
             name: task.model_copy(
-                update={"labels": tuple(lb.model_copy(update={"token_id": ids[lb.token]}) for lb in task.labels)}
+                update={
+                    "labels": tuple(lb.model_copy(update={"token_id": ids[lb.token]}) for lb in task.labels),
+                    "temperature": 1.0,  # the template's was fitted to another model's logits
+                }
             )
             for name, task in base.manifest.tasks.items()
         }
@@ -118,8 +149,9 @@ class Bundle:
 
     @classmethod
     def load(cls, path: str | Path | None = None, *, verify: bool = True) -> Bundle:
-        """Read and verify a bundle directory; `None` means the default bundle shipped with the SDK."""
-        root = Path(path) if path is not None else default_bundle_path()
+        """Read and verify a bundle directory; `None` means the default bundle shipped with the SDK, and the name of
+        a shipped bundle (`"redone-small"`, see `shipped_bundles`) that bundle, unless a folder of that name exists."""
+        root = _bundle_root(path)
         manifest_path = root / MANIFEST_FILE
         if not root.is_dir():
             hint = (
