@@ -156,7 +156,7 @@ def _bundle_full(explicit: Path | None, data_dir: Path, *, quick: bool) -> tuple
     from .settings import BUNDLE_FULL_ENV, default_bundle_full
     from .stand_in import tiny_bundle_full
 
-    build = "`redone train all --config training/configs/default.json`, about two hours"
+    build = "`redone train all --config training/configs/qwen2-small.json`, about two hours"
     if explicit is not None:
         if (explicit / "manifest.json").is_file():
             return explicit, "--bundle-full", False

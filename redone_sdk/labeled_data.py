@@ -9,6 +9,11 @@ Harm taxonomy (one label per text):
 - `hate`      — Davidson class 0 (hate speech)
 - `sexism`    — SWSR label 1 (any of its sexism categories)
 
+With `cold_topics=True` (the pretrained recipe's `data.cold_topic_labels`), COLD's offensive comments take the
+category their topic names: `race` → `hate` (attacks on a group by race or ethnicity, Davidson's sense of hate
+speech), `gender` → `sexism`; `region` stays `offensive`. COLD has no finer label in its train split, so this is
+a mapping by topic, not an annotation: a rude comment on a race topic that attacks one person becomes `hate`.
+
 Dev parts: COLD ships `dev.csv` (used whole; texts also in train are dropped from train). SWSR, Davidson and
 SNS-Bench have no split: a row is dev when the SHA-256 of its text falls in the lowest 20 % (stable across
 runs, machines and row order).
@@ -34,12 +39,14 @@ __all__ = [
     "harm_examples",
     "querycorr_examples",
     "is_dev",
+    "COLD_TOPIC_LABELS",
     "DATA_SOURCES",
 ]
 
 HARM_LABELS = ("safe", "offensive", "hate", "sexism")
 QUERYCORR_GRADES = ("-1", "0", "1", "2", "3")
 Split = Literal["train", "dev"]
+COLD_TOPIC_LABELS = {"race": "hate", "gender": "sexism", "region": "offensive"}
 
 DATA_SOURCES = {
     "cold": ("COLD (thu-coai/COLDataset)", "Apache-2.0"),
@@ -88,8 +95,9 @@ def _harm(text: str, label: str, source: str) -> Example:
     return Example(task="moderation", fields=(("text", text),), label=label, source=source)
 
 
-def harm_examples(data_dir: Path, source: str, split: Split) -> list[Example]:
-    """Harm-taxonomy examples of one source (`cold`, `swsr`, `davidson`) and split."""
+def harm_examples(data_dir: Path, source: str, split: Split, *, cold_topics: bool = False) -> list[Example]:
+    """Harm-taxonomy examples of one source (`cold`, `swsr`, `davidson`) and split; `cold_topics` labels COLD's
+    offensive comments by topic (`COLD_TOPIC_LABELS`) instead of `offensive`."""
     if source == "cold":
         dev_rows = _csv_rows(data_dir / "cold" / "dev.csv")
         dev_texts = {r["TEXT"] for r in dev_rows}
@@ -97,9 +105,13 @@ def harm_examples(data_dir: Path, source: str, split: Split) -> list[Example]:
             rows = dev_rows
         else:
             rows = [r for r in _csv_rows(data_dir / "cold" / "train.csv") if r["TEXT"] not in dev_texts]
-        return [
-            _harm(r["TEXT"], "offensive" if r["label"] == "1" else "safe", "cold") for r in rows if r["TEXT"].strip()
-        ]
+
+        def cold_label(row: dict[str, str]) -> str:
+            if row["label"] != "1":
+                return "safe"
+            return COLD_TOPIC_LABELS.get(row.get("topic", ""), "offensive") if cold_topics else "offensive"
+
+        return [_harm(r["TEXT"], cold_label(r), "cold") for r in rows if r["TEXT"].strip()]
     if source == "swsr":
         rows = _csv_rows(data_dir / "swsr" / "comments.csv")
         pick = [r for r in rows if r["comment_text"].strip() and is_dev(r["comment_text"]) == (split == "dev")]

@@ -1,7 +1,9 @@
 """Typed, frozen configuration of the pipeline: one dataclass per stage section, each field with its help text.
 
-The dataclass defaults are the `default` preset, the recipe of the shipped bundle; `configs/default.json` is
-therefore empty, and other presets list only what they change. A config file is JSON with one object per
+The dataclass defaults are the `qwen2-small` preset (the from-scratch Qwen2 recipe of bundle 0.3.1), so
+`configs/qwen2-small.json` is empty, and other presets list only what they change: `base.json` and
+`small.json` build the shipped bundles (redone-base, the default, and its distilled student redone-small) on a
+pretrained BERT. A config file is JSON with one object per
 section (`data`, `model`, `cpt`, `sft`, `dpo`, `export`) plus the top-level fields. The training stages'
 sections extend one `TrainerConfig`, as trl's `SFTConfig` and `DPOConfig` extend `TrainingArguments`.
 
@@ -74,6 +76,11 @@ class DataConfig:
     )
     general_ratio: float = _f(0.3, "General-domain share of the continued-pretraining characters (0 to 1).")
     cpt_max_chars: int = _f(0, "Cap on continued-pretraining characters (0: all platform text).")
+    cold_topic_labels: bool = _f(
+        False,
+        "Label COLD's offensive comments by topic: race -> hate, gender -> sexism, region -> offensive "
+        "(labeled_data.COLD_TOPIC_LABELS); off, they are all `offensive`.",
+    )
 
 
 @dataclass(frozen=True)
@@ -84,9 +91,9 @@ class ModelConfig:
     pretrained: str = _f(
         "",
         "Name of a registered pretrained source (training/pretrained.py, e.g. bge-small-zh-v1.5: a BERT from a "
-        "Maven jar); empty: fresh model. The pipeline cannot post-train a BERT yet (issue #16 part 2): convert it "
-        "with `redone train pretrained convert`.",
+        "Maven jar); empty: fresh model. A BERT source is post-trained as a prefix-LM (training/prefix_lm.py).",
     )
+    pretrained_layers: int = _f(0, "Keep only the first N layers of the pretrained backbone (0: all of them).")
     vocab_size: int = _f(8000, "Byte-level BPE vocabulary size (fresh model only).")
     hidden_size: int = _f(256, "Qwen2 hidden size.")
     num_layers: int = _f(4, "Qwen2 decoder layers.")
@@ -106,6 +113,8 @@ class ModelConfig:
             )
         if self.pretrained and self.init_from:
             raise ValueError("model.pretrained and model.init_from are two starting points; set one")
+        if self.pretrained_layers < 0 or (self.pretrained_layers and not self.pretrained):
+            raise ValueError("model.pretrained_layers is a count of the pretrained backbone's layers (0: all)")
 
 
 @dataclass(frozen=True)
@@ -141,6 +150,26 @@ class SFTStageConfig(TrainerConfig):
     lora_r: int = _f(16, "LoRA rank.")
     lora_alpha: int = _f(32, "LoRA alpha.")
     lora_dropout: float = _f(0.05, "LoRA dropout.")
+    class_balance: float = _f(
+        0.0,
+        "Prefix-LM: weight each label's loss by (its share of the task's examples) ^ -x; 0: plain cross-entropy, "
+        "0.5: inverse square root of the frequency (lifts rare categories such as hate).",
+    )
+    teacher: str = _f(
+        "",
+        "Prefix-LM: distil from this bundle (a folder, or the name of a shipped bundle): its label distributions "
+        "are soft targets beside the gold labels; empty: no teacher.",
+    )
+    distill_weight: float = _f(0.7, "With a teacher: share of the KL-to-teacher term in the loss (rest: gold CE).")
+    distill_texts: int = _f(
+        0, "With a teacher: unlabeled platform notes from the CPT corpus the teacher labels for the student."
+    )
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.distill_weight <= 1:
+            raise ValueError(f"sft.distill_weight must be in [0, 1], got {self.distill_weight}")
+        if self.class_balance < 0 or self.distill_texts < 0:
+            raise ValueError("sft.class_balance and sft.distill_texts must be 0 or more")
 
 
 @dataclass(frozen=True)
@@ -220,7 +249,7 @@ class ExportConfig:
 
 @dataclass(frozen=True)
 class PipelineConfig:
-    """The whole pipeline. Its defaults are the `default` preset (the recipe of the shipped bundle 0.3.1)."""
+    """The whole pipeline. Its defaults are the `qwen2-small` preset (the from-scratch recipe of bundle 0.3.1)."""
 
     output_dir: str = _f("runs/default", "Folder for data, checkpoints of every stage, evaluation and bundles.")
     bundle_name: str = _f("redone-small", "Name written into the bundle manifest.")

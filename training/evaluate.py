@@ -114,9 +114,12 @@ def evaluate_bundle(
     options: InferenceOptions | None = None,
 ) -> dict[str, dict[str, float]]:
     """Metrics per dev set, each in its own label space (`harm_set_metrics`); QueryCorr as its five grades.
-    How the bundle runs: `options` (default: passes of 64), with `precision` / `backend` put in their place."""
+    How the bundle runs: `options` (default: passes of 64, one at a time, so that the batches, and with them
+    the int8 graph's dynamic activation scales, do not depend on the machine's core count), with `precision` /
+    `backend` put in their place."""
     bundle = Bundle.load(bundle_dir)
-    options = InferenceOptions.build(options or InferenceOptions(batch_size=64), precision=precision, backend=backend)
+    default = InferenceOptions(batch_size=64, workers=1)
+    options = InferenceOptions.build(options or default, precision=precision, backend=backend)
     scorer = open_backend(bundle, options)
     results: dict[str, dict[str, float]] = {}
     engines = {name: TaskEngine(bundle, name, scorer, options.batch_size) for name in bundle.manifest.tasks}

@@ -19,6 +19,7 @@ from redone_sdk.training.config import (
 from redone_sdk.training.stages.registry import STAGES, all_sections, model_stages, upstream_sections
 
 SHIPPED_MANIFEST = Path(redone_sdk.__file__).parent / "bundles" / "default" / "manifest.json"
+SHIPPED_SMALL_MANIFEST = Path(redone_sdk.__file__).parent / "bundles" / "redone-small" / "manifest.json"
 
 
 def _same_as_defaults(values: dict, defaults: dict, where: str = "") -> list[str]:
@@ -32,17 +33,18 @@ def _same_as_defaults(values: dict, defaults: dict, where: str = "") -> list[str
     return same
 
 
-def test_the_defaults_are_the_default_preset_in_one_place() -> None:
+def test_the_defaults_are_the_qwen2_small_preset_and_the_shipped_bundles_come_from_theirs() -> None:
     defaults = PipelineConfig()
-    assert PipelineConfig.from_file(PRESETS_DIR / "default.json") == defaults
+    assert PipelineConfig.from_file(PRESETS_DIR / "qwen2-small.json") == defaults
     assert PipelineConfig.from_file(None) == defaults
-    # default.json lists no value the dataclasses already hold: the defaults live only in config.py
-    listed = json.loads((PRESETS_DIR / "default.json").read_text())
+    # qwen2-small.json lists no value the dataclasses already hold: the defaults live only in config.py
+    listed = json.loads((PRESETS_DIR / "qwen2-small.json").read_text())
     assert _same_as_defaults(listed, defaults.to_dict()) == []
-    # ... and they are the configuration that made the shipped bundle (0.3.1), but for the generation graph,
-    # which is now opt-in (nothing in the SDK reads it, and it never shipped in `bundle/`)
+    # the shipped bundles were built by their presets: the default by base.json, redone-small by small.json
     shipped = json.loads(SHIPPED_MANIFEST.read_text())["lineage"]["training_config"]
-    assert PipelineConfig.from_dict(shipped) == defaults.replace(export={"generation_graph": True})
+    assert PipelineConfig.from_dict(shipped) == PipelineConfig.from_file(PRESETS_DIR / "base.json")
+    small = json.loads(SHIPPED_SMALL_MANIFEST.read_text())["lineage"]["training_config"]
+    assert PipelineConfig.from_dict(small) == PipelineConfig.from_file(PRESETS_DIR / "small.json")
     assert defaults.export.generation_graph is False
 
 
@@ -104,7 +106,7 @@ def _parse(*argv: str) -> PipelineConfig:
 
 def test_cli_flags_round_trip_into_the_config() -> None:
     assert _parse("all") == PipelineConfig()  # no --config: the defaults, which are the default preset
-    assert _parse("all", "--config", str(PRESETS_DIR / "default.json")) == PipelineConfig()
+    assert _parse("all", "--config", str(PRESETS_DIR / "qwen2-small.json")) == PipelineConfig()
     config = _parse("all", "--no-data-matching", "--no-cpt-enabled", "--data-sft-tasks", "moderation")
     assert config == PipelineConfig().replace(
         data={"matching": False, "sft_tasks": ["moderation"]}, cpt={"enabled": False}
@@ -168,6 +170,10 @@ def test_every_field_of_a_section_is_a_flag(tmp_path: Path) -> None:
                 argv = [flag, "0.75"]
             elif f.name == "pretrained":  # a registered source's name
                 argv = [flag, "bge-small-zh-v1.5"]
+            elif f.name == "pretrained_layers":  # a cut of a pretrained source
+                argv = [flag, "2", "--model-pretrained", "bge-small-zh-v1.5"]
+            elif f.name == "distill_weight":
+                argv = [flag, "0.25"]
             else:
                 argv = [flag, "7"]
             config = config_from_args(parser.parse_args(["train", "all", *argv]))

@@ -232,26 +232,30 @@ def test_cache_root_follows_the_environment(tmp_path: Path, monkeypatch: pytest.
 # --- the pipeline: a pretrained source is a config field, and the stages refuse what they cannot do yet ---
 
 
-def test_model_pretrained_is_checked_and_the_pipeline_refuses_a_bert_backbone(tmp_path: Path) -> None:
+def test_model_pretrained_is_checked_and_the_pipeline_refuses_stages_it_lacks_for_bert(tmp_path: Path) -> None:
     from redone_sdk.training.pipeline import run_all
-    from redone_sdk.training.stages.common import _DATA_STAGE_FIELDS, _fingerprint
+    from redone_sdk.training.stages.common import _DATA_STAGE_FIELDS, _LATER_FIELDS, _fingerprint
 
     assert PipelineConfig().model.pretrained == ""
     with pytest.raises(ValueError, match="not a registered source"):
         PipelineConfig.from_dict({"model": {"pretrained": "nope"}})
     with pytest.raises(ValueError, match="set one"):
         PipelineConfig.from_dict({"model": {"pretrained": BGE, "init_from": "somewhere"}})
+    with pytest.raises(ValueError, match="pretrained_layers"):
+        PipelineConfig.from_dict({"model": {"pretrained_layers": 1}})
     config = PipelineConfig.from_dict({"output_dir": str(tmp_path / "run"), "model": {"pretrained": BGE}})
-    with pytest.raises(NotImplementedError, match=r"cannot post-train a BERT backbone yet .*pretrained convert"):
+    with pytest.raises(NotImplementedError, match=r"the cpt and dpo stage\(s\) are not built for it yet"):
         run_all(config)
     assert not (tmp_path / "run").exists()  # refused before the data stage
-    with pytest.raises(NotImplementedError, match="issue #16 part 2"):
-        main(["train", "init", "--output-dir", str(tmp_path / "run"), "--pretrained", BGE])
-    # the new field at its default leaves the stages' fingerprints as they were
+    with pytest.raises(NotImplementedError, match="--no-cpt-enabled"):
+        main(["train", "cpt", "--output-dir", str(tmp_path / "run"), "--model-pretrained", BGE])
+    # the new fields at their defaults leave the stages' fingerprints as they were
     assert _fingerprint(config, "init") != _fingerprint(PipelineConfig(output_dir=str(tmp_path / "run")), "init")
     defaults = PipelineConfig().to_dict()
-    del defaults["model"]["pretrained"]
-    relevant = {"seed": 13, "data": {k: defaults["data"][k] for k in _DATA_STAGE_FIELDS}, "model": defaults["model"]}
+    for section, name, _ in _LATER_FIELDS:
+        del defaults[section][name]
+    data = {k: defaults["data"][k] for k in _DATA_STAGE_FIELDS if k in defaults["data"]}
+    relevant = {"seed": 13, "data": data, "model": defaults["model"]}
     assert (
         _fingerprint(PipelineConfig(), "init")
         == hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]

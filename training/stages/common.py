@@ -44,18 +44,32 @@ _DATA_STAGE_FIELDS = (
     "general_corpus",
     "general_ratio",
     "cpt_max_chars",
+    "cold_topic_labels",
     "max_eval_examples",
     "max_input_chars",
+)
+
+
+_LATER_FIELDS = (
+    ("model", "pretrained", ""),
+    ("model", "pretrained_layers", 0),
+    ("data", "cold_topic_labels", False),
+    ("sft", "class_balance", 0.0),
+    ("sft", "teacher", ""),
+    ("sft", "distill_weight", 0.7),
+    ("sft", "distill_texts", 0),
 )
 
 
 def _fingerprint(config: PipelineConfig, name: str) -> str:
     """Hash of the configuration a stage's output depends on (its own section and those upstream)."""
     full = config.to_dict()
-    if not full["model"]["pretrained"]:  # added later: left out at its default, so older runs keep their fingerprint
-        del full["model"]["pretrained"]
+    # fields added later are left out at their defaults, so older runs keep their fingerprint
+    for section, later, default in _LATER_FIELDS:
+        if full[section][later] == default:
+            del full[section][later]
     if name in ("data", "init", "cpt"):  # the mixture fields only matter from sft on
-        full["data"] = {k: full["data"][k] for k in _DATA_STAGE_FIELDS}
+        full["data"] = {k: full["data"][k] for k in _DATA_STAGE_FIELDS if k in full["data"]}
     relevant = {"seed": config.seed, **{section: full[section] for section in upstream_sections(name)}}
     for section, values in relevant.items():
         if isinstance(values, dict) and values.get("enabled") is False:  # a stage switched off

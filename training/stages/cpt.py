@@ -11,6 +11,9 @@ __all__ = ["run"]
 
 
 def run(config: PipelineConfig) -> Path:
+    from redone_sdk.training.stages.init import check_supported
+
+    check_supported(config)
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 

@@ -56,14 +56,19 @@ def run(config: PipelineConfig) -> Path:
     data_dir = data_dir_of(config)
     limit = config.data.max_eval_examples
 
+    topics = config.data.cold_topic_labels
     train: dict[str, list[dict[str, Any]]] = {
-        "moderation": [_scoring_row(e) for s in HARM_SOURCES for e in harm_examples(data_dir, s, "train")],
+        "moderation": [
+            _scoring_row(e) for s in HARM_SOURCES for e in harm_examples(data_dir, s, "train", cold_topics=topics)
+        ],
         "querycorr": [_scoring_row(e) for e in querycorr_examples(data_dir, "train")],
     }
     dev_scoring = [
         r
         for s in HARM_SOURCES
-        for r in _cap([_scoring_row(e, f"{s}_dev") for e in harm_examples(data_dir, s, "dev")], limit, rng)
+        for r in _cap(
+            [_scoring_row(e, f"{s}_dev") for e in harm_examples(data_dir, s, "dev", cold_topics=topics)], limit, rng
+        )
     ]
     dev_scoring += _cap([_scoring_row(e, "querycorr_dev") for e in querycorr_examples(data_dir, "dev")], limit, rng)
     for example in build_instructions(data_dir, "train", generative_tasks, seed=config.seed, max_input_chars=budget):

@@ -120,6 +120,9 @@ def average_with(model: Any, start: Path, share: float) -> Any:
 
 
 def run(config: PipelineConfig) -> Path:
+    from redone_sdk.training.stages.init import check_supported
+
+    check_supported(config)
     from datasets import Dataset
     from trl import DPOConfig, DPOTrainer
 

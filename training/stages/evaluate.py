@@ -28,6 +28,8 @@ HARM_SETS = ("cold_dev", "swsr_dev", "davidson_dev")
 
 def evaluate_model(model_dir: Path, config: PipelineConfig, tasks: set[str] | None = None) -> dict[str, Any]:
     """Dev metrics of a checkpoint: {"scoring": {set: metrics}, "generative": {task: metrics}, "summary": {...}}."""
+    if config.model.pretrained:
+        return evaluate_prefix_lm(model_dir, config, tasks)
     from redone_sdk.training.instructions import ChatExample
     from redone_sdk.training.snsbench_metrics import score_task
 
@@ -55,6 +57,23 @@ def evaluate_model(model_dir: Path, config: PipelineConfig, tasks: set[str] | No
         answers = generate_answers(model, codec, [r["prompt"] for r in rows], max_new_tokens=min(128, longest + 16))
         generative[task] = score_task(task, answers, examples)
     return {"scoring": scoring, "generative": generative, "summary": summarize(scoring, generative)}
+
+
+def evaluate_prefix_lm(model_dir: Path, config: PipelineConfig, tasks: set[str] | None = None) -> dict[str, Any]:
+    """`evaluate_model` for a BERT prefix-LM checkpoint: the scoring sets only (it trains no generative task)."""
+    from redone_sdk.training.prefix_lm_sft import dev_logits, load_prefix_lm, task_specs
+
+    model, tokenizer = load_prefix_lm(model_dir)
+    dev_scoring, _ = load_dev(config)
+    if tasks is not None:
+        dev_scoring = [r for r in dev_scoring if ("moderation" if r["task"] == "moderation" else "querycorr") in tasks]
+    specs = task_specs(tokenizer, config)
+    scoring: dict[str, dict[str, float]] = {}
+    for set_name, (logits, gold, task) in dev_logits(model, tokenizer, specs, dev_scoring).items():
+        labels = specs[task].label_names
+        predicted = [labels[i] for i in logits.argmax(axis=1)]
+        scoring[set_name] = harm_set_metrics(set_name, gold, predicted, labels)
+    return {"scoring": scoring, "generative": {}, "summary": summarize(scoring, {})}
 
 
 def summarize(scoring: dict[str, dict[str, float]], generative: dict[str, dict[str, float]]) -> dict[str, float]:

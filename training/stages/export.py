@@ -100,6 +100,10 @@ def _smooth(model: Any, codec: ChatCodec, config: PipelineConfig) -> None:
 
 
 def run(config: PipelineConfig) -> Path:
+    if config.model.pretrained:
+        from redone_sdk.training.stages.export_prefix_lm import run as run_prefix_lm
+
+        return run_prefix_lm(config)
     configure_torch(config)
     out = stage_dir(config, "export")
     root = Path(config.output_dir)

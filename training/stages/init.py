@@ -1,4 +1,5 @@
-"""Stage 1b — the starting model: a tokenizer trained on the corpus and a fresh Qwen2, or an existing checkpoint.
+"""Stage 1b — the starting model: a tokenizer trained on the corpus and a fresh Qwen2, an existing checkpoint, or a
+pretrained BERT from a registry (`model.pretrained`) built as a prefix-LM (`training/prefix_lm_sft.py`).
 
 An existing checkpoint (e.g. Qwen2.5 or RedOne, downloaded beforehand) gets the ChatML and answer tokens added
 to its tokenizer when it lacks them, with its embeddings resized to match.
@@ -18,13 +19,16 @@ __all__ = ["check_supported", "run"]
 
 
 def check_supported(config: PipelineConfig) -> None:
-    """Refuse what this stage cannot build yet: a pretrained BERT backbone (`model.pretrained`) has no causal-LM
-    head, and the later stages (CPT, SFT, DPO, the Qwen2 scoring graph) take only causal LMs."""
-    if config.model.pretrained:
+    """Refuse what the pipeline cannot build yet, before any stage runs: on a pretrained BERT prefix-LM
+    (`model.pretrained`) only the scoring tasks train, and there is no continued pretraining or DPO stage."""
+    if not config.model.pretrained:
+        return
+    missing = [name for name in ("cpt", "dpo") if getattr(config, name).enabled]
+    if missing:
         raise NotImplementedError(
-            f"model.pretrained = {config.model.pretrained!r}: the pipeline cannot post-train a BERT backbone yet "
-            "(issue #16 part 2, a prefix-LM RedOne on it). Convert it to a transformers checkpoint with "
-            f"`redone train pretrained convert --source {config.model.pretrained} --out DIR`."
+            f"model.pretrained = {config.model.pretrained!r} (a BERT prefix-LM): the {' and '.join(missing)} "
+            f"stage(s) are not built for it yet; switch them off (--no-{missing[0]}-enabled, or "
+            '"enabled": false in the config), as training/configs/qwen2-small.json does.'
         )
 
 
@@ -33,6 +37,14 @@ def run(config: PipelineConfig) -> Path:
     configure_torch(config)
     out = stage_dir(config, "init")
     model_dir = out / "model"
+    if config.model.pretrained:
+        from redone_sdk.training.prefix_lm_sft import init_prefix_lm
+
+        model, tokenizer = init_prefix_lm(config, model_dir)
+        parameters = sum(p.numel() for p in model.parameters())
+        log.info("init: prefix-LM on %s, %d parameters", config.model.pretrained, parameters)
+        mark_done(config, "init", {"parameters": parameters, "vocab": tokenizer.get_vocab_size()})
+        return model_dir
     if config.model.init_from:
         from transformers import AutoTokenizer
 

@@ -14,7 +14,7 @@ from redone_sdk.training.config import PipelineConfig
 from redone_sdk.training.stages.common import log, start_model, train_and_save, trainer_arguments
 from redone_sdk.training.stages.data import training_mixture
 
-__all__ = ["run", "build_rows"]
+__all__ = ["run", "run_prefix_lm", "build_rows"]
 
 
 def build_rows(codec: ChatCodec, config: PipelineConfig) -> tuple[list[dict], dict[str, int]]:
@@ -35,6 +35,8 @@ def build_rows(codec: ChatCodec, config: PipelineConfig) -> tuple[list[dict], di
 
 
 def run(config: PipelineConfig) -> Path:
+    if config.model.pretrained:
+        return run_prefix_lm(config)
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
@@ -73,3 +75,61 @@ def run(config: PipelineConfig) -> Path:
     return train_and_save(
         config, "sft", trainer, tokenizer, {"examples": len(rows), "tasks": counts, "lora": cfg.lora}, merge
     )
+
+
+def run_prefix_lm(config: PipelineConfig) -> Path:
+    """SFT of a pretrained BERT prefix-LM on the scoring tasks (`prefix_lm_sft.train_scoring`), distilling from
+    `sft.teacher` when one is set (over the gold rows and `sft.distill_texts` unlabeled notes)."""
+    from redone_sdk.training.prefix_lm_sft import (
+        encode_rows,
+        load_prefix_lm,
+        save_prefix_lm,
+        task_specs,
+        teacher_probabilities,
+        train_scoring,
+    )
+    from redone_sdk.training.stages.common import (
+        configure_torch,
+        is_main_process,
+        latest_model_dir,
+        mark_done,
+        read_jsonl,
+        stage_dir,
+    )
+
+    configure_torch(config)
+    out, start = stage_dir(config, "sft"), latest_model_dir(config, "sft")
+    model, tokenizer = load_prefix_lm(start)
+    scoring, generative, counts = training_mixture(config)
+    if generative:
+        log.warning(
+            "sft: the prefix-LM trains the scoring tasks only; %d generative examples left out", len(generative)
+        )
+    rows = [dict(r) for r in scoring]
+    cfg = config.sft
+    soft = None
+    if cfg.teacher:
+        rng = random.Random(config.seed + 5)
+        notes = [r["text"] for r in read_jsonl(stage_dir(config, "data") / "cpt.jsonl")]
+        notes = rng.sample(notes, min(cfg.distill_texts, len(notes)))
+        rows += [{"task": "moderation", "fields": {"text": text}, "label": None} for text in notes]
+        soft = [None] * len(rows)
+        for task in ("moderation", "querycorr"):
+            indices = [i for i, r in enumerate(rows) if (r["task"] == "moderation") == (task == "moderation")]
+            if indices:
+                name = "moderation" if task == "moderation" else "matching"
+                probs = teacher_probabilities(cfg.teacher, name, [rows[i]["fields"] for i in indices])
+                for i, p in zip(indices, probs, strict=True):
+                    soft[i] = p.tolist()
+        counts["teacher_labeled_notes"] = len(notes)
+        log.info("sft: teacher %s labelled %d rows (%d unlabeled notes)", cfg.teacher, len(rows), len(notes))
+    specs = task_specs(tokenizer, config)
+    items = encode_rows(tokenizer, specs, rows, soft)
+    log.info("sft: %d prefix-LM scoring examples: %s", len(items), counts)
+    summary = train_scoring(model, items, specs, cfg, seed=config.seed)
+    summary = {**summary, "examples": len(items), "tasks": counts, "teacher": cfg.teacher}
+    if is_main_process():
+        save_prefix_lm(model, tokenizer, out / "model", lineage_from=start)
+    log.info("sft: %s", summary)
+    mark_done(config, "sft", summary)
+    return out / "model"

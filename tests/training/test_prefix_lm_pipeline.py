@@ -1,0 +1,144 @@
+"""The pipeline on the pretrained BERT prefix-LM (training/prefix_lm_sft.py, stages init/sft/eval/export): a
+1-layer cut of the real bge-small-zh-v1.5 trained a few steps on the fixture data, exported, calibrated and
+loaded by the SDK; then a student distilled from that bundle. Also the loss and batching pieces on their own.
+
+`registry`: the jar is fetched from Maven Central once into the project's cache.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from redone_sdk.labeled_data import COLD_TOPIC_LABELS, harm_examples
+from redone_sdk.training.config import PRESETS_DIR, PipelineConfig, SFTStageConfig
+from redone_sdk.training.prefix_lm_sft import ScoringItem, _batches, _loss, class_weights
+
+BGE = "bge-small-zh-v1.5"
+
+
+def _config(out: Path, data_dir: Path, **overrides) -> PipelineConfig:
+    """The shipped base preset cut down for a test: one layer, a few steps, small dev sets."""
+    return PipelineConfig.from_file(
+        PRESETS_DIR / "base.json",
+        output_dir=str(out),
+        data__data_dir=str(data_dir),
+        data__max_eval_examples=24,
+        data__max_per_task=60,
+        model__pretrained_layers=1,
+        sft__max_steps=8,
+        sft__batch_size=8,
+        sft__learning_rate=3e-4,
+        **overrides,
+    )
+
+
+@pytest.fixture(scope="module")
+def base_run(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Path:
+    from redone_sdk.training.pipeline import run_all
+
+    out = tmp_path_factory.mktemp("prefix-lm-run") / "base"
+    run_all(_config(out, data_dir))
+    return out
+
+
+@pytest.mark.registry
+def test_base_preset_trains_exports_and_the_sdk_loads_the_calibrated_bundle(base_run: Path) -> None:
+    from redone_sdk import Moderator
+
+    sft = json.loads((base_run / "sft" / "DONE.json").read_text())
+    assert sft["steps"] == 8 and sft["examples"] > 0 and sft["final_loss"] < sft["first_loss"] * 1.5
+    metrics = json.loads((base_run / "eval" / "metrics.json").read_text())
+    assert {"cold_dev", "swsr_dev", "davidson_dev"} <= set(metrics["scoring"])
+    manifest = json.loads((base_run / "bundle" / "manifest.json").read_text())
+    lineage = manifest["lineage"]
+    assert lineage["architecture"] == "BertLMHeadModel (prefix-LM)"
+    assert "303b0fbe4eed8cdeae9e25d576946a6b18e53caf330f95cae90a4976abddbcaf" in lineage["base_model"]
+    licenses = " ".join(source["license"] for source in lineage["data_sources"])
+    assert "BAAI" in licenses and "MIT" in licenses and "Apache" in licenses and "BAAI" in manifest["license"]
+    temperature = manifest["tasks"]["moderation"]["temperature"]
+    assert temperature > 0 and temperature != 1.0  # fitted, not the default
+    assert manifest["metrics"]["calibration/moderation"]["temperature"] == pytest.approx(temperature)
+    assert "int8_check" in manifest["metrics"] and "fp32/cold_dev" in manifest["metrics"]
+    moderator = Moderator.load(base_run / "bundle")
+    result = moderator.classify({"note_id": "n1", "content": "女人就该待在家里做饭"})
+    assert abs(sum(result.scores.values()) - 1.0) < 1e-4 and result.category in moderator.categories
+
+
+@pytest.mark.registry
+def test_a_student_distils_from_the_base_bundle(base_run: Path, data_dir: Path, tmp_path: Path) -> None:
+    from redone_sdk.training.pipeline import run_all
+
+    out = tmp_path / "small"
+    config = _config(out, data_dir, sft__teacher=str(base_run / "bundle"), sft__distill_texts=16)
+    run_all(config, skip=("eval",))
+    sft = json.loads((out / "sft" / "DONE.json").read_text())
+    assert sft["teacher"] == str(base_run / "bundle") and sft["tasks"]["teacher_labeled_notes"] == 16
+    assert "distilled from" in json.loads((out / "bundle" / "manifest.json").read_text())["description"]
+
+
+def test_cold_topics_name_the_category(data_dir: Path) -> None:
+    plain = harm_examples(data_dir, "cold", "train")
+    by_topic = harm_examples(data_dir, "cold", "train", cold_topics=True)
+    assert {e.label for e in plain} == {"safe", "offensive"}
+    assert {e.label for e in by_topic} == {"safe", *COLD_TOPIC_LABELS.values()}
+    for a, b in zip(plain, by_topic, strict=True):
+        assert a.record == b.record and (a.label == "safe") == (b.label == "safe")
+
+
+def _items(task: str, targets: list[int], soft: list | None = None) -> list[ScoringItem]:
+    return [
+        ScoringItem(tuple(range(1, 3 + i % 5)), task, t, None if soft is None else tuple(soft[i]))
+        for i, t in enumerate(targets)
+    ]
+
+
+def test_class_weights_lift_rare_labels_and_keep_the_mean() -> None:
+    from types import SimpleNamespace
+
+    specs = {"moderation": SimpleNamespace(labels=[0, 1, 2, 3])}
+    items = _items("moderation", [0] * 80 + [1] * 16 + [2] * 4)
+    flat = class_weights(items, specs, 0.0)["moderation"]
+    assert flat.tolist() == [1.0, 1.0, 1.0, 1.0]
+    w = class_weights(items, specs, 0.5)["moderation"]
+    assert w[2] > w[1] > w[0] and float(w[3]) == 1.0  # never seen: left alone
+    assert float(w[2] / w[0]) == pytest.approx((80 / 4) ** 0.5)
+    assert float((w[0] * 80 + w[1] * 16 + w[2] * 4) / 100) == pytest.approx(1.0)
+
+
+def test_loss_mixes_gold_cross_entropy_and_kl_to_the_teacher() -> None:
+    import torch
+    import torch.nn.functional as F
+
+    logits = torch.tensor([[2.0, 0.0, -1.0], [0.0, 1.0, 0.0]])
+    weight = torch.ones(3)
+    gold_only = _items("moderation", [0, 1])
+    assert float(_loss(logits, gold_only, weight, 0.7)) == pytest.approx(
+        float(F.cross_entropy(logits, torch.tensor([0, 1])))
+    )
+    soft = [[0.2, 0.5, 0.3], [0.1, 0.8, 0.1]]
+    both = _items("moderation", [0, -1], soft)
+    ce = F.cross_entropy(logits[:1], torch.tensor([0]))
+    kl = F.kl_div(F.log_softmax(logits, dim=-1), torch.tensor(soft), reduction="batchmean")
+    assert float(_loss(logits, both, weight, 0.7)) == pytest.approx(float(0.3 * ce + 0.7 * kl), rel=1e-5)
+    unlabeled = _items("moderation", [-1, -1], soft)
+    assert float(_loss(logits, unlabeled, weight, 0.7)) == pytest.approx(float(kl), rel=1e-5)
+
+
+def test_batches_hold_one_task_and_cover_every_item_once() -> None:
+    items = _items("moderation", [0] * 37) + _items("matching", [1] * 21)
+    random.Random(0).shuffle(items)
+    batches = _batches(items, 8, random.Random(1))
+    seen = sorted(i for batch in batches for i in batch)
+    assert seen == list(range(len(items)))
+    assert all(len({items[i].task for i in batch}) == 1 and len(batch) <= 8 for batch in batches)
+
+
+def test_distillation_settings_are_checked() -> None:
+    with pytest.raises(ValueError, match="distill_weight"):
+        SFTStageConfig(distill_weight=1.5)
+    assert np.isclose(SFTStageConfig().distill_weight, 0.7)

@@ -1,0 +1,162 @@
+"""Stage 6 for a BERT prefix-LM — calibrate on dev, export the fused scoring graph (fp32 and int8), and write the
+bundles, as `export.py` does for the Qwen2 graph.
+
+Calibration: one temperature per task, fitted by temperature scaling on the dev logits of the torch model
+(`training/calibration.py`), written into the bundle's tasks (the SDK divides the logits by it); the policy's
+thresholds are then set from the calibrated dev probabilities (`policy_from_dev`). The int8 graph must keep every
+dev metric within `export.int8_tolerance` of fp32, with fp32 kept for the parts on `bert_int8_fallbacks`' ladder
+one rung at a time before the bundle ships fp32 as its default.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from redone_sdk.bundle.manifest import DataSource
+from redone_sdk.training.config import PipelineConfig
+from redone_sdk.training.evaluate import evaluate_bundle
+from redone_sdk.training.export import write_bundle
+from redone_sdk.training.stages.common import configure_torch, is_main_process, latest_model_dir, log, mark_done
+from redone_sdk.training.stages.data import load_dev
+
+__all__ = ["run"]
+
+
+def _pretrained_sources(lineage: dict[str, Any]) -> list[DataSource]:
+    """The backbone's origin as data-source lines of the bundle's lineage (model, export, jar, each licensed)."""
+    return [DataSource(name=line.split(",")[0].strip(), license=line) for line in lineage.get("licenses", [])]
+
+
+def run(config: PipelineConfig) -> Path:
+    from redone_sdk.training.bert_graph import bert_int8_fallbacks, export_bert_scoring_graph, quantize_bert_int8
+    from redone_sdk.training.calibration import (
+        calibrated_tasks,
+        expected_calibration_error,
+        fit_temperature,
+        policy_from_dev,
+    )
+    from redone_sdk.training.export import graph_opset
+    from redone_sdk.training.prefix_lm import prefix_lm_special_tokens
+    from redone_sdk.training.prefix_lm_sft import _label_token_ids, dev_logits, lineage, load_prefix_lm, task_specs
+    from redone_sdk.training.stages.export import bundle_license, dev_examples
+
+    configure_torch(config)
+    root, out = Path(config.output_dir), Path(config.output_dir) / "export"
+    out.mkdir(parents=True, exist_ok=True)
+    model_dir = latest_model_dir(config, "export")
+    model, tokenizer = load_prefix_lm(model_dir)
+    specs = task_specs(tokenizer, config)
+    cfg = config.export
+
+    # temperature scaling and the policy, from the torch model's dev logits
+    dev_rows, _ = load_dev(config)
+    per_set = dev_logits(model, tokenizer, specs, dev_rows)
+    temperatures: dict[str, float] = {}
+    calibration: dict[str, dict[str, float]] = {}
+    policy, policy_figures = None, {}
+    for task, spec in specs.items():
+        sets = [name for name, (_, _, t) in per_set.items() if t == task]
+        if not sets:
+            continue
+        logits = np.concatenate([per_set[s][0] for s in sets])
+        gold = np.array([spec.label_names.index(g) for s in sets for g in per_set[s][1]])
+        temperature = fit_temperature(logits, gold)
+        temperatures[task] = temperature
+        before = expected_calibration_error(_softmax(logits), gold)
+        after = expected_calibration_error(_softmax(logits / temperature), gold)
+        calibration[f"calibration/{task}"] = {"temperature": temperature, "ece_before": before, "ece_after": after}
+        log.info("export: %s temperature %.3f, ECE %.4f -> %.4f", task, temperature, before, after)
+        if spec.kind == "moderation":
+            policy, policy_figures = policy_from_dev(
+                _softmax(logits / temperature), gold, spec.label_names, spec.safe_label
+            )
+    tasks = calibrated_tasks(specs, temperatures)
+
+    label_ids = _label_token_ids(specs)
+    fp32 = export_bert_scoring_graph(model, label_ids, out / "scoring.fp32.onnx")
+    int8 = out / "scoring.int8.onnx"
+    ladder = bert_int8_fallbacks(fp32) if cfg.int8_fallback else [()]
+    quantize_bert_int8(fp32, int8, keep_fp32=ladder[0])
+    license, sources = bundle_license(config)
+    source = lineage(model_dir)
+    common: dict[str, Any] = {
+        "name": config.bundle_name,
+        "version": config.bundle_version,
+        "description": f"{config.model.pretrained} (BERT, {model.config.num_hidden_layers} layers) post-trained "
+        "by redone-sdk's pipeline as a prefix-LM"
+        + (f", distilled from {config.sft.teacher}" if config.sft.teacher else "")
+        + ": harm taxonomy (safe/offensive/hate/sexism) and SNS-Bench query-note relevance by one bidirectional "
+        "pass over the prompt, read at the assistant marker; calibrated on dev (temperature scaling).",
+        "license": f"{license}; backbone weights: " + "; ".join(source.get("licenses", [])),
+        "tokenizer_file": model_dir / "tokenizer.json",
+        "pad_token_id": tokenizer.token_to_id("[PAD]"),
+        "special_tokens": prefix_lm_special_tokens(),
+        "tasks": tasks,
+        "label_token_ids": label_ids,
+        "data_sources": [*_pretrained_sources(source), *sources],
+        "training_config": config.to_dict(),
+        "architecture": "BertLMHeadModel (prefix-LM)",
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "base_model": f"pretrained:{source.get('source', config.model.pretrained)} "
+        f"(Maven {source.get('maven', '?')}, jar SHA-256 {source.get('jar_sha256', '?')})",
+        **({"policy": policy} if policy is not None else {}),
+    }
+    opset = graph_opset(fp32)
+    graphs = {"fp32": (fp32, opset), "int8": (int8, opset)}
+    dev = dev_examples(config)
+    metrics: dict[str, dict[str, float]] = {**calibration}
+    if policy_figures:
+        metrics["policy/dev"] = {k: float(v) for k, v in policy_figures.items()}
+    with tempfile.TemporaryDirectory(prefix="export-check.", dir=out) as work:
+        check = Path(work) / "bundle"
+        write_bundle(check, graphs=graphs, metrics={}, **common)
+        for set_name, values in evaluate_bundle(check, dev, precision="fp32").items():
+            metrics[f"fp32/{set_name}"] = values
+        for step, keep in enumerate(ladder):
+            if step:
+                quantize_bert_int8(fp32, int8, keep_fp32=keep)
+                write_bundle(check, graphs=graphs, metrics={}, **common)
+            for set_name, values in evaluate_bundle(check, dev, precision="int8").items():
+                metrics[f"int8/{set_name}"] = values
+            drops = [metrics[f"fp32/{s}"][k] - metrics[f"int8/{s}"][k] for s in dev for k in ("macro_f1", "accuracy")]
+            max_drop = max(drops) if drops else 0.0
+            within = max_drop <= cfg.int8_tolerance
+            log.info("export: int8 keeping %s in fp32: max dev drop %.4f", list(keep) or "nothing", max_drop)
+            if within:
+                break
+    metrics["int8_check"] = {
+        "max_drop": round(max_drop, 4),
+        "tolerance": cfg.int8_tolerance,
+        "within_tolerance": float(within),
+        "ladder_step": float(step),
+    }
+    evaluation = root / "eval" / "metrics.json"
+    if evaluation.is_file():
+        metrics["summary"] = json.loads(evaluation.read_text())["summary"]
+    shipped = {"int8": ["int8"], "fp32": ["fp32"], "both": ["fp32", "int8"]}[cfg.ship_precision]
+    if not within and "fp32" not in shipped:
+        log.warning("export: int8 loses %.3f on a dev metric: shipping fp32 as default", max_drop)
+        shipped.append("fp32")
+    if is_main_process():
+        write_bundle(root / "bundle-full", graphs=graphs, metrics=metrics, **common)
+    bundle = write_bundle(
+        root / "bundle",
+        graphs={p: graphs[p] for p in shipped},
+        metrics=metrics,
+        default_graph="int8" if within and "int8" in shipped else "fp32",
+        **common,
+    )
+    log.info("export: bundle %s, int8 max drop %.4f", bundle.path, max_drop)
+    mark_done(config, "export", {"bundle": str(bundle.path), "int8_max_drop": max_drop})
+    return bundle.path
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits.astype(np.float64) - logits.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
