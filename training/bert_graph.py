@@ -321,6 +321,11 @@ def export_bert_scoring_graph(
 
     config = model.config
     layers = int(config.num_hidden_layers)
+    if layers == 1 and last_token_only:
+        # the optimizer fuses the embedding (EmbedLayerNormalization, which the int8 embedding builds on) only in
+        # front of a fused Attention, so a one-layer model runs its layer over every token
+        _log.info("BERT scoring graph: one layer, computed over every token (last_token_only needs two)")
+        last_token_only = False
     full = layers - 1 if last_token_only else layers  # layers over every token (the Attention fusion's pattern)
     out_file = Path(out_file)
     out_file.parent.mkdir(parents=True, exist_ok=True)

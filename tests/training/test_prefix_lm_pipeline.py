@@ -50,8 +50,15 @@ def base_run(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Path:
 def test_base_preset_trains_exports_and_the_sdk_loads_the_calibrated_bundle(base_run: Path) -> None:
     from redone_sdk import Moderator
 
+    from safetensors.numpy import load_file
+
     sft = json.loads((base_run / "sft" / "DONE.json").read_text())
-    assert sft["steps"] == 8 and sft["examples"] > 0 and sft["final_loss"] < sft["first_loss"] * 1.5
+    assert sft["steps"] == 8 and sft["examples"] > 0 and np.isfinite(sft["final_loss"])
+    before = load_file(str(base_run / "init" / "model" / "model.safetensors"))
+    after = load_file(str(base_run / "sft" / "model" / "model.safetensors"))
+    assert before.keys() == after.keys()
+    moved = [name for name in before if not np.array_equal(before[name], after[name])]
+    assert len(moved) > len(before) // 2  # SFT trained the encoder, not only the head
     metrics = json.loads((base_run / "eval" / "metrics.json").read_text())
     assert {"cold_dev", "swsr_dev", "davidson_dev"} <= set(metrics["scoring"])
     manifest = json.loads((base_run / "bundle" / "manifest.json").read_text())
@@ -66,7 +73,8 @@ def test_base_preset_trains_exports_and_the_sdk_loads_the_calibrated_bundle(base
     assert "int8_check" in manifest["metrics"] and "fp32/cold_dev" in manifest["metrics"]
     moderator = Moderator.load(base_run / "bundle")
     result = moderator.classify({"note_id": "n1", "content": "女人就该待在家里做饭"})
-    assert abs(sum(result.scores.values()) - 1.0) < 1e-4 and result.category in moderator.categories
+    assert set(result.scores) == {"offensive", "hate", "sexism"} and 0 < sum(result.scores.values()) < 1
+    assert result.label in {"safe", *result.scores}
 
 
 @pytest.mark.registry
