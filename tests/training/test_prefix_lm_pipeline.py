@@ -48,9 +48,9 @@ def base_run(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Path:
 
 @pytest.mark.registry
 def test_base_preset_trains_exports_and_the_sdk_loads_the_calibrated_bundle(base_run: Path) -> None:
-    from redone_sdk import Moderator
-
     from safetensors.numpy import load_file
+
+    from redone_sdk import Moderator
 
     sft = json.loads((base_run / "sft" / "DONE.json").read_text())
     assert sft["steps"] == 8 and sft["examples"] > 0 and np.isfinite(sft["final_loss"])
