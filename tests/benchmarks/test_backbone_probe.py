@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from redone_sdk.benchmarks.backbone_probe import CHECKS, main, render_markdown, stratified_sample
+from redone_sdk.bundle import Bundle
 from redone_sdk.labeled_data import Example, harm_examples
 
 BGE = "bge-small-zh-v1.5"
@@ -95,7 +96,7 @@ def test_probe_end_to_end_on_fixture_data(cut_checkpoint: Path, data_dir: Path, 
     assert "sexism" not in " ".join(run["checks"]["cross_set"]["train_labels"])  # SWSR stays out of training
 
     bundle = report["bundle"]
-    assert bundle["name"] == "redone-small" and len(bundle["manifest_sha256"]) == 64
+    assert bundle["name"] == Bundle.load().name and len(bundle["manifest_sha256"]) == 64
     assert all(0.0 <= row["macro_f1"] <= 1.0 for row in bundle["sets"].values())
     printed = capsys.readouterr().out
     assert printed == render_markdown(report) and "swsr_dev (cross-set)" in printed and "**not** cross-set" in printed

@@ -401,7 +401,7 @@ def test_smoothing_the_mlp_inputs_keeps_the_float_model_and_narrows_their_range(
 
 def test_every_preset_parses() -> None:
     names = sorted(p.stem for p in PRESETS_DIR.glob("*.json"))
-    assert {"tiny", "default", "gpu"} <= set(names)
+    assert {"tiny", "qwen2-small", "base", "small", "gpu"} <= set(names)
     for name in names:
         PipelineConfig.from_file(PRESETS_DIR / f"{name}.json")
 
