@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +46,7 @@ from redone_sdk.training.stages.data import distinct, load_dev, training_mixture
 from redone_sdk.training.tasks import answer_tokens
 from redone_sdk.training.tokenizer import special_tokens
 
-__all__ = ["run", "bundle_license"]
+__all__ = ["run", "bundle_license", "climb_int8_ladder"]
 
 NON_COMMERCIAL = (
     "CC BY-NC-SA 4.0 (trained on SNS-Bench / SNS-TransBench: non-commercial use only, "
@@ -63,6 +64,39 @@ def bundle_license(config: PipelineConfig) -> tuple[str, list[DataSource]]:
         used += ["sns-bench", "sns-transbench"]
     sources = [DataSource(name=DATA_SOURCES[s][0], license=DATA_SOURCES[s][1]) for s in used]
     return (NON_COMMERCIAL if snsbench else "Apache-2.0"), sources
+
+
+def climb_int8_ladder(
+    ladder: Sequence[tuple[str, ...]],
+    requantize: Callable[[tuple[str, ...]], Path],
+    bundle_dir: Path,
+    dev: dict[str, list[Example]],
+    metrics: dict[str, dict[str, float]],
+    tolerance: float,
+) -> tuple[bool, float]:
+    """Score the int8 graph of `bundle_dir` on `dev` (into `metrics["int8/<set>"]`, beside the `fp32/<set>`
+    figures already there); while its largest drop from fp32 exceeds `tolerance`, take the next rung of `ladder`
+    (`requantize(keep)` keeps those parts in fp32 and returns the rewritten bundle). Records `int8_check` and
+    returns (within tolerance, largest drop)."""
+    for step, keep in enumerate(ladder):
+        if step:
+            bundle_dir = requantize(keep)
+        for set_name, values in evaluate_bundle(bundle_dir, dev, precision="int8").items():
+            metrics[f"int8/{set_name}"] = values
+        drops = [metrics[f"fp32/{s}"][k] - metrics[f"int8/{s}"][k] for s in dev for k in ("macro_f1", "accuracy")]
+        max_drop = max(drops) if drops else 0.0
+        within = max_drop <= tolerance
+        log.info("export: int8 keeping %s in fp32: max dev drop %.4f", list(keep) or "nothing", max_drop)
+        if within:
+            break
+    metrics["int8_check"] = {
+        "max_drop": round(max_drop, 4),
+        "tolerance": tolerance,
+        "within_tolerance": float(within),
+        "ladder_step": float(step),
+        **{f"fp32/{part}": 1.0 for part in keep},
+    }
+    return within, max_drop
 
 
 def dev_examples(config: PipelineConfig) -> dict[str, list[Example]]:
@@ -179,25 +213,12 @@ def run(config: PipelineConfig) -> Path:
         metrics[f"fp32/{set_name}"] = values
     # Int8 must stay within tolerance on every dev metric; if it does not, keep the parts on the ladder in
     # float32, one rung at a time (cheapest first), and ship fp32 only when every rung fails.
-    for step, keep in enumerate(ladder):
-        if step:
-            quantize_int8(fp32, int8, keep_fp32=keep)
-            full = write_full({})
-        for set_name, values in evaluate_bundle(full.path, dev, precision="int8").items():
-            metrics[f"int8/{set_name}"] = values
-        drops = [metrics[f"fp32/{s}"][k] - metrics[f"int8/{s}"][k] for s in dev for k in ("macro_f1", "accuracy")]
-        max_drop = max(drops) if drops else 0.0
-        within = max_drop <= cfg.int8_tolerance
-        log.info("export: int8 keeping %s in fp32: max dev drop %.4f", list(keep) or "nothing", max_drop)
-        if within:
-            break
-    metrics["int8_check"] = {
-        "max_drop": round(max_drop, 4),
-        "tolerance": cfg.int8_tolerance,
-        "within_tolerance": float(within),
-        "ladder_step": float(step),
-        **{f"fp32/{part}": 1.0 for part in keep},
-    }
+
+    def requantize(keep: tuple[str, ...]) -> Path:
+        quantize_int8(fp32, int8, keep_fp32=keep)
+        return write_full({}).path
+
+    within, max_drop = climb_int8_ladder(ladder, requantize, full.path, dev, metrics, cfg.int8_tolerance)
     if not within:
         log.warning(
             "export: int8 loses %.3f on a dev metric (tolerance %.3f): shipping fp32 as default",

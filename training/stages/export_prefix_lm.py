@@ -43,7 +43,7 @@ def run(config: PipelineConfig) -> Path:
     from redone_sdk.training.export import graph_opset
     from redone_sdk.training.prefix_lm import prefix_lm_special_tokens
     from redone_sdk.training.prefix_lm_sft import _label_token_ids, dev_logits, lineage, load_prefix_lm, task_specs
-    from redone_sdk.training.stages.export import bundle_license, dev_examples
+    from redone_sdk.training.stages.export import bundle_license, climb_int8_ladder, dev_examples
 
     configure_torch(config)
     root, out = Path(config.output_dir), Path(config.output_dir) / "export"
@@ -117,24 +117,12 @@ def run(config: PipelineConfig) -> Path:
         write_bundle(check, graphs=graphs, metrics={}, **common)
         for set_name, values in evaluate_bundle(check, dev, precision="fp32").items():
             metrics[f"fp32/{set_name}"] = values
-        for step, keep in enumerate(ladder):
-            if step:
-                quantize_bert_int8(fp32, int8, keep_fp32=keep)
-                write_bundle(check, graphs=graphs, metrics={}, **common)
-            for set_name, values in evaluate_bundle(check, dev, precision="int8").items():
-                metrics[f"int8/{set_name}"] = values
-            drops = [metrics[f"fp32/{s}"][k] - metrics[f"int8/{s}"][k] for s in dev for k in ("macro_f1", "accuracy")]
-            max_drop = max(drops) if drops else 0.0
-            within = max_drop <= cfg.int8_tolerance
-            log.info("export: int8 keeping %s in fp32: max dev drop %.4f", list(keep) or "nothing", max_drop)
-            if within:
-                break
-    metrics["int8_check"] = {
-        "max_drop": round(max_drop, 4),
-        "tolerance": cfg.int8_tolerance,
-        "within_tolerance": float(within),
-        "ladder_step": float(step),
-    }
+
+        def requantize(keep: tuple[str, ...]) -> Path:
+            quantize_bert_int8(fp32, int8, keep_fp32=keep)
+            return write_bundle(check, graphs=graphs, metrics={}, **common).path
+
+        within, max_drop = climb_int8_ladder(ladder, requantize, check, dev, metrics, cfg.int8_tolerance)
     evaluation = root / "eval" / "metrics.json"
     if evaluation.is_file():
         metrics["summary"] = json.loads(evaluation.read_text())["summary"]
