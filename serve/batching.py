@@ -1,0 +1,195 @@
+"""Dynamic batching: concurrent requests' notes gathered into shared `classify_batch` passes.
+
+`Batcher` keeps one asyncio queue of requests. A worker takes the first waiting request, then keeps taking
+more until the pass holds `max_batch` notes or `max_wait_ms` have passed since it started gathering, and runs
+the pass on a thread (the event loop keeps accepting requests meanwhile). Each request gets its own slice of the
+results back. Requests whose caller is gone before their pass starts are skipped. `DirectRunner` is the
+same interface without gathering: one pass per request, on a thread pool (the baseline of the benchmark).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from redone_sdk.schemas import ModerationResult, Note
+
+from .errors import QueueFullError, ShuttingDownError
+from .metrics import ServeMetrics
+
+__all__ = ["Batcher", "Classify", "DirectRunner", "Runner"]
+
+Classify = Callable[[list[Note]], list[ModerationResult]]
+
+
+@dataclass
+class _Request:
+    notes: Sequence[Note]
+    future: asyncio.Future[list[ModerationResult]] = field(repr=False)
+
+
+class Runner:
+    """What the app needs: `submit` notes, get their results; `start` and `stop` around serving."""
+
+    def __init__(self, classify: Classify, *, max_queue: int, metrics: ServeMetrics) -> None:
+        self._classify = classify
+        self._max_queue = max_queue
+        self._metrics = metrics
+        self._pending = 0  # notes accepted and not yet answered
+        self._closed = False
+
+    @property
+    def pending(self) -> int:
+        return self._pending
+
+    def _admit(self, count: int) -> None:
+        if self._closed:
+            raise ShuttingDownError("the service is shutting down", retry_after=1)
+        if self._pending and self._pending + count > self._max_queue:
+            raise QueueFullError(
+                f"the service is busy ({self._pending} notes queued, at most {self._max_queue}); retry shortly",
+                retry_after=1,
+            )
+        self._pending += count
+        self._metrics.queue_notes.set(self._pending)
+
+    def _release(self, count: int) -> None:
+        self._pending -= count
+        self._metrics.queue_notes.set(self._pending)
+
+    def _run_pass(self, notes: list[Note]) -> list[ModerationResult]:
+        started = time.perf_counter()
+        results = self._classify(notes)
+        self._metrics.batch_seconds.observe(time.perf_counter() - started)
+        self._metrics.batch_notes.observe(len(notes))
+        return results
+
+    async def start(self) -> None:
+        raise NotImplementedError
+
+    async def stop(self) -> None:
+        raise NotImplementedError
+
+    async def submit(self, notes: Sequence[Note]) -> list[ModerationResult]:
+        raise NotImplementedError
+
+
+class Batcher(Runner):
+    """Gathers requests into passes of at most `max_batch` notes, waiting at most `max_wait_ms` to fill one."""
+
+    def __init__(
+        self, classify: Classify, *, max_batch: int, max_wait_ms: float, max_queue: int, metrics: ServeMetrics
+    ) -> None:
+        super().__init__(classify, max_queue=max_queue, metrics=metrics)
+        self._max_batch = max_batch
+        self._max_wait_s = max_wait_ms / 1000.0
+        self._queue: deque[_Request] = deque()
+        self._wakeup = asyncio.Event()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="redone-serve-batch")
+        self._worker: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._closed = False
+        self._worker = asyncio.create_task(self._loop(), name="redone-serve-batcher")
+
+    async def stop(self) -> None:
+        """Stop taking requests; those already queued are still classified."""
+        self._closed = True
+        self._wakeup.set()
+        if self._worker is not None:
+            await self._worker
+            self._worker = None
+        self._executor.shutdown(wait=True)
+
+    async def submit(self, notes: Sequence[Note]) -> list[ModerationResult]:
+        self._admit(len(notes))
+        request = _Request(notes, asyncio.get_running_loop().create_future())
+        self._queue.append(request)
+        self._wakeup.set()
+        try:
+            return await request.future
+        finally:
+            self._release(len(notes))
+
+    async def _gather(self) -> list[_Request]:
+        """The next pass's requests: the first waiting one, then more until full or `max_wait_ms` is up."""
+        loop = asyncio.get_running_loop()
+        batch = [self._queue.popleft()]
+        size = len(batch[0].notes)
+        deadline = loop.time() + self._max_wait_s
+        while size < self._max_batch:
+            if self._queue:
+                if size + len(self._queue[0].notes) > self._max_batch:
+                    break
+                request = self._queue.popleft()
+                batch.append(request)
+                size += len(request.notes)
+                continue
+            remaining = deadline - loop.time()
+            if remaining <= 0 or self._closed:
+                break
+            self._wakeup.clear()
+            try:
+                await asyncio.wait_for(self._wakeup.wait(), remaining)
+            except TimeoutError:
+                break
+        return batch
+
+    async def _loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            if not self._queue:
+                if self._closed:
+                    return
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            batch = await self._gather()
+            live = [r for r in batch if not r.future.done()]  # done before its pass: the caller is gone
+            skipped = sum(len(r.notes) for r in batch if r.future.done())
+            if skipped:
+                self._metrics.skipped_notes.inc(skipped)
+            if not live:
+                continue
+            notes = [note for request in live for note in request.notes]
+            self._metrics.batch_requests.observe(len(live))
+            try:
+                results = await loop.run_in_executor(self._executor, self._run_pass, notes)
+            except Exception as exc:  # handed to every request of the pass, which answers it
+                for request in live:
+                    if not request.future.done():
+                        request.future.set_exception(exc)
+                continue
+            start = 0
+            for request in live:
+                part = results[start : start + len(request.notes)]
+                start += len(request.notes)
+                if not request.future.done():
+                    request.future.set_result(part)
+
+
+class DirectRunner(Runner):
+    """No gathering: each request is one pass of its own, up to `concurrency` passes at once on a thread pool."""
+
+    def __init__(self, classify: Classify, *, concurrency: int, max_queue: int, metrics: ServeMetrics) -> None:
+        super().__init__(classify, max_queue=max_queue, metrics=metrics)
+        self._executor = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="redone-serve-direct")
+
+    async def start(self) -> None:
+        self._closed = False
+
+    async def stop(self) -> None:
+        self._closed = True
+        self._executor.shutdown(wait=True)
+
+    async def submit(self, notes: Sequence[Note]) -> list[ModerationResult]:
+        self._admit(len(notes))
+        try:
+            self._metrics.batch_requests.observe(1)
+            return await asyncio.get_running_loop().run_in_executor(self._executor, self._run_pass, list(notes))
+        finally:
+            self._release(len(notes))
