@@ -4,9 +4,10 @@ and `/metrics`, around one loaded model shared by every request."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import os
-import uuid
+import secrets
 from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -15,6 +16,7 @@ from typing import Annotated, Any, TypeVar
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -139,6 +141,9 @@ def create_app(
         ),
     )
     categories = CategoryMap(moderator.categories)
+    # response ids: unique per process start and request, without a system call per request
+    id_prefix = secrets.token_hex(8)
+    ids = (f"{id_prefix}{n:08x}" for n in itertools.count())
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -149,6 +154,7 @@ def create_app(
                 max_wait_ms=settings.max_wait_ms,
                 max_queue=settings.max_queue,
                 metrics=state.metrics,
+                arriving=lambda: state.lifecycle.in_flight,
             )
         else:
             runner = DirectRunner(
@@ -261,10 +267,12 @@ def create_app(
         notes = [_note(text, i) for i, text in enumerate(texts)]
         results = await moderate(request, notes)
         policy = state.policies["default"]
-        return ModerationResponse(
-            id=f"modr-{uuid.uuid4().hex}",
-            model=state.model_name,
-            results=[categories.convert(result, policy) for result in results],
+        return _json(
+            ModerationResponse(
+                id=f"modr-{next(ids)}",
+                model=state.model_name,
+                results=[categories.convert(result, policy) for result in results],
+            )
         )
 
     @app.post("/v1/classify", response_model=ClassifyResponse, tags=["native"])
@@ -279,7 +287,7 @@ def create_app(
         results = await moderate(request, notes)
         if name != "default":
             results = [_decide(result, policy) for result in results]
-        return ClassifyResponse(model=state.model_name, policy=policy.name, results=results)
+        return _json(ClassifyResponse(model=state.model_name, policy=policy.name, results=results))
 
     @app.post("/v1/match", response_model=MatchResponse, tags=["native"])
     async def match(body: MatchRequest, request: Request, _key: Caller) -> MatchResponse:
@@ -287,14 +295,14 @@ def create_app(
         pairs = body.input if isinstance(body.input, list) else [body.input]
         check_count(len(pairs), "input")
         work = run_in_threadpool(state.matcher.score_pairs, [(p.query, p.note) for p in pairs])
-        return MatchResponse(model=state.model_name, results=await answer(request, work))
+        return _json(MatchResponse(model=state.model_name, results=await answer(request, work)))
 
     @app.post("/v1/rank", response_model=RankResponse, tags=["native"])
-    async def rank(body: RankRequest, request: Request, _key: Caller) -> RankResponse:
+    async def rank(body: RankRequest, request: Request, _key: Caller) -> Response:
         """Notes sorted by relevance to the query, best first."""
         check_count(len(body.notes), "notes")
         work = run_in_threadpool(state.matcher.rank, body.query, body.notes, body.top_k)
-        return RankResponse(model=state.model_name, query=body.query, results=await answer(request, work))
+        return _json(RankResponse(model=state.model_name, query=body.query, results=await answer(request, work)))
 
     @app.get("/healthz", tags=["probes"])
     async def healthz() -> dict[str, str]:
@@ -324,6 +332,11 @@ def create_app(
     outer = Gate(guarded, lifecycle=state.lifecycle, metrics=metrics, send_error=send_error)
     app.state.asgi = outer
     return app
+
+
+def _json(body: BaseModel) -> Response:
+    """The response as it stands: the model is already validated (the route's response_model documents it)."""
+    return Response(body.model_dump_json(), media_type="application/json")
 
 
 def _error_response(error: HTTPError, metrics: ServeMetrics) -> JSONResponse:

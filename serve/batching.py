@@ -2,8 +2,9 @@
 
 `Batcher` keeps one asyncio queue of requests. A worker takes the first waiting request, then keeps taking
 more until the pass holds `max_batch` notes or `max_wait_ms` have passed since it started gathering, and runs
-the pass on a thread (the event loop keeps accepting requests meanwhile). Each request gets its own slice of the
-results back. Requests whose caller is gone before their pass starts are skipped. `DirectRunner` is the
+the pass on a thread (the event loop keeps accepting requests meanwhile). It waits only while the HTTP layer
+holds other requests than those gathered (`arriving`), so a lone client pays no wait. Each request gets its
+own slice of the results back. Requests whose caller is gone before their pass starts are skipped. `DirectRunner` is the
 same interface without gathering: one pass per request, on a thread pool (the baseline of the benchmark).
 """
 
@@ -82,9 +83,17 @@ class Batcher(Runner):
     """Gathers requests into passes of at most `max_batch` notes, waiting at most `max_wait_ms` to fill one."""
 
     def __init__(
-        self, classify: Classify, *, max_batch: int, max_wait_ms: float, max_queue: int, metrics: ServeMetrics
+        self,
+        classify: Classify,
+        *,
+        max_batch: int,
+        max_wait_ms: float,
+        max_queue: int,
+        metrics: ServeMetrics,
+        arriving: Callable[[], int] | None = None,
     ) -> None:
         super().__init__(classify, max_queue=max_queue, metrics=metrics)
+        self._arriving = arriving
         self._max_batch = max_batch
         self._max_wait_s = max_wait_ms / 1000.0
         self._queue: deque[_Request] = deque()
@@ -130,7 +139,7 @@ class Batcher(Runner):
                 size += len(request.notes)
                 continue
             remaining = deadline - loop.time()
-            if remaining <= 0 or self._closed:
+            if remaining <= 0 or self._closed or not self._more_coming(len(batch)):
                 break
             self._wakeup.clear()
             try:
@@ -138,6 +147,11 @@ class Batcher(Runner):
             except TimeoutError:
                 break
         return batch
+
+    def _more_coming(self, gathered: int) -> bool:
+        """Whether the HTTP layer holds requests besides those gathered: ones on their way in, or just answered
+        (their clients tend to send the next one at once). Without any, waiting only adds latency (a lone client)."""
+        return self._arriving is None or self._arriving() > gathered
 
     async def _loop(self) -> None:
         loop = asyncio.get_running_loop()

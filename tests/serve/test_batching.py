@@ -75,3 +75,16 @@ def test_a_full_queue_answers_429(make_service: Callable[..., Service], texts: l
     assert "200 notes queued" in refused.json()["error"]["message"]
     assert int(refused.headers["Retry-After"]) >= 1
     assert service.post("/v1/moderations", {"input": "好"}, key=key).status_code == 200
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_a_lone_client_does_not_wait_for_company(make_service: Callable[..., Service]) -> None:
+    # behaviour, not speed: with a 1 s gathering window, five requests one after another would take 5 s if each
+    # waited for others; nothing else is in flight, so each pass starts at once
+    service = make_service(max_wait_ms=1000)
+    key = service.key()
+    started = time.perf_counter()
+    for _ in range(5):
+        assert service.post("/v1/moderations", {"input": "好"}, key=key).status_code == 200
+    assert time.perf_counter() - started < 4.0
+    assert service.metric("redone_serve_batch_notes_count") == 5
