@@ -4,8 +4,10 @@ per request, with and without dynamic batching, as a ratio to `classify_batch` b
     apt-get install -y wrk
     python -m benchmarks.serve [--seconds 8] [--connections 1,16,64] [--notes 2000] [--json out.json]
 
-1. Baseline: `Moderator.classify_batch` on the notes in batches of `--batch-size` (64, the service's default
-   largest pass), in this process, before the HTTP runs and after them (their mean is the reference).
+1. Baseline: `Moderator.classify_batch` on `--baseline-notes` notes in batches of `--batch-size` (64, the
+   service's default largest pass), in this process, before the first HTTP run and after each (the service is
+   idle then); a run's reference is the mean of the baselines on either side of it, so that a machine whose
+   speed drifts (other work on the same cores) moves both sides of the ratio alike.
 2. For batching on and off: `python -m redone_sdk.serve` (a separate process, as deployed, API key required,
    rate limit out of the way, access log off) on a free loopback port, warmed up; then Debian's `wrk` with
    benchmarks/serve.lua POSTs `{"input": "<one note>"}` to /v1/moderations for `--seconds` per connection
@@ -111,6 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.serve", description=__doc__.split("\n\n")[0])
     parser.add_argument("--notes", type=int, default=2000, help="notes for the baseline and the request bodies")
     parser.add_argument("--batch-size", type=int, default=64, help="baseline classify_batch size (default 64)")
+    parser.add_argument("--baseline-notes", type=int, default=1000, help="notes per baseline (one between runs)")
     parser.add_argument("--seconds", type=float, default=8.0, help="wrk duration per connection count")
     parser.add_argument("--connections", default="1,16,64", help="comma-separated connection counts")
     parser.add_argument("--max-wait-ms", type=float, default=None, help="the service's --max-wait-ms")
@@ -124,7 +127,8 @@ def main(argv: list[str] | None = None) -> int:
     notes = [Note(note_id=f"n{i}", content=t) for i, t in enumerate(texts)]
     moderator = Moderator.load()
     load_before = load_average()
-    baselines = [baseline(moderator, notes, args.batch_size)[0]]
+    baseline_notes = notes[: args.baseline_notes]
+    baselines = [baseline(moderator, baseline_notes, args.batch_size)[0]]
     runs: list[dict[str, Any]] = []
     extra = ["--max-wait-ms", str(args.max_wait_ms)] if args.max_wait_ms is not None else []
     with tempfile.TemporaryDirectory(prefix="bench-serve-") as tmp:
@@ -142,15 +146,15 @@ def main(argv: list[str] | None = None) -> int:
                 warm_up(url, key, texts)
                 for count in connections:
                     figures = run_wrk(url, count, args.seconds, bodies, key)
+                    # the service is idle now: a baseline after every run, so that each run has one on both sides
+                    baselines.append(baseline(moderator, baseline_notes, args.batch_size)[0])
+                    bulk = statistics.mean(baselines[-2:])
+                    figures.update(bulk_notes_per_s=bulk, ratio=figures["notes_per_s"] / bulk)
                     runs.append({"batching": batching, "connections": count, **figures})
                     print(f"batching={'on' if batching else 'off'} c={count}: {figures}", file=sys.stderr)
             finally:
                 proc.terminate()
                 proc.wait(60)
-    baselines.append(baseline(moderator, notes, args.batch_size)[0])
-    bulk = statistics.mean(baselines)
-    for run in runs:
-        run["ratio"] = run["notes_per_s"] / bulk
 
     report = {
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
@@ -171,7 +175,6 @@ def main(argv: list[str] | None = None) -> int:
 
 def render(report: dict[str, Any]) -> str:
     """The report as a markdown block (what benchmarks/results/serve.md holds)."""
-    bulk = statistics.mean(report["baselines_notes_per_s"])
     spread = ", ".join(f"{b:.0f}" for b in report["baselines_notes_per_s"])
     lines = [
         f"Command: `{report['command'].strip()}`  ",
@@ -179,15 +182,16 @@ def render(report: dict[str, Any]) -> str:
         f"Bundle: {report['bundle']} ({report['backend']})  ",
         f"Machine: {report['cores']} cores; load average before {report['load_average_before']}, "
         f"after {report['load_average_after']}  ",
-        f"`classify_batch` bulk (batches of 64, before / after): {spread} notes/s, mean **{bulk:.0f}**",
+        f"`classify_batch` bulk (batches of 64; before the first run and after each): {spread} notes/s",
         "",
-        "| batching | connections | notes/s | ratio to bulk | p50 | p99 |",
-        "|---|---|---|---|---|---|",
+        "| batching | connections | notes/s | bulk around it | ratio to bulk | p50 | p99 |",
+        "|---|---|---|---|---|---|---|",
     ]
     for run in report["runs"]:
         lines.append(
             f"| {'on' if run['batching'] else 'off'} | {run['connections']} | {run['notes_per_s']:.0f} | "
-            f"{run['ratio']:.2f} | {run['p50_ms']:.1f} ms | {run['p99_ms']:.1f} ms |"
+            f"{run['bulk_notes_per_s']:.0f} | **{run['ratio']:.2f}** | {run['p50_ms']:.1f} ms | "
+            f"{run['p99_ms']:.1f} ms |"
         )
     return "\n".join(lines)
 
