@@ -75,8 +75,7 @@ class Gate:
         counted = path not in _ALWAYS_OPEN
         try:
             if counted and self.lifecycle.draining:
-                error: HTTPError = ShuttingDownError("the service is shutting down; retry on another instance")
-                error.retry_after = 1
+                error: HTTPError = ShuttingDownError("the service is shutting down; retry elsewhere", retry_after=1)
                 await self.send_error(error, scope, receive, observed_send)
                 return
             if counted:

@@ -187,3 +187,11 @@ def test_a_client_that_disconnects_mid_request(service: Service, texts: list[str
     assert service.metric("redone_serve_skipped_notes_total") == 250
     assert service.metric("redone_serve_requests_total", route="/v1/moderations", status="499") == 2
     _still_serves(service, key)
+
+
+def test_no_result_in_time_is_503(make_service: Callable[..., Service], texts: list[str]) -> None:
+    service = make_service(request_timeout_s=0.05)
+    key = service.key()
+    slow = service.post("/v1/moderations", {"input": (texts * 3)[:250]}, key=key)  # ~0.5 s of work
+    assert _error(slow, 503, "no result within 0.05 s")["code"] == "unavailable"
+    assert int(slow.headers["Retry-After"]) >= 1
