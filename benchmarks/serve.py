@@ -13,6 +13,9 @@ per request, with and without dynamic batching, as a ratio to `classify_batch` b
    benchmarks/serve.lua POSTs `{"input": "<one note>"}` to /v1/moderations for `--seconds` per connection
    count. wrk's requests/s is the notes/s; its latency distribution gives p50/p99. Any non-2xx answer fails
    the run. wrk itself runs on the same cores (2 threads, or 1 for 1 connection).
+3. CPU: the service process's CPU seconds per note over each run (Linux /proc) beside `classify_batch`'s own
+   in the baselines, and the cores the service kept busy. Unlike notes/s, CPU per note barely moves when other
+   work shares the machine: it shows what HTTP, JSON and batching cost, apart from how many cores were free.
 
 Measured figures, each with its command: benchmarks/results/serve.md.
 """
@@ -35,7 +38,7 @@ from typing import Any
 
 from redone_sdk import Moderator, Note
 
-from .kafka_e2e import baseline, load_texts
+from .kafka_e2e import baseline, load_texts, process_cpu_seconds
 from .machine import load_average
 
 REPO = Path(__file__).resolve().parents[1]
@@ -128,7 +131,8 @@ def main(argv: list[str] | None = None) -> int:
     moderator = Moderator.load()
     load_before = load_average()
     baseline_notes = notes[: args.baseline_notes]
-    baselines = [baseline(moderator, baseline_notes, args.batch_size)[0]]
+    first_rate, first_cpu = baseline(moderator, baseline_notes, args.batch_size)
+    baselines, baseline_cpu = [first_rate], [first_cpu]
     runs: list[dict[str, Any]] = []
     extra = ["--max-wait-ms", str(args.max_wait_ms)] if args.max_wait_ms is not None else []
     with tempfile.TemporaryDirectory(prefix="bench-serve-") as tmp:
@@ -145,11 +149,20 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 warm_up(url, key, texts)
                 for count in connections:
+                    cpu_before = process_cpu_seconds(proc.pid)
                     figures = run_wrk(url, count, args.seconds, bodies, key)
+                    cpu_after = process_cpu_seconds(proc.pid)
                     # the service is idle now: a baseline after every run, so that each run has one on both sides
-                    baselines.append(baseline(moderator, baseline_notes, args.batch_size)[0])
+                    rate, cpu = baseline(moderator, baseline_notes, args.batch_size)
+                    baselines.append(rate)
+                    baseline_cpu.append(cpu)
                     bulk = statistics.mean(baselines[-2:])
                     figures.update(bulk_notes_per_s=bulk, ratio=figures["notes_per_s"] / bulk)
+                    if cpu_before is not None and cpu_after is not None:
+                        served = figures["notes_per_s"] * args.seconds
+                        figures["server_cpu_ms_per_note"] = 1000 * (cpu_after - cpu_before) / served
+                        figures["server_cores"] = (cpu_after - cpu_before) / args.seconds
+                        figures["bulk_cpu_ms_per_note"] = 1000 * statistics.mean(baseline_cpu[-2:])
                     runs.append({"batching": batching, "connections": count, **figures})
                     print(f"batching={'on' if batching else 'off'} c={count}: {figures}", file=sys.stderr)
             finally:
@@ -184,14 +197,20 @@ def render(report: dict[str, Any]) -> str:
         f"after {report['load_average_after']}  ",
         f"`classify_batch` bulk (batches of 64; before the first run and after each): {spread} notes/s",
         "",
-        "| batching | connections | notes/s | bulk around it | ratio to bulk | p50 | p99 |",
-        "|---|---|---|---|---|---|---|",
+        "| batching | connections | notes/s | bulk around it | ratio to bulk | p50 | p99 | service CPU/note "
+        "(bulk's) | service cores |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for run in report["runs"]:
+        cpu = (
+            f"{run['server_cpu_ms_per_note']:.2f} ms ({run['bulk_cpu_ms_per_note']:.2f}) | {run['server_cores']:.2f}"
+            if "server_cpu_ms_per_note" in run
+            else "– | –"
+        )
         lines.append(
             f"| {'on' if run['batching'] else 'off'} | {run['connections']} | {run['notes_per_s']:.0f} | "
             f"{run['bulk_notes_per_s']:.0f} | **{run['ratio']:.2f}** | {run['p50_ms']:.1f} ms | "
-            f"{run['p99_ms']:.1f} ms |"
+            f"{run['p99_ms']:.1f} ms | {cpu} |"
         )
     return "\n".join(lines)
 
