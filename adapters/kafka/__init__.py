@@ -12,6 +12,7 @@ from .errors import (
     ErrorCallback,
     ErrorContext,
     FencedError,
+    ShutdownTimeoutError,
     StreamError,
     default_on_error,
 )
@@ -35,6 +36,7 @@ __all__ = [
     "ReviewItem",
     "RunSummary",
     "SecuritySettings",
+    "ShutdownTimeoutError",
     "StreamError",
     "StreamMetrics",
     "StreamSettings",

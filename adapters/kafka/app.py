@@ -27,12 +27,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 from kafka import KafkaConsumer
-from kafka.errors import IllegalStateError
+from kafka.errors import IllegalStateError, KafkaError
 
 from redone_sdk.inference.options import InferenceOptions
 
 from . import clients
-from .admin import ensure_topics
+from .admin import ensure_topics, topic_limits
 from .at_least_once import AtLeastOnceSink
 from .batch import Batch, BatchCollector
 from .errors import DeliveryError, ErrorCallback, default_on_error
@@ -44,7 +44,7 @@ from .prometheus import MetricsServer
 from .rebalance import RebalanceHandler
 from .retry import Backoff, retry_transient
 from .settings import StreamSettings
-from .shutdown import stop_on_signals
+from .shutdown import ShutdownClock, stop_on_signals
 from .sink import Delivery, Sink
 
 __all__ = ["ModerationStream", "RunSummary"]
@@ -52,6 +52,10 @@ __all__ = ["ModerationStream", "RunSummary"]
 _log = logging.getLogger("redone_sdk.adapters.kafka")
 
 StopReason = Literal["stopped", "idle", "max_messages"]
+
+_IDLE_CHECK_MS = 5_000  # bound of each broker call when checking that nothing assigned is waiting
+_IDLE_LOG_EVERY_S = 10.0
+_CLOSE_TIMEOUT_S = 30.0  # leaving the group when no stop deadline applies (kafka-python's request timeout)
 
 
 def _always_ready() -> bool:
@@ -94,8 +98,10 @@ class ModerationStream:
         self._on_error = on_error or default_on_error
         self._metrics = metrics or StreamMetrics()
         self._stop = threading.Event()
+        self._clock = ShutdownClock(self._settings.shutdown_timeout_s)
         self._started = False
         self._metrics_port: int | None = None
+        self._idle_logged = 0.0  # when "idle, but work is waiting" was last logged (monotonic)
 
     @classmethod
     def from_bundle(
@@ -131,8 +137,15 @@ class ModerationStream:
         return self._metrics_port
 
     def stop(self) -> None:
-        """Ask `run()` to finish its current batch, commit, close and return. Thread-safe, idempotent."""
+        """Ask `run()` to finish its current batch, commit, close and return within `shutdown_timeout_s`
+        (else it raises `ShutdownTimeoutError`, that batch uncommitted). Thread-safe, idempotent."""
+        self._clock.start()
         self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        """True once a stop was asked for."""
+        return self._stop.is_set()
 
     def run(
         self,
@@ -142,10 +155,13 @@ class ModerationStream:
         handle_signals: bool = True,
     ) -> RunSummary:
         """Process until `stop()`, SIGTERM/SIGINT, `max_messages` handled, or `idle_exit_s` without a message
-        (counted from the last message or partition assignment, so a member waiting to join does not quit).
+        (counted from the last message or partition assignment, so a member waiting to join does not quit) once
+        nothing is waiting in the partitions assigned to it (each one's position has reached its end).
 
-        Raises `FencedError` when another instance takes over this one's transactional.id, `StreamError` when
-        the stream cannot go on; offsets of unfinished work are never committed, so a restart loses nothing.
+        Raises `FencedError` when another instance takes over this one's transactional.id,
+        `ShutdownTimeoutError` when a stop could not finish the batch in work within `shutdown_timeout_s`,
+        `StreamError` when the stream cannot go on; offsets of unfinished work are never committed, so a
+        restart loses nothing.
         A stream runs once: build another to run again.
         """
         if self._started:
@@ -156,13 +172,15 @@ class ModerationStream:
         totals = _Totals(started=time.monotonic())
         if s.create_topics:
             ensure_topics(s, backoff=backoff)
+        limits = topic_limits(s, backoff=backoff)
         with ExitStack() as cleanup:  # closes in reverse: producer, consumer (leaves the group), metrics server
             if s.metrics_port is not None:
                 server = MetricsServer(self._metrics.registry, host=s.metrics_host, port=s.metrics_port).start()
                 cleanup.callback(server.stop)
                 self._metrics_port = server.port
             consumer = retry_transient(lambda: clients.consumer(s), backoff=backoff, what="consumer connect")
-            cleanup.callback(consumer.close, autocommit=False)
+            # Leaving the group is bounded too: by what is left of the shutdown time once a stop was asked for.
+            cleanup.callback(lambda: consumer.close(autocommit=False, timeout_ms=self._close_timeout_ms()))
             producer = retry_transient(lambda: clients.producer(s), backoff=backoff, what="producer connect")
             sink: Sink
             if s.exactly_once:
@@ -172,14 +190,22 @@ class ModerationStream:
                     transactional_id=s.effective_transactional_id,
                     backoff=backoff,
                     metrics=self._metrics,
+                    clock=self._clock,
                 )
             else:
                 sink = AtLeastOnceSink(
-                    producer, consumer, backoff=backoff, on_error=self._on_error, metrics=self._metrics
+                    producer,
+                    consumer,
+                    backoff=backoff,
+                    on_error=self._on_error,
+                    metrics=self._metrics,
+                    clock=self._clock,
                 )
             cleanup.callback(sink.close)
             collector = BatchCollector(consumer, batch_size=s.batch_size, max_wait_s=s.max_wait_ms / 1000)
-            processor = BatchProcessor(self._classifier, s, on_error=self._on_error, metrics=self._metrics)
+            processor = BatchProcessor(
+                self._classifier, s, on_error=self._on_error, metrics=self._metrics, topic_limits=limits
+            )
             rebalance = RebalanceHandler(consumer, collector, sink, self._metrics)
             cleanup.enter_context(stop_on_signals(self.stop, enabled=handle_signals))
             sink.start()
@@ -249,7 +275,8 @@ class ModerationStream:
                         break
                 self._metrics.idle()
                 since = max(last_activity or 0.0, rebalance.joined_at or 0.0)
-                if idle_exit_s is not None and since and time.monotonic() - since >= idle_exit_s:
+                idle = idle_exit_s is not None and since and time.monotonic() - since >= idle_exit_s
+                if idle and not self._work_waiting(consumer):
                     return "idle"
                 continue
             if batch is not None:
@@ -285,6 +312,30 @@ class ModerationStream:
         if in_flight is not None:
             self._finish(consumer, sink, in_flight, backoff, totals)
         return "max_messages" if max_messages is not None and totals.messages >= max_messages else "stopped"
+
+    def _work_waiting(self, consumer: KafkaConsumer) -> bool:
+        """True unless every assigned partition's position is known and at its end (the last stable offset
+        under read_committed). A partition whose committed offset is held by another process's open
+        transaction (it was killed with -9) has no position until the broker aborts that transaction."""
+        assigned = consumer.assignment()
+        if not assigned:
+            return False
+        waiting: dict[str, object] = {}
+        try:
+            ends = consumer.end_offsets(list(assigned), timeout_ms=_IDLE_CHECK_MS)
+            for tp in sorted(assigned):
+                position = consumer.position(tp, timeout_ms=_IDLE_CHECK_MS)
+                if position is None or position < ends.get(tp, 0):
+                    waiting[f"{tp.topic}[{tp.partition}]"] = {"position": position, "end": ends.get(tp)}
+        except KafkaError as exc:  # the broker cannot say: assume work is waiting
+            waiting["error"] = repr(exc)
+        if waiting and time.monotonic() - self._idle_logged >= _IDLE_LOG_EVERY_S:
+            self._idle_logged = time.monotonic()
+            log_event(_log, logging.INFO, "idle, but assigned partitions still have work; not exiting", **waiting)
+        return bool(waiting)
+
+    def _close_timeout_ms(self) -> int:
+        return max(1, int(self._clock.remaining(_CLOSE_TIMEOUT_S) * 1000))
 
     def _deliver(
         self,
@@ -346,7 +397,8 @@ class ModerationStream:
         totals.failing_since = totals.failing_since or time.monotonic()
         if time.monotonic() - totals.failing_since > backoff.timeout_s:
             raise DeliveryError(f"batches kept failing for {backoff.timeout_s:.0f}s; giving up")
-        time.sleep(backoff.delay(min(totals.aborted, 16)))
+        delay = backoff.delay(min(totals.aborted, 16))
+        time.sleep(self._clock.remaining(delay))
 
     def _record(self, consumer: KafkaConsumer, batch: Batch, processed: ProcessedBatch) -> None:
         m = self._metrics

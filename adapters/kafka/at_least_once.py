@@ -17,21 +17,25 @@ from kafka.errors import (
     CommitFailedError,
     FencedInstanceIdError,
     IllegalGenerationError,
+    KafkaError,
+    KafkaTimeoutError,
     RebalanceInProgressError,
     UnknownMemberIdError,
 )
 
 from .batch import Batch
-from .errors import DeliveryError, ErrorCallback, ErrorContext
+from .errors import DeliveryError, ErrorCallback, ErrorContext, ShutdownTimeoutError
 from .logs import log_event
 from .metrics import StreamMetrics
 from .records import OutRecord
 from .retry import Backoff, is_transient, retry_transient
+from .shutdown import ShutdownClock
 from .sink import Delivery, commit_map, send
 
 __all__ = ["AtLeastOnceSink"]
 
 _log = logging.getLogger("redone_sdk.adapters.kafka.delivery")
+_FLUSH_SLICE_S = 1.0  # flush() waits in slices of this, so a stop asked for meanwhile is noticed
 
 # The group moved on: these partitions may belong to another member now, which redoes the batch.
 _LOST_OWNERSHIP = (
@@ -56,11 +60,13 @@ class AtLeastOnceSink:
         backoff: Backoff,
         on_error: ErrorCallback,
         metrics: StreamMetrics,
+        clock: ShutdownClock,
         commit_timeout_ms: int = 30_000,
     ) -> None:
         self._producer = producer
         self._consumer = consumer
         self._backoff = backoff
+        self._clock = clock
         self._on_error = on_error
         self._metrics = metrics
         self._commit_timeout_ms = commit_timeout_ms
@@ -96,15 +102,17 @@ class AtLeastOnceSink:
             backoff=self._backoff,
             what="send",
             on_retry=lambda _e: self._metrics.retries.inc(),
+            stop_by=lambda: self._clock.deadline,
         )
 
     def _await_acks(self, delivery: Delivery) -> None:
-        """Wait for every output's acknowledgement; send again those that failed transiently."""
+        """Wait for every output's acknowledgement; send again those that failed transiently. During a shutdown,
+        only until its deadline (then `ShutdownTimeoutError`: nothing of the batch is committed)."""
         deadline = time.monotonic() + self._backoff.timeout_s
         attempt = 0
         pending = delivery.sent
         while pending:
-            self._producer.flush()  # bounded by delivery_timeout_ms: every future is done afterwards
+            self._flush()  # every future is done afterwards (delivery_timeout_ms bounds it)
             again: list[OutRecord] = []
             for record, future in pending:
                 if future.succeeded():
@@ -135,19 +143,37 @@ class AtLeastOnceSink:
                     count=len(again),
                     wait_s=round(wait, 3),
                 )
-                time.sleep(wait)
+                time.sleep(min(wait, self._clock.remaining(wait)))
                 attempt += 1
             pending = [(record, self._send(record)) for record in again]
+
+    def _flush(self) -> None:
+        """`producer.flush()`, until the shutdown deadline once a stop was asked for (checked in slices, so a
+        stop asked for during a long wait for the broker is noticed)."""
+        while True:
+            if self._clock.expired:
+                raise ShutdownTimeoutError("outputs still unacknowledged when the shutdown timeout passed")
+            try:
+                self._producer.flush(timeout=self._clock.remaining(_FLUSH_SLICE_S))
+                return
+            except KafkaTimeoutError:
+                continue
 
     def _commit(self, offsets: dict[TopicPartition, int]) -> None:
         if not offsets:
             return
+        if self._clock.expired:
+            raise ShutdownTimeoutError("the offsets could not be committed before the shutdown timeout passed")
         try:
             retry_transient(
-                lambda: self._consumer.commit(commit_map(offsets), timeout_ms=self._commit_timeout_ms),
+                lambda: self._consumer.commit(
+                    commit_map(offsets),
+                    timeout_ms=max(1, int(self._clock.remaining(self._commit_timeout_ms / 1000) * 1000)),
+                ),
                 backoff=self._backoff,
                 what="commit",
                 on_retry=lambda _e: self._metrics.retries.inc(),
+                stop_by=lambda: self._clock.deadline,
             )
         except _LOST_OWNERSHIP as exc:
             log_event(
@@ -190,4 +216,7 @@ class AtLeastOnceSink:
         self._consumer.commit_async(commit_map(offsets), callback=report)
 
     def close(self) -> None:
-        self._producer.close(timeout=10)
+        try:
+            self._producer.close(timeout=self._clock.remaining(10.0))
+        except KafkaError as exc:  # unacknowledged at the deadline: their offsets were not committed
+            log_event(_log, logging.WARNING, "producer closed with outputs unacknowledged", error=repr(exc))

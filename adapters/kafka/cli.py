@@ -4,7 +4,8 @@ Every flag has a `REDONE_KAFKA_*` environment variable (see `settings.py`); a fl
 read from the environment only (`REDONE_KAFKA_SASL_PLAIN_PASSWORD`, `REDONE_KAFKA_SSL_PASSWORD`), never from
 flags, which other users can see in the process list.
 
-Exit codes: 0 stopped normally, 2 bad settings or bundle, 3 fenced by another instance, 1 any other failure.
+Exit codes: 0 stopped normally, 2 bad settings or bundle, 3 fenced by another instance, 4 the shutdown timeout
+passed before the batch in work was finished (it is redone by the next run), 1 any other failure.
 """
 
 from __future__ import annotations
@@ -20,13 +21,23 @@ from redone_sdk.errors import RedOneError
 from redone_sdk.inference.options import add_inference_args, options_from_args
 from redone_sdk.schemas import format_validation_error
 
-from .errors import FencedError, StreamError
+from .errors import FencedError, ShutdownTimeoutError, StreamError
 from .logs import configure_json_logging, log_event
 from .settings import SecuritySettings, StreamSettings, env_name
 
-__all__ = ["EXIT_ERROR", "EXIT_FENCED", "EXIT_OK", "EXIT_USAGE", "add_arguments", "main", "register", "run"]
+__all__ = [
+    "EXIT_ERROR",
+    "EXIT_FENCED",
+    "EXIT_OK",
+    "EXIT_SHUTDOWN_TIMEOUT",
+    "EXIT_USAGE",
+    "add_arguments",
+    "main",
+    "register",
+    "run",
+]
 
-EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_FENCED = 0, 1, 2, 3
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_FENCED, EXIT_SHUTDOWN_TIMEOUT = 0, 1, 2, 3, 4
 
 _log = logging.getLogger("redone_sdk.adapters.kafka.cli")
 
@@ -54,8 +65,21 @@ _FLAGS: list[tuple[str, str, Any, str]] = [
     ("--replication-factor", "replication_factor", int, "replication of topics this command creates (default 1)"),
     ("--offset-reset", "auto_offset_reset", str, "where a new group starts: earliest (default) or latest"),
     ("--session-timeout-ms", "session_timeout_ms", int, "consumer session timeout (default 45000)"),
-    ("--transaction-timeout-ms", "transaction_timeout_ms", int, "transaction timeout (default 60000)"),
+    (
+        "--transaction-timeout-ms",
+        "transaction_timeout_ms",
+        int,
+        "exactly-once: the broker aborts a transaction left open this long by a dead process; its partitions "
+        "wait until then (default 10000)",
+    ),
     ("--retry-timeout-s", "retry_timeout_s", float, "give up on transient broker errors after this (default 300)"),
+    (
+        "--shutdown-timeout",
+        "shutdown_timeout_s",
+        float,
+        "seconds a stop (SIGTERM) may take to finish the batch in work; past it, exit 4 with that batch "
+        "uncommitted (default 30)",
+    ),
     ("--metrics-port", "metrics_port", int, "serve Prometheus metrics on this port (0: any free port)"),
     ("--metrics-host", "metrics_host", str, "address for the metrics endpoint (default 127.0.0.1)"),
     ("--client-id", "client_id", str, "Kafka client id prefix (default redone-stream)"),
@@ -95,7 +119,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=None,
         metavar="SECONDS",
-        help="stop after this long without a message (batch jobs, demos)",
+        help="stop after this long without a message once nothing assigned to this process is waiting (batch jobs, "
+        "demos); make it longer than the session timeout so a dead member's partitions are reassigned first",
     )
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO (default), WARNING, ERROR")
 
@@ -135,6 +160,15 @@ def run(args: argparse.Namespace) -> int:
     except FencedError as exc:
         log_event(_log, logging.ERROR, "fenced: another instance took over", error=str(exc))
         return EXIT_FENCED
+    except ShutdownTimeoutError as exc:
+        log_event(
+            _log,
+            logging.ERROR,
+            "shutdown timeout passed; the unfinished batch was not committed and will be redone",
+            error=str(exc),
+            shutdown_timeout_s=settings.shutdown_timeout_s,
+        )
+        return EXIT_SHUTDOWN_TIMEOUT
     except StreamError as exc:
         log_event(_log, logging.ERROR, "stream failed", error=str(exc))
         return EXIT_ERROR

@@ -8,7 +8,7 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 
 from .settings import StreamSettings
 
-__all__ = ["admin_client", "consumer", "dlq_message_limit", "producer"]
+__all__ = ["admin_client", "consumer", "output_message_limit", "producer"]
 
 
 def _common(settings: StreamSettings, role: str) -> dict[str, Any]:
@@ -21,9 +21,11 @@ def _common(settings: StreamSettings, role: str) -> dict[str, Any]:
     }
 
 
-def dlq_message_limit(settings: StreamSettings) -> int:
-    """Room for a dead letter: the largest input we may copy (just over the limit) plus headers."""
-    return max(1_048_588, 2 * settings.max_message_bytes + 65_536)
+def output_message_limit(settings: StreamSettings) -> int:
+    """The largest record the stream writes: a dead letter copies at most `max_message_bytes` (key and value
+    together) and a review copy holds the note plus its verdict; 64 KiB covers headers and the verdict. Never
+    below Kafka's default (1,048,588), so the producer can always write what a default topic accepts."""
+    return max(1_048_588, settings.max_message_bytes + 65_536)
 
 
 def consumer(settings: StreamSettings) -> KafkaConsumer:
@@ -55,7 +57,7 @@ def producer(settings: StreamSettings) -> KafkaProducer:
         enable_idempotence=True,
         linger_ms=settings.linger_ms,
         delivery_timeout_ms=settings.delivery_timeout_ms,
-        max_request_size=dlq_message_limit(settings),
+        max_request_size=output_message_limit(settings),
         allow_auto_create_topics=False,
         **extra,
         **_common(settings, "producer"),

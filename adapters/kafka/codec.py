@@ -17,7 +17,7 @@ __all__ = ["REASONS", "DeadLetterReason", "Rejection", "decode_note"]
 
 DeadLetterReason = Literal[
     "empty",  # a null value (tombstone) or zero bytes
-    "too_large",  # more bytes than `max_message_bytes`
+    "too_large",  # key + value over `max_message_bytes`, or an output over its topic's limit
     "invalid_utf8",  # bytes that are not UTF-8
     "not_json",  # UTF-8 text that is not JSON
     "missing_fields",  # a JSON object without a required field (note_id)
@@ -37,12 +37,18 @@ class Rejection:
     detail: str
 
 
-def decode_note(value: bytes | None, *, max_bytes: int) -> Note | Rejection:
-    """Validate one message value as a `Note` (JSON, UTF-8); never raises for bad input."""
+def decode_note(value: bytes | None, *, max_bytes: int, key: bytes | None = None) -> Note | Rejection:
+    """Validate one message value as a `Note` (JSON, UTF-8); never raises for bad input.
+
+    `max_bytes` bounds the key and the value together: a message over it is never copied whole anywhere."""
+    size = len(value or b"") + len(key or b"")
+    if size > max_bytes:
+        return Rejection(
+            "too_large",
+            f"key {len(key or b'')} + value {len(value or b'')} = {size} bytes is over the limit of {max_bytes}",
+        )
     if not value:
         return Rejection("empty", "the message has no value")
-    if len(value) > max_bytes:
-        return Rejection("too_large", f"{len(value)} bytes is over the limit of {max_bytes}")
     try:
         text = value.decode("utf-8")
     except UnicodeDecodeError as exc:

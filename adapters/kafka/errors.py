@@ -16,6 +16,7 @@ __all__ = [
     "ErrorCallback",
     "ErrorContext",
     "FencedError",
+    "ShutdownTimeoutError",
     "StreamError",
     "default_on_error",
 ]
@@ -31,6 +32,11 @@ class FencedError(StreamError):
 
 class DeliveryError(StreamError):
     """Outputs could not be delivered to Kafka within the retry budget."""
+
+
+class ShutdownTimeoutError(StreamError):
+    """A stop was asked for, but the batch in work could not be finished within `shutdown_timeout_s` (the broker
+    is down, say): its offsets are not committed, so the next run redoes it."""
 
 
 class ClassificationError(StreamError):

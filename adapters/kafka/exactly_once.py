@@ -10,23 +10,26 @@ group metadata (KIP-447), so a member the group has moved past cannot commit off
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection, Sequence
+import threading
+from collections.abc import Callable, Collection, Sequence
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import InvalidProducerEpochError, KafkaError, ProducerFencedError
 
 from .batch import Batch
-from .errors import DeliveryError, FencedError, StreamError
+from .errors import DeliveryError, FencedError, ShutdownTimeoutError, StreamError
 from .logs import log_event
 from .metrics import StreamMetrics
 from .records import OutRecord
 from .retry import Backoff, retry_transient
+from .shutdown import ShutdownClock
 from .sink import Delivery, commit_map, send
 
 __all__ = ["ExactlyOnceSink"]
 
 _log = logging.getLogger("redone_sdk.adapters.kafka.delivery")
 _FENCED = (ProducerFencedError, InvalidProducerEpochError)
+_WAIT_SLICE_S = 1.0  # how often a wait for a transactional call looks whether a stop was asked for
 
 
 def _fenced_cause(error: BaseException) -> BaseException | None:
@@ -61,11 +64,13 @@ class ExactlyOnceSink:
         transactional_id: str,
         backoff: Backoff,
         metrics: StreamMetrics,
+        clock: ShutdownClock,
     ) -> None:
         self._producer = producer
         self._consumer = consumer
         self._transactional_id = transactional_id
         self._backoff = backoff
+        self._clock = clock
         self._metrics = metrics
         self._in_transaction = False
 
@@ -73,10 +78,11 @@ class ExactlyOnceSink:
         """Fence any older producer with this transactional.id and abort its open transaction."""
         try:
             retry_transient(
-                self._producer.init_transactions,
+                lambda: self._bounded(self._producer.init_transactions, "initialise transactions"),
                 backoff=self._backoff,
                 what="init_transactions",
                 on_retry=lambda _e: self._metrics.retries.inc(),
+                stop_by=lambda: self._clock.deadline,
             )
         except KafkaError as exc:
             if _fenced_cause(exc) is not None:
@@ -95,10 +101,9 @@ class ExactlyOnceSink:
             self._producer.begin_transaction()
             self._in_transaction = True
             futures = [send(self._producer, record) for record in outputs]
-            self._producer.send_offsets_to_transaction(
-                commit_map(batch.next_offsets()), self._consumer.group_metadata()
-            )
-            self._producer.commit_transaction()
+            offsets, group = commit_map(batch.next_offsets()), self._consumer.group_metadata()
+            self._bounded(lambda: self._producer.send_offsets_to_transaction(offsets, group), "send offsets")
+            self._bounded(self._producer.commit_transaction, "commit the transaction")
             self._in_transaction = False
         except KafkaError as exc:
             if _fenced_cause(exc) is not None:
@@ -111,13 +116,36 @@ class ExactlyOnceSink:
             raise DeliveryError(f"transaction committed but {len(failed)} sends failed: {failed[0]!r}")
         return True
 
+    def _bounded(self, call: Callable[[], object], what: str) -> None:
+        """Run a transactional call that kafka-python lets block without a timeout (while the broker is
+        down, say) on a daemon thread, and wait for it until the shutdown deadline once a stop is asked for.
+        Past the deadline, `ShutdownTimeoutError`: the transaction's outcome is left to the broker (it commits
+        whole or aborts whole, at the latest after transaction_timeout_ms)."""
+        outcome: list[BaseException | None] = []
+
+        def target() -> None:
+            try:
+                call()
+                outcome.append(None)
+            except BaseException as exc:  # handed to the waiting thread
+                outcome.append(exc)
+
+        worker = threading.Thread(target=target, name=f"redone-txn-{what}", daemon=True)
+        worker.start()
+        while worker.is_alive():
+            if self._clock.expired:
+                raise ShutdownTimeoutError(f"could not {what} before the shutdown timeout passed")
+            worker.join(self._clock.remaining(_WAIT_SLICE_S))
+        if outcome and outcome[0] is not None:
+            raise outcome[0]
+
     def _abort(self, cause: KafkaError) -> None:
         self._metrics.aborted.inc()
         log_event(_log, logging.WARNING, "transaction failed; aborting it and redoing the batch", error=repr(cause))
         if not self._in_transaction:
             return
         try:
-            self._producer.abort_transaction()
+            self._bounded(self._producer.abort_transaction, "abort the transaction")
         except KafkaError as exc:
             if _fenced_cause(exc) is not None:
                 raise self._fenced(exc) from exc
@@ -146,8 +174,8 @@ class ExactlyOnceSink:
     def close(self) -> None:
         if self._in_transaction:
             try:
-                self._producer.abort_transaction()
-            except KafkaError as exc:
+                self._bounded(self._producer.abort_transaction, "abort the transaction")
+            except (KafkaError, ShutdownTimeoutError) as exc:
                 log_event(
                     _log,
                     logging.WARNING,
@@ -156,4 +184,7 @@ class ExactlyOnceSink:
                     error=repr(exc),
                 )
             self._in_transaction = False
-        self._producer.close(timeout=10)
+        try:
+            self._producer.close(timeout=self._clock.remaining(10.0))
+        except KafkaError as exc:  # records still unsent at the deadline: they belong to no committed transaction
+            log_event(_log, logging.WARNING, "producer closed with records unsent", error=repr(exc))

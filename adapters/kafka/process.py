@@ -8,22 +8,32 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from redone_sdk.schemas import ModerationResult, Note
 
+from .clients import output_message_limit
 from .codec import Rejection, decode_note
 from .errors import ClassificationError, ErrorCallback, ErrorContext
 from .logs import log_event
 from .metrics import StreamMetrics
-from .records import OutRecord, SourceRecord, dead_letter_record, review_record, verdict_record
+from .records import (
+    OutRecord,
+    SourceRecord,
+    dead_letter_record,
+    record_size,
+    review_record,
+    too_large_record,
+    verdict_record,
+)
 from .settings import StreamSettings
 
 __all__ = ["BatchClassifier", "BatchProcessor", "ProcessedBatch"]
 
 _log = logging.getLogger("redone_sdk.adapters.kafka.process")
+_HEADROOM = 16_384  # more than an output's headers and record overhead take
 
 
 class BatchClassifier(Protocol):
@@ -52,14 +62,19 @@ class BatchProcessor:
         *,
         on_error: ErrorCallback,
         metrics: StreamMetrics,
+        topic_limits: Mapping[str, int] | None = None,
     ) -> None:
         self._classifier = classifier
         self._settings = settings
         self._on_error = on_error
         self._metrics = metrics
+        # Largest record each output topic takes (`admin.topic_limits`); by default the producer's limit.
+        self._limits = dict(topic_limits or {})
+        self._default_limit = output_message_limit(settings)
 
     def process(self, records: Sequence[SourceRecord]) -> ProcessedBatch:
-        decoded = [decode_note(r.value, max_bytes=self._settings.max_message_bytes) for r in records]
+        max_bytes = self._settings.max_message_bytes
+        decoded = [decode_note(r.value, key=r.key, max_bytes=max_bytes) for r in records]
         valid = [(i, d) for i, d in enumerate(decoded) if isinstance(d, Note)]
         outcomes: list[Note | Rejection | ModerationResult] = list(decoded)
         if valid:
@@ -113,14 +128,39 @@ class BatchProcessor:
         out = ProcessedBatch()
         for record, note, outcome in zip(records, decoded, outcomes, strict=True):
             if isinstance(outcome, ModerationResult) and isinstance(note, Note):
-                out.records.append(verdict_record(s.output_topic, record, outcome))
-                out.verdicts.append(outcome)
+                outputs = [verdict_record(s.output_topic, record, outcome)]
                 if outcome.action != "allow" and s.review_topic:
-                    out.records.append(review_record(s.review_topic, record, note, outcome))
-                    out.review += 1
-            elif isinstance(outcome, Rejection):
-                out.records.append(dead_letter_record(s.dlq_topic, record, outcome))
+                    outputs.append(review_record(s.review_topic, record, note, outcome))
+                oversized = self._oversized(outputs)
+                if oversized is None:
+                    out.records.extend(outputs)
+                    out.verdicts.append(outcome)
+                    out.review += len(outputs) - 1
+                    continue
+                outcome = Rejection("too_large", oversized)
+            if isinstance(outcome, Rejection):
+                out.records.append(self._fitted(dead_letter_record(s.dlq_topic, record, outcome), record))
                 out.rejections.append(outcome)
             else:  # a Note left unclassified cannot happen: _classify returns one outcome per note
                 raise ClassificationError(f"no outcome for {record.topic}[{record.partition}]@{record.offset}")
         return out
+
+    def _limit(self, topic: str) -> int:
+        return self._limits.get(topic, self._default_limit)
+
+    def _oversized(self, outputs: Sequence[OutRecord]) -> str | None:
+        """Why one of a note's outputs cannot be produced (over its topic's limit), or None when all fit.
+        Checked before anything is sent: a record over the limit would fail its whole batch, every time."""
+        for output in outputs:
+            limit = self._limit(output.topic)
+            if len(output.key or b"") + len(output.value or b"") + _HEADROOM < limit:
+                continue  # far below the limit: skip the exact count
+            size = record_size(output)
+            if size > limit:
+                return f"its output to {output.topic} would take {size} bytes; that topic accepts {limit}"
+        return None
+
+    def _fitted(self, dead_letter: OutRecord, source: SourceRecord) -> OutRecord:
+        """The dead letter, or a `too_large` envelope when the copy does not fit the dead-letter topic."""
+        detail = self._oversized([dead_letter])
+        return dead_letter if detail is None else too_large_record(dead_letter.topic, source, detail)

@@ -6,10 +6,13 @@ or dead letter can be traced back to the input message, and duplicates can be to
 
 from __future__ import annotations
 
+import base64
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from kafka.record.default_records import DefaultRecordBatchBuilder
 from pydantic import BaseModel, ConfigDict
 
 from redone_sdk.schemas import ModerationResult, Note
@@ -17,6 +20,8 @@ from redone_sdk.schemas import ModerationResult, Note
 from .codec import Rejection
 
 __all__ = [
+    "ENVELOPE_MAX_BYTES",
+    "ENVELOPE_PREFIX_BYTES",
     "HEADER_ACTION",
     "HEADER_DETAIL",
     "HEADER_MODEL_NAME",
@@ -30,7 +35,9 @@ __all__ = [
     "SourceRecord",
     "dead_letter_record",
     "header_map",
+    "record_size",
     "review_record",
+    "too_large_record",
     "verdict_record",
 ]
 
@@ -44,6 +51,10 @@ HEADER_REASON = "reason"
 HEADER_DETAIL = "detail"
 
 _MAX_DETAIL_BYTES = 2000
+_MAX_ENVELOPE_KEY_BYTES = 256  # the envelope's own key: the original key when it is at most this long
+ENVELOPE_PREFIX_BYTES = 1024  # of the key and of the value, in a too_large envelope
+# Envelope JSON (two base64 prefixes, a 500-char detail, the source: < 4.5 KiB) + headers (< 2.5 KiB) + key.
+ENVELOPE_MAX_BYTES = 8192
 
 Headers = tuple[tuple[str, bytes], ...]
 
@@ -120,7 +131,10 @@ def review_record(topic: str, source: SourceRecord, note: Note, result: Moderati
 
 
 def dead_letter_record(topic: str, source: SourceRecord, rejection: Rejection) -> OutRecord:
-    """The original key and bytes, unchanged, with a `reason` code and a human-readable `detail` header."""
+    """The original key and bytes, unchanged, with a `reason` code and a human-readable `detail` header;
+    for `too_large`, a bounded envelope instead (`too_large_record`)."""
+    if rejection.reason == "too_large":
+        return too_large_record(topic, source, rejection.detail)
     detail = rejection.detail.encode()[:_MAX_DETAIL_BYTES]
     return OutRecord(
         topic=topic,
@@ -128,6 +142,39 @@ def dead_letter_record(topic: str, source: SourceRecord, rejection: Rejection) -
         value=source.value,
         headers=((HEADER_REASON, rejection.reason.encode()), (HEADER_DETAIL, detail), *_source_headers(source)),
     )
+
+
+def too_large_record(topic: str, source: SourceRecord, detail: str) -> OutRecord:
+    """A dead letter for a message too large to copy: a JSON envelope with the sizes, the source and the first
+    `ENVELOPE_PREFIX_BYTES` of the key and the value (base64); its key is the original only when that is short.
+    At most `ENVELOPE_MAX_BYTES` whatever the input, so it fits any topic the stream accepts."""
+    key, value = source.key, source.value
+    envelope = {
+        "reason": "too_large",
+        "detail": detail[:500],
+        "source_topic": source.topic,
+        "source_partition": source.partition,
+        "source_offset": source.offset,
+        "key_bytes": None if key is None else len(key),
+        "value_bytes": None if value is None else len(value),
+        "key_prefix": None if key is None else base64.b64encode(key[:ENVELOPE_PREFIX_BYTES]).decode(),
+        "value_prefix": None if value is None else base64.b64encode(value[:ENVELOPE_PREFIX_BYTES]).decode(),
+    }
+    return OutRecord(
+        topic=topic,
+        key=key if key is not None and len(key) <= _MAX_ENVELOPE_KEY_BYTES else None,
+        value=json.dumps(envelope).encode(),
+        headers=(
+            (HEADER_REASON, b"too_large"),
+            (HEADER_DETAIL, detail.encode()[:_MAX_DETAIL_BYTES]),
+            *_source_headers(source),
+        ),
+    )
+
+
+def record_size(record: OutRecord) -> int:
+    """Bytes the record takes in a record batch of its own (what the broker compares with `max.message.bytes`)."""
+    return DefaultRecordBatchBuilder.estimate_size_in_bytes(record.key, record.value, list(record.headers))
 
 
 def header_map(headers: Sequence[tuple[str, bytes]] | None) -> dict[str, str]:

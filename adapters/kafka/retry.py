@@ -15,6 +15,7 @@ from typing import TypeVar
 
 from kafka.errors import KafkaError
 
+from .errors import ShutdownTimeoutError
 from .logs import log_event
 
 __all__ = ["Backoff", "is_transient", "retry_transient"]
@@ -47,16 +48,27 @@ def retry_transient(
     backoff: Backoff,
     what: str,
     on_retry: Callable[[BaseException], None] | None = None,
+    stop_by: Callable[[], float | None] | None = None,
 ) -> T:
-    """Run `action` until it succeeds; retry transient errors until `backoff.timeout_s` has passed, then raise."""
+    """Run `action` until it succeeds; retry transient errors until `backoff.timeout_s` has passed, then raise.
+
+    `stop_by()` is a monotonic deadline (a shutdown in progress) or None: past it, retrying stops with
+    `ShutdownTimeoutError`."""
     deadline = time.monotonic() + backoff.timeout_s
     attempt = 0
     while True:
         try:
             return action()
         except KafkaError as exc:
-            if not is_transient(exc) or time.monotonic() >= deadline:
+            if not is_transient(exc):
                 raise
+            shutdown = stop_by() if stop_by is not None else None
+            if shutdown is not None and time.monotonic() >= shutdown:
+                raise ShutdownTimeoutError(f"{what} still failing when the shutdown timeout passed: {exc}") from exc
+            if time.monotonic() >= deadline:
+                raise
+            if shutdown is not None:
+                deadline = min(deadline, shutdown)
             if on_retry is not None:
                 on_retry(exc)
             wait = min(backoff.delay(attempt), max(0.0, deadline - time.monotonic()))

@@ -100,7 +100,12 @@ class StreamSettings(BaseModel):
     input_isolation: Literal["read_committed", "read_uncommitted"] = "read_committed"
     session_timeout_ms: int = Field(default=45_000, ge=1_000)
     max_poll_interval_ms: int = Field(default=300_000, ge=1_000)
-    transaction_timeout_ms: int = Field(default=60_000, ge=1_000)
+    transaction_timeout_ms: int = Field(
+        default=10_000,
+        ge=1_000,
+        description="Exactly-once: the broker aborts a transaction left open this long (a process killed with -9); "
+        "until then the partitions it wrote offsets for wait. A transaction spans one batch's sends and commit.",
+    )
     delivery_timeout_ms: int = Field(default=120_000, ge=1_000)
     linger_ms: int = Field(default=5, ge=0)
 
@@ -110,6 +115,12 @@ class StreamSettings(BaseModel):
     retry_backoff_ms: int = Field(default=200, ge=1, description="First wait before retrying a transient error.")
     retry_backoff_max_ms: int = Field(default=5_000, ge=1)
     retry_timeout_s: float = Field(default=300.0, gt=0, description="Give up on a transient error after this.")
+    shutdown_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="After a stop request (SIGTERM), longest time to finish the batch in work and close; past it, "
+        "the stream stops with that batch uncommitted (redone by the next run).",
+    )
 
     metrics_port: int | None = Field(default=None, ge=0, le=65_535, description="Prometheus /metrics port.")
     metrics_host: str = "127.0.0.1"

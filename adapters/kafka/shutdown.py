@@ -1,21 +1,56 @@
-"""Graceful shutdown on SIGTERM/SIGINT: the first signal asks the stream to finish its batch and stop;
-a second one interrupts at once (KeyboardInterrupt), for when a broker outage holds the last batch."""
+"""Graceful shutdown on SIGTERM/SIGINT: the first signal asks the stream to finish its batch and stop, within
+`shutdown_timeout_s` (`ShutdownClock`); a second one interrupts at once (KeyboardInterrupt)."""
 
 from __future__ import annotations
 
 import logging
 import signal
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import FrameType
 
 from .logs import log_event
 
-__all__ = ["stop_on_signals"]
+__all__ = ["ShutdownClock", "stop_on_signals"]
 
 _log = logging.getLogger("redone_sdk.adapters.kafka.shutdown")
 _SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+class ShutdownClock:
+    """When a stop was asked for, and how much of the shutdown time is left. Thread-safe to start."""
+
+    def __init__(self, timeout_s: float) -> None:
+        self.timeout_s = timeout_s
+        self._deadline: float | None = None
+        self._lock = threading.Lock()
+
+    def start(self) -> None:
+        """Start counting (the first call wins)."""
+        with self._lock:
+            if self._deadline is None:
+                self._deadline = time.monotonic() + self.timeout_s
+
+    @property
+    def started(self) -> bool:
+        return self._deadline is not None
+
+    @property
+    def deadline(self) -> float | None:
+        """Monotonic time by which the stream must have stopped; None while no stop was asked for."""
+        return self._deadline
+
+    def remaining(self, default: float) -> float:
+        """Seconds left before the deadline (at least 0), or `default` while no stop was asked for."""
+        if self._deadline is None:
+            return default
+        return max(0.0, min(default, self._deadline - time.monotonic()))
+
+    @property
+    def expired(self) -> bool:
+        return self._deadline is not None and time.monotonic() >= self._deadline
 
 
 @contextmanager

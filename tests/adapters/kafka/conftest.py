@@ -21,7 +21,9 @@ from typing import Any
 
 import pytest
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.admin import ConfigResource, ConfigResourceType
 from kafka.consumer.fetcher import ConsumerRecord
+from kafka.errors import KafkaError
 
 from redone_sdk import Moderator
 from redone_sdk.adapters.kafka import ModerationStream, RunSummary, StreamSettings, header_map
@@ -92,9 +94,15 @@ def stream_settings(kafka_bootstrap: str, request: pytest.FixtureRequest) -> Cal
     return make
 
 
-def produce(bootstrap: str, topic: str, messages: Iterable[tuple[bytes | None, bytes | None]]) -> int:
+def produce(
+    bootstrap: str,
+    topic: str,
+    messages: Iterable[tuple[bytes | None, bytes | None]],
+    *,
+    max_request_size: int = 1_048_576,
+) -> int:
     """Send (key, value) pairs and wait for every acknowledgement; returns how many."""
-    producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
+    producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, max_request_size=max_request_size)
     try:
         futures = [producer.send(topic, key=key, value=value) for key, value in messages]
         producer.flush()
@@ -199,8 +207,33 @@ class KafkaKit:
         self._topics.update(stream_topics(settings))
         ensure_topics(settings)
 
-    def produce(self, topic: str, messages: Iterable[tuple[bytes | None, bytes | None]]) -> int:
-        return produce(self.bootstrap, topic, messages)
+    def create_topic(self, name: str, *, partitions: int, configs: dict[str, str]) -> None:
+        """Create one topic with topic-level configs (e.g. `max.message.bytes`); deleted after the test."""
+        self._topics.add(name)
+        admin = KafkaAdminClient(bootstrap_servers=self.bootstrap)
+        try:
+            admin.create_topics({name: {"num_partitions": partitions, "replication_factor": 1, "configs": configs}})
+            admin.wait_for_topics([name], timeout_ms=30_000)
+        finally:
+            admin.close()
+
+    def delete_after(self, settings: StreamSettings) -> None:
+        """Delete the stream's topics after the test (for topics the stream itself creates)."""
+        self._topics.update(stream_topics(settings))
+
+    def topic_config(self, topic: str, name: str) -> str:
+        """The effective value of one config of `topic`, as the broker reports it."""
+        admin = KafkaAdminClient(bootstrap_servers=self.bootstrap)
+        try:
+            resource = ConfigResource(ConfigResourceType.TOPIC, topic, configs=[name])
+            return admin.describe_configs([resource])["topic"][topic][name]["value"]
+        finally:
+            admin.close()
+
+    def produce(
+        self, topic: str, messages: Iterable[tuple[bytes | None, bytes | None]], *, max_request_size: int = 1_048_576
+    ) -> int:
+        return produce(self.bootstrap, topic, messages, max_request_size=max_request_size)
 
     def produce_notes(self, topic: str, notes: Iterable[dict[str, Any]]) -> int:
         return produce(self.bootstrap, topic, note_messages(notes))
@@ -220,6 +253,26 @@ class KafkaKit:
             }
         ends = {iso: consumer.end_offsets(tps) for iso, (consumer, tps) in self._probes[topic].items()}
         return any(ends["read_committed"][tp] < end for tp, end in ends["read_uncommitted"].items())
+
+    def pending_offsets(self, group: str, topic: str) -> set[int]:
+        """Partitions of `topic` whose offsets for `group` an open transaction holds (a read_committed offset
+        fetch, KIP-447's require_stable, cannot answer for them). Asks without joining the group."""
+        probe = KafkaConsumer(
+            bootstrap_servers=self.bootstrap,
+            group_id=group,
+            isolation_level="read_committed",
+            enable_auto_commit=False,
+        )
+        pending: set[int] = set()
+        try:
+            for partition in sorted(probe.partitions_for_topic(topic) or ()):
+                try:
+                    probe.committed(TopicPartition(topic, partition), timeout_ms=300)
+                except KafkaError:
+                    pending.add(partition)
+            return pending
+        finally:
+            probe.close(autocommit=False)
 
     verdict_counts = staticmethod(verdict_counts)
     duplicates_by_source_partition = staticmethod(duplicates_by_source_partition)

@@ -8,8 +8,24 @@ from dataclasses import dataclass
 import pytest
 
 from redone_sdk import ModerationResult, Note
-from redone_sdk.adapters.kafka import REASONS, Rejection, ReviewItem, decode_note, header_map
-from redone_sdk.adapters.kafka.records import dead_letter_record, review_record, verdict_record
+from redone_sdk.adapters.kafka import (
+    REASONS,
+    Rejection,
+    ReviewItem,
+    StreamMetrics,
+    StreamSettings,
+    decode_note,
+    default_on_error,
+    header_map,
+)
+from redone_sdk.adapters.kafka.process import BatchProcessor
+from redone_sdk.adapters.kafka.records import (
+    ENVELOPE_MAX_BYTES,
+    dead_letter_record,
+    record_size,
+    review_record,
+    verdict_record,
+)
 from redone_sdk.schemas import ModelInfo
 
 
@@ -93,3 +109,31 @@ def test_dead_letter_keeps_key_and_bytes_and_says_why() -> None:
     assert headers["reason"] == "invalid_utf8"
     assert headers["detail"].startswith("not UTF-8") and len(headers["detail"]) <= 2000
     assert (headers["source_topic"], headers["source_partition"], headers["source_offset"]) == ("notes", "2", "41")
+
+
+def test_the_key_counts_toward_the_size_limit() -> None:
+    value = b'{"note_id": "1", "content": "x"}'
+    assert isinstance(decode_note(value, key=b"k" * 10, max_bytes=64), Note)
+    outcome = decode_note(value, key=b"k" * 40, max_bytes=64)
+    assert isinstance(outcome, Rejection) and outcome.reason == "too_large"
+
+
+def test_a_dead_letter_over_the_dlq_topics_limit_becomes_a_bounded_envelope() -> None:
+    """An existing dead-letter topic with a smaller limit than the stream's: the copy would be refused by the
+    broker and fail its batch on every try, so the processor sends the envelope instead."""
+    settings = StreamSettings(max_message_bytes=1_048_576)
+    processor = BatchProcessor(
+        _NoNotes(), settings, on_error=default_on_error, metrics=StreamMetrics(), topic_limits={"notes-dlq": 50_000}
+    )
+    big, small = Message(offset=7, value=b"\xff" * 200_000), Message(offset=8, value=b"\xff" * 100)
+    out = processor.process([big, small])
+    assert [header_map(r.headers)["reason"] for r in out.records] == ["too_large", "invalid_utf8"]
+    envelope = json.loads(out.records[0].value)
+    assert (envelope["value_bytes"], envelope["source_offset"]) == (200_000, 7)
+    assert record_size(out.records[0]) <= ENVELOPE_MAX_BYTES
+    assert out.records[1].value == small.value, "what fits is still copied unchanged"
+
+
+class _NoNotes:
+    def classify_batch(self, notes: list[Note]) -> list[ModerationResult]:
+        raise AssertionError("no valid note in these batches")

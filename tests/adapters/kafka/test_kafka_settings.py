@@ -73,3 +73,13 @@ def test_transactional_id_is_stable_per_instance() -> None:
     assert StreamSettings(group_id="g", instance_id="pod-3").effective_transactional_id == "g-pod-3"
     assert StreamSettings(transactional_id="explicit").effective_transactional_id == "explicit"
     assert StreamSettings(group_id="g").effective_transactional_id.startswith("g-")
+
+
+def test_shutdown_and_transaction_timeouts_are_settings() -> None:
+    s = StreamSettings.from_env(
+        {"REDONE_KAFKA_SHUTDOWN_TIMEOUT_S": "7.5", "REDONE_KAFKA_TRANSACTION_TIMEOUT_MS": "5000"}
+    )
+    assert (s.shutdown_timeout_s, s.transaction_timeout_ms) == (7.5, 5000)
+    assert StreamSettings().transaction_timeout_ms == 10_000, "short, so a killed process's partitions wait little"
+    with pytest.raises(ValidationError, match="shutdown_timeout_s"):
+        StreamSettings(shutdown_timeout_s=0)
