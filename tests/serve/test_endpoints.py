@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
 import httpx
+import pytest
 from serve_helpers import Service
 
 from redone_sdk import Moderator, NoteQueryMatcher
@@ -92,3 +94,15 @@ def test_without_auth_no_key_is_needed(make_service: Callable[..., Service]) -> 
     service = make_service(auth=False)
     response = service.post("/v1/moderations", {"input": "今天天气不错"})
     assert response.status_code == 200 and len(response.json()["results"]) == 1
+
+
+def test_notes_are_logged_only_when_asked(
+    make_service: Callable[..., Service], texts: list[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    quiet, chatty = make_service(), make_service(log_notes=True)
+    with caplog.at_level(logging.DEBUG):
+        assert quiet.post("/v1/moderations", {"input": texts[5]}, key=quiet.key()).status_code == 200
+        assert texts[5] not in caplog.text
+        assert chatty.post("/v1/moderations", {"input": texts[5]}, key=chatty.key()).status_code == 200
+    logged = [r for r in caplog.records if r.name == "redone_sdk.serve.notes"]
+    assert len(logged) == 1 and texts[5] in logged[0].getMessage()
