@@ -53,7 +53,8 @@ _log = logging.getLogger("redone_sdk.adapters.kafka")
 
 StopReason = Literal["stopped", "idle", "max_messages"]
 
-_IDLE_CHECK_MS = 5_000  # bound of each broker call when checking that nothing assigned is waiting
+_IDLE_CHECK_MS = 5_000  # bound of the end-offsets request when checking that nothing assigned is waiting
+_POSITION_CHECK_MS = 500
 _IDLE_LOG_EVERY_S = 10.0
 _CLOSE_TIMEOUT_S = 30.0  # leaving the group when no stop deadline applies (kafka-python's request timeout)
 
@@ -324,9 +325,11 @@ class ModerationStream:
         try:
             ends = consumer.end_offsets(list(assigned), timeout_ms=_IDLE_CHECK_MS)
             for tp in sorted(assigned):
-                position = consumer.position(tp, timeout_ms=_IDLE_CHECK_MS)
+                # Short: an unknown position stays unknown while a dead process's transaction holds it.
+                position = consumer.position(tp, timeout_ms=_POSITION_CHECK_MS)
                 if position is None or position < ends.get(tp, 0):
                     waiting[f"{tp.topic}[{tp.partition}]"] = {"position": position, "end": ends.get(tp)}
+                    break  # one is enough: poll again
         except KafkaError as exc:  # the broker cannot say: assume work is waiting
             waiting["error"] = repr(exc)
         if waiting and time.monotonic() - self._idle_logged >= _IDLE_LOG_EVERY_S:

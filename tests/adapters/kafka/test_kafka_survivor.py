@@ -41,21 +41,24 @@ def _assigned(log: Path) -> set[int]:
 def test_exactly_once_survivor_of_a_kill_9_moderates_everything_before_exiting_idle(
     sample_notes: list[dict[str, Any]], stream_settings, kit, spawn_stream, tmp_path: Path
 ) -> None:
-    notes = sample_notes[:3000]
+    notes = sample_notes[:4000]
     settings = stream_settings(guarantee="exactly-once", batch_size=64, topic_partitions=4)
     kit.create_topics(settings)
-    kit.produce_notes(settings.input_topic, notes)
     progress = kit.watch(settings.output_topic)  # read_uncommitted: sees work in flight too
 
     # Idle 8 s > the session timeout (6 s): the dead member's partitions are reassigned before it counts.
     doomed = spawn_stream(settings, "--instance-id", "doomed", "--exit-when-idle", "8")
     survivor = spawn_stream(settings, "--instance-id", "survivor", "--exit-when-idle", "8")
-    # Both hold partitions, and the doomed one has moderated some of its own partitions' notes.
     logs = tmp_path / "stream-0.log", tmp_path / "stream-1.log"
     deadline = time.monotonic() + 120
-    while not (_assigned(logs[0]) and _assigned(logs[1])) or _done_in(progress, _assigned(logs[0])) < 3 * 64:
-        assert time.monotonic() < deadline, "the two processes never shared the partitions with progress"
+    while not (_assigned(logs[0]) and _assigned(logs[1])):  # both in the group before any note arrives
+        assert time.monotonic() < deadline, "the two processes never shared the partitions"
         assert doomed.poll() is None and survivor.poll() is None
+        time.sleep(0.05)
+    kit.produce_notes(settings.input_topic, notes)
+    progress.wait_for(64, timeout=60)
+    while _done_in(progress, _assigned(logs[0])) < 3 * 64:  # the doomed one has done some of its share
+        assert time.monotonic() < deadline and doomed.poll() is None, "the doomed process made no progress"
         time.sleep(0.05)
 
     # Freeze both until the doomed one is caught with offsets in an open transaction, then kill it there.
