@@ -13,6 +13,7 @@ from redone_sdk.errors import (
     BundleIntegrityError,
     BundleNotFoundError,
     InvalidInputError,
+    ModelOutputError,
     PolicyError,
     RedOneError,
 )
@@ -45,5 +46,6 @@ __all__ = [
     "BundleIntegrityError",
     "BackendUnavailableError",
     "PolicyError",
+    "ModelOutputError",
     "__version__",
 ]

@@ -11,6 +11,7 @@ __all__ = [
     "BundleIntegrityError",
     "BackendUnavailableError",
     "PolicyError",
+    "ModelOutputError",
 ]
 
 
@@ -44,3 +45,8 @@ class BackendUnavailableError(RedOneError, ImportError):
 
 class PolicyError(RedOneError, ValueError):
     """A moderation policy is invalid or does not fit the bundle's taxonomy."""
+
+
+class ModelOutputError(RedOneError):
+    """The model gave a non-finite score (NaN or infinity) for a note: no verdict can be trusted, so none is
+    given (a policy with `"on_invalid_output": "review"` sends such notes to review instead)."""

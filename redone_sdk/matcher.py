@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
 from typing_extensions import Unpack
 
 from redone_sdk.bundle import Bundle
-from redone_sdk.errors import InvalidInputError
+from redone_sdk.errors import InvalidInputError, ModelOutputError
 from redone_sdk.inference.options import InferenceOptions, InferenceOverrides
-from redone_sdk.schemas import MatchResult, NoteLike, coerce_note
-from redone_sdk.task_model import BundleTaskModel, resolve_bundle
+from redone_sdk.schemas import MatchResult, Note, NoteLike, check_utf8, coerce_note
+from redone_sdk.task_model import BundleTaskModel, check_many, chunked, resolve_bundle
 
 __all__ = ["NoteQueryMatcher"]
 
@@ -26,7 +26,23 @@ def _check_query(query: object) -> str:
         raise InvalidInputError("a query must not be empty")
     if len(query) > MAX_QUERY_CHARS:
         raise InvalidInputError(f"a query has at most {MAX_QUERY_CHARS} characters, got {len(query)}")
-    return query
+    try:
+        return check_utf8(query, "the query")
+    except ValueError as exc:
+        raise InvalidInputError(str(exc)) from None
+
+
+def _check_pairs(pairs: Iterable[tuple[str, NoteLike]]) -> Iterable[tuple[str, NoteLike]]:
+    if isinstance(pairs, tuple) and len(pairs) == 2 and isinstance(pairs[0], str):  # one (query, note) pair
+        raise InvalidInputError("pass a list of (query, note) pairs; for one pair use score")
+    return check_many(pairs, "(query, note) pairs", "score")
+
+
+def _check_pair(pair: object, index: int) -> tuple[str, Note]:
+    if not isinstance(pair, tuple | list) or len(pair) != 2:
+        raise InvalidInputError(f"pair at index {index}: expected a (query, note) pair, got {type(pair).__name__}")
+    query, note = pair
+    return _check_query(query), coerce_note(note, index=index)
 
 
 class NoteQueryMatcher(BundleTaskModel):
@@ -61,12 +77,32 @@ class NoteQueryMatcher(BundleTaskModel):
         return self.score_pairs([(query, note)])[0]
 
     def score_pairs(self, pairs: Iterable[tuple[str, NoteLike]]) -> list[MatchResult]:
-        """Score many (query, note) pairs in one batched pass; results in input order."""
-        checked = [(_check_query(q), coerce_note(n, index=i)) for i, (q, n) in enumerate(pairs)]
+        """Score many (query, note) pairs in one batched pass; results in input order. `InvalidInputError` for
+        a bad pair (its index), `ModelOutputError` when the model's output for a pair is not finite."""
+        return self._score(list(_check_pairs(pairs)))
+
+    def score_iter(self, pairs: Iterable[tuple[str, NoteLike]]) -> Iterator[MatchResult]:
+        """`score_pairs` as a stream: reads `pairs` a few forward passes at a time (bounded memory) and yields
+        each chunk's results, in input order, as soon as they are scored."""
+        return self._stream(_check_pairs(pairs))
+
+    def _stream(self, pairs: Iterable[tuple[str, NoteLike]]) -> Iterator[MatchResult]:
+        start = 0
+        for chunk in chunked(pairs, self.chunk_size):
+            yield from self._score(chunk, start=start)
+            start += len(chunk)
+
+    def _score(self, pairs: list[tuple[str, NoteLike]], *, start: int = 0) -> list[MatchResult]:
+        checked = [_check_pair(pair, start + i) for i, pair in enumerate(pairs)]
         probs, truncated = self._engine.score([{"query": q, "note": n.text} for q, n in checked])
         expected = probs.astype(np.float64) @ self._values
         results = []
-        for (query, note), row, value, cut in zip(checked, probs, expected, truncated, strict=True):
+        for i, ((query, note), row, value, cut) in enumerate(zip(checked, probs, expected, truncated, strict=True)):
+            if not (np.isfinite(row).all() and np.isfinite(value)):
+                raise ModelOutputError(
+                    f"the model's output for pair at index {start + i} (note_id {note.note_id!r}) of task "
+                    f"{self._task_name!r} is not finite ({dict(zip(self._grades, row.tolist(), strict=True))})"
+                )
             results.append(
                 MatchResult(
                     note_id=note.note_id,
@@ -84,6 +120,7 @@ class NoteQueryMatcher(BundleTaskModel):
         """Notes sorted by expected relevance to `query`, best first (ties keep input order)."""
         if top_k is not None and top_k < 1:
             raise InvalidInputError("top_k must be at least 1")
+        check_many(notes, one="score")
         results = self.score_pairs([(query, n) for n in notes])
         ranked = sorted(results, key=lambda r: -r.score)
         return ranked[:top_k] if top_k is not None else ranked

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from redone_sdk.errors import PolicyError
+from redone_sdk.errors import ModelOutputError, PolicyError
 from redone_sdk.schemas import Action, format_validation_error
 
-__all__ = ["CategoryRule", "Policy"]
+__all__ = ["CategoryRule", "InvalidOutputAction", "Policy"]
+
+# What a non-finite model score (NaN, infinity) leads to: an error (`ModelOutputError`) or review; never allow.
+InvalidOutputAction = Literal["error", "review"]
 
 _SEVERITY: dict[str, int] = {"allow": 0, "review": 1, "block": 2}
 
@@ -49,6 +53,11 @@ class Policy(BaseModel):
     name: str = "default"
     rules: dict[str, CategoryRule] = Field(default_factory=dict)
     default: CategoryRule | None = Field(default=None, description="Rule for categories not listed in `rules`.")
+    on_invalid_output: InvalidOutputAction = Field(
+        default="error",
+        description="A note whose scores are not finite (NaN, infinity): `error` raises `ModelOutputError`, "
+        "`review` sends it to review (flagged, `invalid_output` set); it is never allowed.",
+    )
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Policy:
@@ -100,7 +109,17 @@ class Policy(BaseModel):
             self.rule_for(category)
 
     def decide(self, scores: Mapping[str, float]) -> tuple[str, Action]:
-        """Return (label, action): the highest-scoring category past its review threshold, or `safe`."""
+        """Return (label, action): the highest-scoring category past its review threshold, or `safe`.
+
+        Fails closed on a non-finite score: `ModelOutputError`, or with `on_invalid_output="review"` the first
+        such category and `review` (a NaN compares false with every threshold, which would mean allow)."""
+        invalid = [category for category, score in scores.items() if not math.isfinite(score)]
+        if invalid:
+            if self.on_invalid_output == "review":
+                return invalid[0], "review"
+            raise ModelOutputError(
+                f"non-finite scores for {invalid} (policy {self.name!r} has on_invalid_output='error')"
+            )
         action: Action = "allow"
         label = "safe"
         best = -1.0

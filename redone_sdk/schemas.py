@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from redone_sdk.errors import InvalidInputError
 
@@ -19,6 +28,7 @@ __all__ = [
     "NoteLike",
     "coerce_note",
     "format_validation_error",
+    "check_utf8",
 ]
 
 Action = Literal["allow", "review", "block"]
@@ -27,6 +37,19 @@ Action = Literal["allow", "review", "block"]
 MAX_FIELD_CHARS = 100_000  # title, content
 MAX_ID_CHARS = 256  # note_id, author_id
 MAX_LANG_CHARS = 16
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def check_utf8(value: str, what: str = "text") -> str:
+    """`value` unchanged, or `ValueError` when it cannot be encoded as UTF-8 (a lone surrogate such as "\\ud800",
+    which JSON escapes and Python strings allow but the tokenizer and every UTF-8 output refuse)."""
+    found = _SURROGATE.search(value)
+    if found is not None:
+        raise ValueError(
+            f"{what} is not valid Unicode: a lone surrogate U+{ord(found.group()):04X} at character {found.start()}"
+        )
+    return value
 
 
 class Note(BaseModel):
@@ -52,6 +75,16 @@ class Note(BaseModel):
         # Numeric ids are common in exported logs; accept them as their decimal text.
         if isinstance(value, int) and not isinstance(value, bool):
             return str(value)
+        return value
+
+    @field_validator("note_id", "title", "content", "tags", "lang", "author_id", mode="after")
+    @classmethod
+    def _encodable(cls, value: Any, info: ValidationInfo) -> Any:
+        # every text field must encode as UTF-8: it is tokenized, logged and written out as JSON (pydantic's own
+        # str check refuses most lone surrogates; this covers the rest, such as tags)
+        for item in value if isinstance(value, tuple) else (value,):
+            if isinstance(item, str):
+                check_utf8(item, info.field_name or "the text")
         return value
 
     @model_validator(mode="after")
@@ -121,6 +154,11 @@ class ModerationResult(BaseModel):
     action: Action
     model: ModelInfo
     truncated: bool = Field(description="True when the note was longer than the model reads and was cut.")
+    invalid_output: bool = Field(
+        default=False,
+        description="True when the model's scores for this note were not finite (NaN, infinity) and the policy's "
+        "`on_invalid_output` sent it to review; its scores are then meaningless (null in JSON).",
+    )
 
 
 class MatchResult(BaseModel):

@@ -3,18 +3,43 @@ the options it runs with."""
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, TypeVar
 
 from redone_sdk.bundle import Bundle
 from redone_sdk.bundle.manifest import TaskKind
-from redone_sdk.errors import BundleFormatError
+from redone_sdk.errors import BundleFormatError, InvalidInputError
 from redone_sdk.inference.backend import BackendInfo
 from redone_sdk.inference.engine import TaskEngine, open_backend
 from redone_sdk.inference.options import InferenceOptions
-from redone_sdk.schemas import ModelInfo
+from redone_sdk.schemas import ModelInfo, Note
 
-__all__ = ["BundleTaskModel", "resolve_bundle"]
+__all__ = ["BundleTaskModel", "check_many", "chunked", "resolve_bundle"]
+
+T = TypeVar("T")
+
+# The streaming methods (`classify_iter`, `score_iter`) read this many forward passes' worth of inputs per worker
+# at a time: enough to sort by length and keep the workers busy, few enough that memory stays bounded.
+PASSES_PER_CHUNK = 4
+
+
+def check_many(notes: T, what: str = "notes", one: str = "classify") -> T:
+    """`notes` if it is an iterable of notes; `InvalidInputError` for one note (a str, bytes, a `Note`, a mapping),
+    which would otherwise be read as a sequence of characters or keys, and for anything not iterable."""
+    if isinstance(notes, (str, bytes, bytearray, Note, Mapping)):
+        raise InvalidInputError(f"pass a list of {what}; for one note use {one} (got a {type(notes).__name__})")
+    if not isinstance(notes, Iterable):
+        raise InvalidInputError(f"pass a list of {what}, got {type(notes).__name__}")
+    return notes
+
+
+def chunked(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    """Lists of at most `size` consecutive items, read from `items` only as each list is asked for."""
+    iterator = iter(items)
+    while chunk := list(itertools.islice(iterator, size)):
+        yield chunk
 
 
 def resolve_bundle(bundle: Bundle | str | Path | None, template: Bundle | str | Path | None = None) -> Bundle:
@@ -45,6 +70,11 @@ class BundleTaskModel:
     @property
     def bundle(self) -> Bundle:
         return self._bundle
+
+    @property
+    def chunk_size(self) -> int:
+        """Inputs the streaming methods read and score at a time (`PASSES_PER_CHUNK` × batch size × workers)."""
+        return PASSES_PER_CHUNK * self._options.batch_size * max(1, self._engine.workers)
 
     @property
     def options(self) -> InferenceOptions:

@@ -88,9 +88,10 @@ def label_probabilities(logits: np.ndarray, columns: np.ndarray, temperature: fl
     chosen = logits[:, columns].astype(np.float64)
     if temperature != 1.0:
         chosen /= temperature
-    chosen -= chosen.max(axis=1, keepdims=True)
-    exp = np.exp(chosen)
-    return exp / exp.sum(axis=1, keepdims=True)
+    with np.errstate(invalid="ignore"):  # non-finite logits give NaN rows, which the callers refuse (fail closed)
+        chosen -= chosen.max(axis=1, keepdims=True)
+        exp = np.exp(chosen)
+        return exp / exp.sum(axis=1, keepdims=True)
 
 
 class TaskEngine:
