@@ -13,51 +13,107 @@ import json
 import sys
 from collections.abc import Callable, Iterator
 from importlib.metadata import entry_points
-from typing import IO, Any
+from pathlib import Path
+from typing import IO, Any, NoReturn
 
 from pydantic import ValidationError
 
 from redone_sdk import __version__
 from redone_sdk.errors import RedOneError
 from redone_sdk.inference.options import add_inference_args, options_from_args
-from redone_sdk.schemas import Note, coerce_note, format_validation_error
+from redone_sdk.schemas import Note, check_utf8, coerce_note, format_validation_error
 
 __all__ = ["main", "build_parser"]
 
 EXIT_OK, EXIT_BAD_LINES, EXIT_ERROR = 0, 1, 2
 
 
+MAX_LINE_BYTES = 8 * 1024 * 1024  # a longer line is reported and skipped unread (a note is at most ~1.2 MB of JSON)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a usage error on one line (`redone moderate: error: ...`) instead of the whole usage."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_ERROR, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _input_file(text: str) -> str:
+    """An input argument: `-` (stdin) or a file that exists and is not a directory (checked as the flags are)."""
+    if text == "-":
+        return text
+    path = Path(text)
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a directory; give a JSON-lines file or - for stdin")
+    if not path.exists():
+        raise argparse.ArgumentTypeError(f"no such file: {text}")
+    return text
+
+
 @contextlib.contextmanager
-def _open_input(path: str) -> Iterator[IO[str]]:
+def _open_input(path: str) -> Iterator[IO[bytes]]:
     if path == "-":
-        yield sys.stdin
+        yield sys.stdin.buffer
     else:
-        with open(path, encoding="utf-8", errors="strict") as handle:
+        with open(path, "rb") as handle:
             yield handle
 
 
-def _read_lines(path: str, parse: Callable[[str, int], Any], err: IO[str]) -> tuple[list[tuple[int, Any]], int]:
-    """Parse every non-blank line with `parse(line, number)`; report bad ones as `FILE:LINE: reason` on stderr
-    and keep going."""
-    good: list[tuple[int, Any]] = []
-    bad = 0
-    name = "<stdin>" if path == "-" else path
-    with _open_input(path) as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                good.append((number, parse(line.rstrip("\r\n"), number)))
-            except json.JSONDecodeError as exc:
-                bad += 1
-                print(f"{name}:{number}: not JSON: {exc.msg} at column {exc.colno}{_text_hint(line)}", file=err)
-            except ValidationError as exc:
-                bad += 1
-                print(f"{name}:{number}: {format_validation_error(exc, 'record')}", file=err)
-            except (RedOneError, ValueError, TypeError) as exc:
-                bad += 1
-                print(f"{name}:{number}: {exc}", file=err)
-    return good, bad
+class _LineReader:
+    """Parses the non-blank lines of a file one at a time as they are asked for; reports each bad one as
+    `FILE:LINE: reason` on stderr (invalid UTF-8, not JSON, too deeply nested, an invalid note, a line over
+    `MAX_LINE_BYTES`) and goes on with the next. `bad` counts them."""
+
+    def __init__(self, path: str, parse: Callable[[str, int], Any], err: IO[str]) -> None:
+        self._path, self._parse, self._err = path, parse, err
+        self._name = "<stdin>" if path == "-" else path
+        self.good = 0
+        self.bad = 0
+
+    def _reject(self, number: int, reason: str) -> None:
+        self.bad += 1
+        print(f"{self._name}:{number}: {reason}", file=self._err, flush=True)
+
+    def __iter__(self) -> Iterator[Any]:
+        with _open_input(self._path) as handle:
+            for number, raw in enumerate(_bounded_lines(handle), start=1):
+                if raw is None:
+                    self._reject(number, f"line longer than {MAX_LINE_BYTES} bytes; skipped")
+                    continue
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    self._reject(number, f"not UTF-8 at byte {exc.start}: {exc.reason}")
+                    continue
+                if number == 1:
+                    line = line.removeprefix("\ufeff")  # a byte-order mark some editors write
+                if not line.strip():
+                    continue
+                try:
+                    item = self._parse(line.rstrip("\r\n"), number)
+                except json.JSONDecodeError as exc:
+                    self._reject(number, f"not JSON: {exc.msg} at column {exc.colno}{_text_hint(line)}")
+                except RecursionError:
+                    self._reject(number, "JSON nested too deeply")
+                except ValidationError as exc:
+                    self._reject(number, format_validation_error(exc, "record"))
+                except (RedOneError, ValueError, TypeError) as exc:
+                    self._reject(number, str(exc))
+                else:
+                    self.good += 1
+                    yield item
+
+
+def _bounded_lines(handle: IO[bytes]) -> Iterator[bytes | None]:
+    """The lines of a binary file, each read whole only up to `MAX_LINE_BYTES` (None for a longer one, whose
+    rest is read and dropped in bounded pieces)."""
+    while line := handle.readline(MAX_LINE_BYTES + 1):
+        if len(line) > MAX_LINE_BYTES and not line.endswith(b"\n"):
+            while (rest := handle.readline(MAX_LINE_BYTES)) and not rest.endswith(b"\n"):
+                pass
+            yield None
+        else:
+            yield line
 
 
 def _text_hint(line: str) -> str:
@@ -89,42 +145,42 @@ def _parse_pair_line(line: str, _number: int) -> tuple[str, Note]:
         raise TypeError('expected {"query": "...", "note": {...note fields...}}')
     if not isinstance(value["query"], str) or not value["query"].strip():
         raise TypeError("query must be a non-empty string")
+    check_utf8(value["query"], "the query")
     if not isinstance(value["note"], dict):
         raise TypeError(f"note must be a JSON object, got {type(value['note']).__name__}")
     return value["query"], Note.model_validate(value["note"])
 
 
-def _write(results: list[Any], out: IO[str]) -> None:
-    for result in results:
+def _write_stream(results: Iterator[Any], out: IO[str], every: int) -> int:
+    """Write results as JSON lines as they come, flushing after every `every` (one streamed chunk); the count."""
+    count = 0
+    for count, result in enumerate(results, start=1):
         out.write(result.model_dump_json() + "\n")
+        if count % every == 0:
+            out.flush()
     out.flush()
-
-
-def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
+    return count
 
 
 def _moderate(args: argparse.Namespace) -> int:
     from redone_sdk.moderator import Moderator
 
     moderator = Moderator.load(args.bundle, policy=args.policy, options=options_from_args(args))
-    notes, bad = _read_lines(args.input, _parse_text_line if args.text else _parse_note_line, sys.stderr)
-    for chunk in _chunks([n for _, n in notes], 1024):
-        _write(moderator.classify_batch(chunk), sys.stdout)
+    reader = _LineReader(args.input, _parse_text_line if args.text else _parse_note_line, sys.stderr)
+    # streamed: a chunk of notes is read, scored and written before the next is read (bounded memory for any input)
+    moderated = _write_stream(moderator.classify_iter(reader), sys.stdout, moderator.chunk_size)
     if args.summary:
-        print(f"{len(notes)} notes moderated, {bad} bad lines", file=sys.stderr)
-    return EXIT_BAD_LINES if bad else EXIT_OK
+        print(f"{moderated} notes moderated, {reader.bad} bad lines", file=sys.stderr)
+    return EXIT_BAD_LINES if reader.bad else EXIT_OK
 
 
 def _match(args: argparse.Namespace) -> int:
     from redone_sdk.matcher import NoteQueryMatcher
 
     matcher = NoteQueryMatcher.load(args.bundle, options=options_from_args(args))
-    pairs, bad = _read_lines(args.input, _parse_pair_line, sys.stderr)
-    for chunk in _chunks([p for _, p in pairs], 256):
-        _write(matcher.score_pairs(chunk), sys.stdout)
-    return EXIT_BAD_LINES if bad else EXIT_OK
+    reader = _LineReader(args.input, _parse_pair_line, sys.stderr)
+    _write_stream(matcher.score_iter(reader), sys.stdout, matcher.chunk_size)
+    return EXIT_BAD_LINES if reader.bad else EXIT_OK
 
 
 def _bundle_info(args: argparse.Namespace) -> int:
@@ -145,7 +201,7 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="redone", description="Moderate notes and match them to queries, offline.")
+    parser = _Parser(prog="redone", description="Moderate notes and match them to queries, offline.")
     parser.add_argument("--version", action="version", version=f"redone-sdk {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -158,7 +214,9 @@ def build_parser() -> argparse.ArgumentParser:
         "a text as it stands. Blank lines are skipped. Bad lines are reported on stderr with their line number; "
         "the others are still moderated (exit 1).",
     )
-    moderate.add_argument("input", nargs="?", default="-", help="JSON-lines file, or - for stdin (default).")
+    moderate.add_argument(
+        "input", nargs="?", default="-", type=_input_file, help="JSON-lines file, or - for stdin (default)."
+    )
     moderate.add_argument(
         "--text",
         action="store_true",
@@ -174,7 +232,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="Score query-note pairs from JSON lines.",
         description='Read {"query": …, "note": {…}} per line, write one MatchResult per line.',
     )
-    match.add_argument("input", nargs="?", default="-", help="JSON-lines file, or - for stdin (default).")
+    match.add_argument(
+        "input", nargs="?", default="-", type=_input_file, help="JSON-lines file, or - for stdin (default)."
+    )
     _add_model_options(match)
     match.set_defaults(handler=_match)
 
@@ -209,11 +269,11 @@ def main(argv: list[str] | None = None) -> int:
     except RedOneError as exc:
         print(f"redone: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
-    except (FileNotFoundError, UnicodeDecodeError) as exc:
-        print(f"redone: error: {exc}", file=sys.stderr)
-        return EXIT_ERROR
     except BrokenPipeError:
         return EXIT_OK
+    except (OSError, UnicodeDecodeError) as exc:  # an unreadable input (permissions, a device error)
+        print(f"redone: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
     except ModuleNotFoundError as exc:
         print(
             f"redone: error: {exc.name} is not installed; this command needs one of redone-sdk's extras "
