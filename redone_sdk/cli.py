@@ -165,7 +165,7 @@ def _write_stream(results: Iterator[Any], out: IO[str], every: int) -> int:
 def _moderate(args: argparse.Namespace) -> int:
     from redone_sdk.moderator import Moderator
 
-    moderator = Moderator.load(args.bundle, policy=args.policy, options=options_from_args(args))
+    moderator = Moderator.load(args.bundle, policy=args.policy, options=options_from_args(args), **_trust(args))
     reader = _LineReader(args.input, _parse_text_line if args.text else _parse_note_line, sys.stderr)
     # streamed: a chunk of notes is read, scored and written before the next is read (bounded memory for any input)
     moderated = _write_stream(moderator.classify_iter(reader), sys.stdout, moderator.chunk_size)
@@ -177,26 +177,84 @@ def _moderate(args: argparse.Namespace) -> int:
 def _match(args: argparse.Namespace) -> int:
     from redone_sdk.matcher import NoteQueryMatcher
 
-    matcher = NoteQueryMatcher.load(args.bundle, options=options_from_args(args))
+    matcher = NoteQueryMatcher.load(args.bundle, options=options_from_args(args), **_trust(args))
     reader = _LineReader(args.input, _parse_pair_line, sys.stderr)
     _write_stream(matcher.score_iter(reader), sys.stdout, matcher.chunk_size)
     return EXIT_BAD_LINES if reader.bad else EXIT_OK
 
 
-def _bundle_info(args: argparse.Namespace) -> int:
-    from redone_sdk.bundle import Bundle, dump_manifest
+def _trust(args: argparse.Namespace) -> dict[str, Any]:
+    """`digest` and `public_key` for `*.load` from --bundle-digest and --bundle-public-key."""
+    return {"digest": args.bundle_digest, "public_key": args.bundle_public_key}
 
-    bundle = Bundle.load(args.bundle)
-    print(
-        dump_manifest(bundle.manifest)
-        if args.manifest
-        else f"{bundle.name} {bundle.version} at {bundle.path} (verified)"
-    )
+
+def _bundle_info(args: argparse.Namespace) -> int:
+    """`redone bundle [PATH]` verifies and describes; `redone bundle sign [PATH] --key K` writes bundle.sig;
+    `redone bundle keygen --key K --public-key P` makes an Ed25519 key pair."""
+    from redone_sdk.bundle import Bundle, dump_manifest
+    from redone_sdk.errors import InvalidInputError
+
+    action, rest = "show", list(args.target)
+    if rest and rest[0] in ("sign", "keygen"):
+        action = rest.pop(0)
+    if len(rest) > 1:
+        raise InvalidInputError(f"redone bundle takes one bundle, got {rest}")
+    path = rest[0] if rest else None
+    if action == "keygen":
+        return _keygen(args)
+    if action == "sign":
+        if not args.key:
+            raise InvalidInputError("redone bundle sign needs --key PRIVATE.pem (an Ed25519 key: redone bundle keygen)")
+        bundle = Bundle.load(path, digest=args.bundle_digest)
+        written = bundle.sign(args.key)
+        print(f"signed {bundle.name} {bundle.version} digest {bundle.digest}: {written}")
+        return EXIT_OK
+    bundle = Bundle.load(path, **_trust(args))
+    if args.manifest:
+        print(dump_manifest(bundle.manifest), end="")
+        return EXIT_OK
+    signed = ", signature valid" if args.bundle_public_key is not None else ""
+    print(f"{bundle.name} {bundle.version} at {bundle.path} (verified{signed})")
+    print(f"digest {bundle.digest}")
     return EXIT_OK
+
+
+def _keygen(args: argparse.Namespace) -> int:
+    import os
+
+    from redone_sdk.bundle.trust import generate_key_pair
+    from redone_sdk.errors import InvalidInputError
+
+    if not args.key or not args.public_key:
+        raise InvalidInputError("redone bundle keygen needs --key PRIVATE.pem and --public-key PUBLIC.pem to write")
+    private, public = generate_key_pair()
+    fd = os.open(args.key, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)  # never overwrite a key
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(private)
+    with open(args.public_key, "xb") as handle:
+        handle.write(public)
+    print(f"wrote {args.key} (private: keep it secret) and {args.public_key} (public: give it to who loads)")
+    return EXIT_OK
+
+
+def _add_trust_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--bundle-digest",
+        default=None,
+        metavar="SHA256",
+        help="Refuse the bundle unless its digest (`redone bundle` prints it) is this one.",
+    )
+    parser.add_argument(
+        "--bundle-public-key",
+        default=None,
+        metavar="PEM",
+        help="Refuse the bundle unless its bundle.sig is a valid Ed25519 signature by this public key.",
+    )
 
 
 def _add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bundle", default=None, help="Bundle directory (default: the bundle shipped with the SDK).")
+    _add_trust_options(parser)
     add_inference_args(parser)
 
 
@@ -238,9 +296,20 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_options(match)
     match.set_defaults(handler=_match)
 
-    info = commands.add_parser("bundle", help="Verify a bundle and show what it is.")
-    info.add_argument("bundle", nargs="?", default=None, help="Bundle directory (default: the shipped one).")
+    info = commands.add_parser(
+        "bundle",
+        help="Verify a bundle and show what it is and its digest; sign it; make a signing key.",
+        usage="redone bundle [sign | keygen] [BUNDLE] [options]",
+        description="`redone bundle [BUNDLE]` verifies a bundle (default: the shipped one) and prints its name, "
+        "version and digest; `redone bundle sign [BUNDLE] --key PRIVATE.pem` writes BUNDLE/bundle.sig, an Ed25519 "
+        "signature of the digest; `redone bundle keygen --key PRIVATE.pem --public-key PUBLIC.pem` makes a key "
+        "pair. See docs/bundles.md.",
+    )
+    info.add_argument("target", nargs="*", metavar="BUNDLE", help="Bundle directory or name (default: shipped one).")
     info.add_argument("--manifest", action="store_true", help="Print the whole manifest.")
+    info.add_argument("--key", default=None, metavar="PEM", help="sign: the Ed25519 private key; keygen: its path.")
+    info.add_argument("--public-key", default=None, metavar="PEM", help="keygen: where to write the public key.")
+    _add_trust_options(info)
     info.set_defaults(handler=_bundle_info)
 
     for entry in sorted(entry_points(group="redone_sdk.cli"), key=lambda e: e.name):

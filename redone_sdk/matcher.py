@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from typing_extensions import Unpack
@@ -66,12 +67,14 @@ class NoteQueryMatcher(BundleTaskModel):
         *,
         options: InferenceOptions | None = None,
         template: Bundle | str | Path | None = None,
+        digest: str | None = None,
+        public_key: Any = None,
         **overrides: Unpack[InferenceOverrides],
     ) -> NoteQueryMatcher:
         """Load a bundle (`None`: the shipped one) or a plain checkpoint directory with `template`'s tasks;
-        options and keywords as in `Moderator.load`."""
+        options, keywords, `digest` and `public_key` as in `Moderator.load`."""
         options = InferenceOptions.build(options, **overrides)
-        return cls(resolve_bundle(bundle, template), options=options)
+        return cls(resolve_bundle(bundle, template, digest=digest, public_key=public_key), options=options)
 
     def score(self, query: str, note: NoteLike) -> MatchResult:
         return self.score_pairs([(query, note)])[0]

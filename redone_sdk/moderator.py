@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from typing_extensions import Unpack
@@ -32,9 +33,10 @@ class Moderator(BundleTaskModel):
         self._safe_index = self._labels.index(task.safe_label or "")
         self.categories: tuple[str, ...] = tuple(n for n in self._labels if n != task.safe_label)
         if policy is None:
-            if bundle.policy_path is None:
+            policy_bytes = bundle.policy_bytes()  # the verified bytes, never the file reopened
+            if policy_bytes is None:
                 raise BundleFormatError(f"bundle {bundle.name} ships no default policy; pass policy=")
-            policy = Policy.load(bundle.policy_path)
+            policy = Policy.from_json(policy_bytes, where=f"policy {bundle.policy_path}")
         policy.check_categories(self.categories)
         self._policy = policy
 
@@ -46,18 +48,22 @@ class Moderator(BundleTaskModel):
         policy: Policy | str | Path | None = None,
         options: InferenceOptions | None = None,
         template: Bundle | str | Path | None = None,
+        digest: str | None = None,
+        public_key: Any = None,
         **overrides: Unpack[InferenceOverrides],
     ) -> Moderator:
         """Load a bundle (`None`: the default one shipped with the SDK) and optionally a policy file.
 
         `bundle` may also be a plain Hugging Face checkpoint directory (run with PyTorch); its tasks and
         policy then come from `template` (default: the shipped bundle). How it runs: `options`, with each
-        keyword given (not None) put in place of that `InferenceOptions` field.
+        keyword given (not None) put in place of that `InferenceOptions` field. `digest` pins the bundle digest
+        and `public_key` (Ed25519 PEM) requires a valid `bundle.sig` (docs/bundles.md): else BundleIntegrityError.
         """
         options = InferenceOptions.build(options, **overrides)
         if policy is not None and not isinstance(policy, Policy):
             policy = Policy.load(policy)
-        return cls(resolve_bundle(bundle, template), policy=policy, options=options)
+        resolved = resolve_bundle(bundle, template, digest=digest, public_key=public_key)
+        return cls(resolved, policy=policy, options=options)
 
     @property
     def policy(self) -> Policy:

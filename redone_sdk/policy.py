@@ -10,7 +10,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from redone_sdk.errors import ModelOutputError, PolicyError
+from redone_sdk.bundle.trust import MAX_POLICY_BYTES, load_json, read_regular_file
+from redone_sdk.errors import ModelOutputError, PolicyError, RedOneError
 from redone_sdk.schemas import Action, format_validation_error
 
 __all__ = ["CategoryRule", "InvalidOutputAction", "Policy"]
@@ -26,9 +27,10 @@ class CategoryRule(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    review: float = Field(ge=0.0, le=1.0, description="Score from which a note is sent to review.")
+    # strict: a bool or a numeric string is refused (JSON `true` once became a threshold of 1.0: never review)
+    review: float = Field(strict=True, ge=0.0, le=1.0, description="Score from which a note is sent to review.")
     block: float | None = Field(
-        default=None, ge=0.0, le=1.0, description="Score from which a note is blocked; None never blocks."
+        default=None, strict=True, ge=0.0, le=1.0, description="Score from which a note is blocked; None never blocks."
     )
 
     @model_validator(mode="after")
@@ -68,17 +70,27 @@ class Policy(BaseModel):
 
     @classmethod
     def load(cls, path: str | Path) -> Policy:
-        """Read a policy from a JSON file."""
+        """Read a policy from a JSON file (at most `MAX_POLICY_BYTES`, nested at most `MAX_JSON_DEPTH` deep)."""
         path = Path(path)
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            data = read_regular_file(path, limit=MAX_POLICY_BYTES, what="policy file", error=PolicyError)
         except FileNotFoundError:
             raise PolicyError(f"policy file {path} does not exist") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise PolicyError(f"policy file {path} is not valid JSON: {exc}") from None
-        if not isinstance(data, dict):
-            raise PolicyError(f"policy file {path} must hold a JSON object")
-        return cls.from_dict(data)
+        except RedOneError as exc:  # a link where a regular file belongs
+            raise PolicyError(str(exc)) from None
+        return cls.from_json(data, where=f"policy file {path}")
+
+    @classmethod
+    def from_json(cls, data: bytes | str, *, where: str = "policy") -> Policy:
+        """A policy from JSON text, bounded in size and depth, its numbers strict: `true` or `"0.5"` is refused
+        where a threshold belongs, never read as 1.0 or 0.5."""
+        raw = data.encode("utf-8") if isinstance(data, str) else data
+        if len(raw) > MAX_POLICY_BYTES:
+            raise PolicyError(f"{where} has {len(raw):,} bytes; at most {MAX_POLICY_BYTES:,}")
+        parsed = load_json(raw, what=where, error=PolicyError)
+        if not isinstance(parsed, dict):
+            raise PolicyError(f"{where} must hold a JSON object")
+        return cls.from_dict(parsed)
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(self.to_json() + "\n", encoding="utf-8")

@@ -132,12 +132,16 @@ def coerce_note(value: NoteLike, *, index: int | None = None) -> Note:
 
 
 class ModelInfo(BaseModel):
-    """Which bundle produced a result."""
+    """Which bundle produced a result: its name, version and (bundles loaded from a manifest) digest."""
 
     model_config = ConfigDict(frozen=True)
 
     name: str
     version: str
+    digest: str | None = Field(
+        default=None,
+        description="The bundle digest (SHA-256 over manifest.json and every file, docs/bundles.md); what pins it.",
+    )
 
 
 class ModerationResult(BaseModel):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import ClassVar, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from redone_sdk.bundle import Bundle
 from redone_sdk.bundle.manifest import TaskKind
@@ -42,13 +42,25 @@ def chunked(items: Iterable[T], size: int) -> Iterator[list[T]]:
         yield chunk
 
 
-def resolve_bundle(bundle: Bundle | str | Path | None, template: Bundle | str | Path | None = None) -> Bundle:
-    """A bundle directory, or a plain Hugging Face checkpoint directory wrapped with `template`'s tasks."""
+def resolve_bundle(
+    bundle: Bundle | str | Path | None,
+    template: Bundle | str | Path | None = None,
+    *,
+    digest: str | None = None,
+    public_key: Any = None,
+) -> Bundle:
+    """A bundle directory, or a plain Hugging Face checkpoint directory wrapped with `template`'s tasks; refused
+    unless its digest is `digest` and its signature verifies with `public_key` (each when given)."""
     if isinstance(bundle, Bundle):
-        return bundle
-    if bundle is not None and not (Path(bundle) / "manifest.json").exists() and (Path(bundle) / "config.json").exists():
-        return Bundle.from_checkpoint(bundle, template)
-    return Bundle.load(bundle)
+        resolved = bundle
+    elif (
+        bundle is not None and not (Path(bundle) / "manifest.json").exists() and (Path(bundle) / "config.json").exists()
+    ):
+        resolved = Bundle.from_checkpoint(bundle, template)
+    else:
+        return Bundle.load(bundle, digest=digest, public_key=public_key)
+    resolved.check(digest=digest, public_key=public_key)
+    return resolved
 
 
 class BundleTaskModel:
@@ -65,7 +77,7 @@ class BundleTaskModel:
         self._options = options or InferenceOptions()
         backend = open_backend(bundle, self._options)
         self._engine = TaskEngine(bundle, self._task_name, backend, self._options.batch_size)
-        self._model = ModelInfo(name=bundle.name, version=bundle.version)
+        self._model = ModelInfo(name=bundle.name, version=bundle.version, digest=bundle.digest)
 
     @property
     def bundle(self) -> Bundle:

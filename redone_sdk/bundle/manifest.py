@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 from pathlib import PurePosixPath
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 __all__ = [
     "FORMAT_VERSION",
     "MANIFEST_FILE",
+    "MAX_SEQUENCE_LENGTH",
     "LabelSpec",
     "TaskSpec",
     "TokenizerSpec",
@@ -23,6 +24,9 @@ __all__ = [
 
 FORMAT_VERSION = 1
 MANIFEST_FILE = "manifest.json"
+# Most tokens one prompt may have: far above any bundle's (128-384) yet small enough that a manifest cannot make
+# the encoder and ONNX Runtime allocate for a billion-token sequence.
+MAX_SEQUENCE_LENGTH = 8192
 
 TaskKind = Literal["moderation", "matching"]
 
@@ -31,6 +35,8 @@ def _relative_file(name: str) -> str:
     path = PurePosixPath(name)
     if path.is_absolute() or ".." in path.parts or name.strip() != name or not name:
         raise ValueError(f"bundle file names must be relative paths inside the bundle, got {name!r}")
+    if any(ord(c) < 0x20 or c == "\x7f" for c in name):  # one name per line in the bundle digest's listing
+        raise ValueError(f"bundle file names must not contain control characters, got {name!r}")
     return name
 
 
@@ -59,10 +65,12 @@ class TaskSpec(_Frozen):
     template: str = Field(description="Prompt with `{field}` slots; it ends where the answer begins.")
     fields: tuple[str, ...] = Field(description="Slots of the template, in order of appearance.")
     truncate_field: str = Field(description="The slot cut (keeping its head) when the prompt is too long.")
-    field_max_tokens: dict[str, int] = Field(
+    field_max_tokens: dict[str, Annotated[int, Field(ge=0, le=MAX_SEQUENCE_LENGTH)]] = Field(
         default_factory=dict, description="Caps on other slots, applied before the truncated slot is sized."
     )
-    max_length: int = Field(gt=8, description="Most tokens the model reads for one prompt.")
+    max_length: int = Field(
+        gt=8, le=MAX_SEQUENCE_LENGTH, description="Most tokens the model reads for one prompt (at most 8192)."
+    )
     labels: tuple[LabelSpec, ...] = Field(min_length=2)
     safe_label: str | None = Field(default=None, description="Moderation: the label meaning `not harmful`.")
     temperature: float = Field(

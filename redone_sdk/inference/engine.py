@@ -38,8 +38,11 @@ def open_backend(bundle: Bundle, options: InferenceOptions) -> ScoringBackend:
             on_cpu = choose_providers(options.providers)[0] == "CPUExecutionProvider"
             workers = usable_cores() if on_cpu and options.intra_op_threads is None else 1
         intra_op_threads = options.intra_op_threads or (1 if workers > 1 else None)
+        # ONNX Runtime gets the graph's verified bytes (and its external data's), once onnx_backend takes them
+        verified = {"verified": bundle.verified_graph(spec.file)} if _takes_verified(shared_scorer) else {}
         return shared_scorer(
             bundle.file(spec.file),
+            **verified,
             prefix_cache=bundle.file(spec.prefix_cache) if spec.prefix_cache else None,
             providers=options.providers,
             intra_op_threads=intra_op_threads,
@@ -56,6 +59,13 @@ def open_backend(bundle: Bundle, options: InferenceOptions) -> ScoringBackend:
     return TorchScorer(
         bundle.path / manifest.checkpoint, token_ids, dtype=options.torch_dtype, threads=options.intra_op_threads
     )
+
+
+def _takes_verified(scorer_factory: object) -> bool:
+    """Whether `shared_scorer` accepts `verified=` (a `VerifiedGraph`) to build its session from memory."""
+    import inspect
+
+    return "verified" in inspect.signature(scorer_factory).parameters  # type: ignore[arg-type]
 
 
 def usable_cores() -> int:
@@ -99,7 +109,8 @@ class TaskEngine:
 
     def __init__(self, bundle: Bundle, task_name: str, backend: ScoringBackend, batch_size: int) -> None:
         self.task: TaskSpec = bundle.manifest.tasks[task_name]
-        tokenizer = load_tokenizer(bundle.file(bundle.manifest.tokenizer.file))
+        name = bundle.manifest.tokenizer.file  # built from the verified bytes: a file changed since is never read
+        tokenizer = load_tokenizer(bundle.read_verified(name), where=str(bundle.file(name)))
         self.encoder = PromptEncoder(tokenizer, self.task, bundle.manifest.tokenizer.special_tokens)
         self._pad_id = bundle.manifest.tokenizer.pad_token_id
         self.columns = np.array([label.column for label in self.task.labels])
