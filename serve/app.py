@@ -21,7 +21,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from redone_sdk import __version__
-from redone_sdk.errors import InvalidInputError, RedOneError
+from redone_sdk.errors import InvalidInputError, ModelOutputError, RedOneError
 from redone_sdk.matcher import NoteQueryMatcher
 from redone_sdk.moderator import Moderator
 from redone_sdk.policy import Policy
@@ -33,6 +33,7 @@ from .errors import (
     BadRequestError,
     DatabaseUnavailableError,
     HTTPError,
+    InvalidModelOutputError,
     NotFoundError,
     UnavailableError,
     UnprocessableError,
@@ -211,6 +212,11 @@ def create_app(
     async def _unexpected(_request: Request, exc: Exception) -> Response:
         _log.error("internal error: %s", type(exc).__name__)
         return _error_response(HTTPError("internal error; see the service's log"), metrics)
+
+    @app.exception_handler(ModelOutputError)
+    async def _model_output(_request: Request, exc: ModelOutputError) -> Response:
+        _log.error("classification failed closed: %s", exc)
+        return _error_response(InvalidModelOutputError(f"the model's output is not usable: {exc}"), metrics)
 
     @app.exception_handler(RedOneError)
     async def _sdk_error(_request: Request, exc: RedOneError) -> Response:

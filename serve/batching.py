@@ -4,8 +4,10 @@
 more until the pass holds `max_batch` notes or `max_wait_ms` have passed since it started gathering, and runs
 the pass on a thread (the event loop keeps accepting requests meanwhile). It waits only while the HTTP layer
 holds other requests than those gathered (`arriving`), so a lone client pays no wait. Each request gets its
-own slice of the results back. Requests whose caller is gone before their pass starts are skipped. `DirectRunner` is the
-same interface without gathering: one pass per request, on a thread pool (the baseline of the benchmark).
+own slice of the results back; when a note's model output is not finite (`ModelOutputError`), each request of
+the pass is rescored alone, so only the request holding that note gets the error. Requests whose caller is gone
+before their pass starts are skipped. `DirectRunner` is the same interface without gathering: one pass per
+request, on a thread pool (the baseline of the benchmark).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+from redone_sdk.errors import ModelOutputError
 from redone_sdk.schemas import ModerationResult, Note
 
 from .errors import QueueFullError, ShuttingDownError
@@ -148,6 +151,19 @@ class Batcher(Runner):
                 break
         return batch
 
+    async def _run_alone(self, request: _Request) -> None:
+        """One request's notes in a pass of their own, its result or error set on its future."""
+        if request.future.done():
+            return
+        try:
+            part = await asyncio.get_running_loop().run_in_executor(self._executor, self._run_pass, list(request.notes))
+        except Exception as exc:
+            if not request.future.done():
+                request.future.set_exception(exc)
+        else:
+            if not request.future.done():
+                request.future.set_result(part)
+
     def _more_coming(self, gathered: int) -> bool:
         """Whether the HTTP layer holds requests besides those gathered: ones on their way in, or just answered
         (their clients tend to send the next one at once). Without any, waiting only adds latency (a lone client)."""
@@ -173,6 +189,14 @@ class Batcher(Runner):
             self._metrics.batch_requests.observe(len(live))
             try:
                 results = await loop.run_in_executor(self._executor, self._run_pass, notes)
+            except ModelOutputError as exc:
+                # a note's output was not finite: only its request fails; the others' notes are rescored alone
+                for request in live:
+                    if len(live) > 1:
+                        await self._run_alone(request)
+                    elif not request.future.done():
+                        request.future.set_exception(exc)
+                continue
             except Exception as exc:  # handed to every request of the pass, which answers it
                 for request in live:
                     if not request.future.done():

@@ -16,6 +16,7 @@ __all__ = [
     "BodyTimeoutError",
     "DatabaseUnavailableError",
     "HTTPError",
+    "InvalidModelOutputError",
     "NotFoundError",
     "PayloadTooLargeError",
     "QueueFullError",
@@ -107,3 +108,11 @@ class UnavailableError(HTTPError):
 
 class ShuttingDownError(UnavailableError):
     code = "shutting_down"
+
+
+class InvalidModelOutputError(HTTPError):
+    """The model's scores for a note were not finite (NaN, infinity) and the policy says error: no verdict is
+    given rather than a wrong `allow` (the SDK's `ModelOutputError`; a policy with on_invalid_output=review
+    answers such notes with `review` instead)."""
+
+    status, type, code = 500, "server_error", "model_output_error"
