@@ -23,6 +23,7 @@ DeadLetterReason = Literal[
     "missing_fields",  # a JSON object without a required field (note_id)
     "invalid_schema",  # JSON that is not a valid Note: wrong types, unknown fields, not an object, empty text
     "classify_error",  # a valid note the classifier failed on (the error callback chose to skip it)
+    "model_output",  # a valid note whose model scores were not finite (NaN, infinity): no verdict, fail closed
 ]
 REASONS: tuple[str, ...] = get_args(DeadLetterReason)
 

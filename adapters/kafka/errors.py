@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
-from redone_sdk.errors import InvalidInputError, RedOneError
+from redone_sdk.errors import InvalidInputError, ModelOutputError, RedOneError
 
 from .records import OutRecord, SourceRecord
 
@@ -61,8 +61,9 @@ and counted when it cannot be produced), False stops the stream by raising."""
 
 
 def default_on_error(error: Exception, context: ErrorContext) -> bool:
-    """Skip notes the classifier rejects as invalid input; stop on anything else (a broken model, a bug).
+    """Skip notes the classifier rejects as invalid input, or whose model output is not finite (a `model_output`
+    dead letter: fail closed, never a verdict); stop on anything else (a broken model, a bug).
 
     Stopping is the safe default for systemic failures: offsets are not committed, so a restart redoes the work.
     """
-    return isinstance(error, InvalidInputError)
+    return isinstance(error, InvalidInputError | ModelOutputError)

@@ -12,10 +12,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from redone_sdk.errors import ModelOutputError
 from redone_sdk.schemas import ModerationResult, Note
 
 from .clients import output_message_limit
-from .codec import Rejection, decode_note
+from .codec import DeadLetterReason, Rejection, decode_note
 from .errors import ClassificationError, ErrorCallback, ErrorContext
 from .logs import log_event
 from .metrics import StreamMetrics
@@ -107,7 +108,8 @@ class BatchProcessor:
                         f"classifying note {note.note_id!r} ({record.topic}[{record.partition}]@{record.offset}) "
                         f"failed: {error!r}"
                     ) from error
-                outcomes.append(Rejection("classify_error", f"{type(error).__name__}: {error}"))
+                reason: DeadLetterReason = "model_output" if isinstance(error, ModelOutputError) else "classify_error"
+                outcomes.append(Rejection(reason, f"{type(error).__name__}: {error}"))
         return outcomes
 
     def _checked(self, notes: list[Note]) -> Sequence[ModerationResult]:
