@@ -49,4 +49,14 @@ class PolicyError(RedOneError, ValueError):
 
 class ModelOutputError(RedOneError):
     """The model gave a non-finite score (NaN or infinity) for a note: no verdict can be trusted, so none is
-    given (a policy with `"on_invalid_output": "review"` sends such notes to review instead)."""
+    given (a policy with `"on_invalid_output": "review"` sends such notes to review instead).
+
+    `index` (the note's position in the call), `note_id` and `task` say which, when known."""
+
+    def __init__(
+        self, message: str, *, index: int | None = None, note_id: str | None = None, task: str | None = None
+    ) -> None:
+        super().__init__(message)
+        self.index = index
+        self.note_id = note_id
+        self.task = task

@@ -104,7 +104,10 @@ class NoteQueryMatcher(BundleTaskModel):
             if not (np.isfinite(row).all() and np.isfinite(value)):
                 raise ModelOutputError(
                     f"the model's output for pair at index {start + i} (note_id {note.note_id!r}) of task "
-                    f"{self._task_name!r} is not finite ({dict(zip(self._grades, row.tolist(), strict=True))})"
+                    f"{self._task_name!r} is not finite ({dict(zip(self._grades, row.tolist(), strict=True))})",
+                    index=start + i,
+                    note_id=note.note_id,
+                    task=self._task_name,
                 )
             results.append(
                 MatchResult(

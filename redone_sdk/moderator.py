@@ -127,7 +127,10 @@ class Moderator(BundleTaskModel):
                 raise ModelOutputError(
                     f"the model's output for note at index {start + index} (note_id {note.note_id!r}) of task "
                     f"{self._task_name!r} is not finite ({dict(zip(self._labels, row.tolist(), strict=True))}); "
-                    "refusing to moderate it (set the policy's on_invalid_output to 'review' to review such notes)"
+                    "refusing to moderate it (set the policy's on_invalid_output to 'review' to review such notes)",
+                    index=start + index,
+                    note_id=note.note_id,
+                    task=self._task_name,
                 )
             label, action = self._policy.decide(scores) if ok else (self._first_invalid(row), "review")
             results.append(

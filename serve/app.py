@@ -215,8 +215,14 @@ def create_app(
 
     @app.exception_handler(ModelOutputError)
     async def _model_output(_request: Request, exc: ModelOutputError) -> Response:
-        _log.error("classification failed closed: %s", exc)
-        return _error_response(InvalidModelOutputError(f"the model's output is not usable: {exc}"), metrics)
+        # no note id or text in the log (only --log-notes logs notes); the answer names the input's position
+        _log.error("classification failed closed: the model's output was not finite (task %s)", exc.task)
+        where = "a note" if exc.index is None else f"input[{exc.index}]"
+        message = (
+            f"the model's output for {where} is not finite (NaN or infinity): no verdict is given rather than a "
+            "wrong one; the model may be corrupted (a policy with on_invalid_output=review answers review instead)"
+        )
+        return _error_response(InvalidModelOutputError(message, param="input"), metrics)
 
     @app.exception_handler(RedOneError)
     async def _sdk_error(_request: Request, exc: RedOneError) -> Response:

@@ -73,8 +73,9 @@ def test_a_non_finite_output_is_a_500_model_output_error(
         assert answer.status_code == 500, (path, answer.text)
         error = answer.json()["error"]
         assert (error["code"], error["type"]) == ("model_output_error", "server_error")
-        assert "not finite" in error["message"]
+        assert "not finite" in error["message"] and "'bad'" not in error["message"]  # positions, never values
     assert service.metric("redone_serve_errors_total", kind="model_output_error") >= 3
+    assert "input[1]" in service.post("/v1/classify", {"input": [CLEAN, BAD]}, key=key).json()["error"]["message"]
 
 
 def test_a_reviewing_policy_answers_review_never_allow(db_url: str, moderator: Moderator, tmp_path: Path) -> None:
