@@ -8,6 +8,7 @@ counterpart keep their own names as extra keys, so nothing the model says is hid
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 
 from redone_sdk.policy import Policy
@@ -60,6 +61,9 @@ class CategoryMap:
         flags = dict.fromkeys(self.names, False)
         for category, score in result.scores.items():
             name = self.to_openai.get(category, category)
+            if not math.isfinite(score):  # an invalid output sent to review: flagged, its score left unknown (0.0)
+                flags[name] = True
+                continue
             scores[name] = max(scores[name], score)
             flags[name] = flags[name] or policy.rule_for(category).action(score) != "allow"
         return OpenAIModeration(
@@ -68,6 +72,10 @@ class CategoryMap:
             category_scores=scores,
             category_applied_input_types={name: ["text"] if name in self.modelled else [] for name in self.names},
             redone=RedOneVerdict(
-                label=result.label, action=result.action, scores=result.scores, truncated=result.truncated
+                label=result.label,
+                action=result.action,
+                scores=result.scores,
+                truncated=result.truncated,
+                invalid_output=result.invalid_output,
             ),
         )

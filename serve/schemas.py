@@ -91,6 +91,9 @@ class RedOneVerdict(BaseModel):
     action: Action
     scores: dict[str, float] = Field(description="Scores under the bundle's own category names.")
     truncated: bool
+    invalid_output: bool = Field(
+        default=False, description="The model's scores were not finite; the policy sent the note to review."
+    )
 
 
 class OpenAIModeration(BaseModel):

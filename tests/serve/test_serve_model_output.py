@@ -98,6 +98,11 @@ def test_a_reviewing_policy_answers_review_never_allow(db_url: str, moderator: M
         assert clean["invalid_output"] is False
         assert (bad["action"], bad["flagged"], bad["invalid_output"]) == ("review", True, True)
         assert all(v is None for v in bad["scores"].values())
+        # OpenAI's shape: flagged, the categories whose score is unknown flagged, scores still numbers
+        (openai,) = service.post("/v1/moderations", {"input": BAD["content"]}, key=key).json()["results"]
+        assert openai["flagged"] is True and openai["redone"]["invalid_output"] is True
+        assert openai["categories"]["harassment"] is True and openai["redone"]["action"] == "review"
+        assert all(isinstance(v, float) for v in openai["category_scores"].values())
         # a named policy that errors on invalid output still fails closed for that request
         refused = service.post("/v1/classify", {"input": [BAD], "policy": "strict"}, key=key)
         assert refused.status_code == 500 and refused.json()["error"]["code"] == "model_output_error"
