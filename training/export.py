@@ -127,10 +127,12 @@ def export_generation_graph(model_dir: Path, out_dir: Path) -> Path:
 
 
 def quantize_int8(fp32_file: Path, out_file: Path, *, keep_fp32: Sequence[str] = ()) -> Path:
-    """Dynamic int8 quantization of the MatMul weights (activations quantized on the fly), except the MatMuls of
-    the parts named in `keep_fp32` (see `int8_fallbacks`), which stay float32."""
+    """Dynamic int8 quantization of the MatMul weights (activations quantized on the fly, a scale per row:
+    `row_scales`), except the MatMuls of the parts named in `keep_fp32` (see `int8_fallbacks`), which stay float32."""
     from onnx import TensorProto
     from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    from redone_sdk.training.row_scales import use_row_scales_in_file
 
     logging.getLogger().setLevel(max(logging.getLogger().level, logging.WARNING))  # quantizer logs on root
 
@@ -141,9 +143,11 @@ def quantize_int8(fp32_file: Path, out_file: Path, *, keep_fp32: Sequence[str] =
         weight_type=QuantType.QInt8,
         op_types_to_quantize=["MatMul"],
         nodes_to_exclude=sorted(node for node, part in parts.items() if part in set(keep_fp32)),
-        # The fused graph's contrib operators have no ONNX shape inference: their outputs are float32.
-        extra_options={"DefaultTensorType": TensorProto.FLOAT},
+        # The fused graph's contrib operators have no ONNX shape inference: their outputs are float32. Only
+        # MatMuls with a weight: one activation times another stays float, so rows can get their own scales.
+        extra_options={"DefaultTensorType": TensorProto.FLOAT, "MatMulConstBOnly": True},
     )
+    use_row_scales_in_file(Path(out_file))
     return out_file
 
 

@@ -165,14 +165,74 @@ def test_int8_is_small_int8_throughout_and_agrees(fp32_graph: Path, int8_graph: 
     tables = [t for t in graph.initializer if t.dims and t.dims[0] == vocab]
     assert [t.data_type for t in tables if len(t.dims) == 2 and t.dims[1] > 1] == [TensorProto.INT8]
     ops = [n.op_type for n in graph.node]
-    assert "EmbedLayerNormalization" not in ops and "Attention" not in ops and "QAttention" in ops
-    assert ops.count("MatMulInteger") >= 6  # layer 0: output and FFN; layer 1: q, k, v, output, FFN
+    assert "EmbedLayerNormalization" not in ops and "Attention" not in ops and "MultiHeadAttention" in ops
+    # per-row scales: no per-batch quantizer, no QAttention (its input scale is one scalar)
+    assert "DynamicQuantizeLinear" not in ops and "QAttention" not in ops
+    # layer 0: qkv, output and FFN (4); layer 1 on the picked token: q, k, v, output, FFN (6)
+    assert ops.count("MatMulIntegerToFloat") >= 10
 
     expected = _run(_session(fp32_graph), prompts)
     got = _run(_session(int8_graph), prompts)
-    agreement = float((got.argmax(axis=1) == expected.argmax(axis=1)).mean())
-    assert agreement >= 0.9, agreement
-    assert float(np.abs(got - expected).max()) < 0.25 * float(np.abs(expected).max())
+    scale = float(np.abs(expected).max())
+    # the random head leaves some prompts' top two logits 0.01 apart: only a clear winner must be kept
+    top_two = np.sort(expected, axis=1)[:, -2:]
+    clear = top_two[:, 1] - top_two[:, 0] > 0.1 * scale
+    assert clear.sum() >= len(prompts) // 3
+    assert (got.argmax(axis=1) == expected.argmax(axis=1))[clear].all()
+    assert float(np.abs(got - expected).max()) < 0.25 * scale
+    assert float(np.abs(got - expected).mean()) < 0.03 * scale
+
+
+def test_int8_scores_do_not_depend_on_batch_mates(fp32_graph: Path, int8_graph: Path, prompts, tmp_path: Path) -> None:
+    """Each prompt alone, and in batches of other sizes, orders and paddings: the same logits (issue #20 point 11).
+    The graph `quantize_dynamic` makes (one activation scale per batch) fails this; the test checks it does."""
+    from onnx import TensorProto
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    def spread(graph: Path) -> float:
+        session = _session(graph)
+        together = _run(session, prompts)
+        alone = np.vstack([_run(session, [p]) for p in prompts])
+        order = np.random.default_rng(0).permutation(len(prompts))
+        shuffled = np.empty_like(together)
+        for chunk in np.array_split(order, 3):  # batches of other mates and other padded widths
+            shuffled[chunk] = _run(session, [prompts[i] for i in chunk])
+        return max(float(np.abs(alone - together).max()), float(np.abs(shuffled - together).max()))
+
+    per_batch = tmp_path / "per-batch.onnx"
+    quantize_dynamic(
+        str(fp32_graph),
+        str(per_batch),
+        weight_type=QuantType.QInt8,
+        op_types_to_quantize=["MatMul", "Attention"],
+        per_channel=True,
+        extra_options={"MatMulConstBOnly": True, "DefaultTensorType": TensorProto.FLOAT},
+    )
+    scale = float(np.abs(_run(_session(fp32_graph), prompts)).max())
+    assert spread(per_batch) > 1e-3 * scale  # what the rewrite is for
+    assert spread(int8_graph) < 1e-5 * scale
+
+
+def test_row_scales_refuses_what_it_does_not_know(int8_graph: Path) -> None:
+    import onnx
+    from onnx import helper
+
+    from redone_sdk.training.row_scales import RowScaleError, use_row_scales
+
+    model = onnx.load(str(int8_graph))
+    assert use_row_scales(model) == {"DynamicQuantizeLinear": 0, "MatMulInteger": 0, "QAttention": 0}  # idempotent
+    x = helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [2, 4])
+    graph = helper.make_graph(
+        [
+            helper.make_node("DynamicQuantizeLinear", ["x"], ["q", "s", "z"], "dql"),
+            helper.make_node("ConvInteger", ["q", "w", "z"], ["y"], "conv"),
+        ],
+        "g",
+        [x],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.INT32, None)],
+    )
+    with pytest.raises(RowScaleError, match="ConvInteger"):
+        use_row_scales(helper.make_model(graph))
 
 
 def test_keep_fp32_nodes_stay_float(fp32_graph: Path, tmp_path: Path) -> None:
@@ -192,7 +252,7 @@ def test_keep_fp32_nodes_stay_float(fp32_graph: Path, tmp_path: Path) -> None:
         assert weight in floats, name
     # the other layer is quantized
     quantized = [n for n in model.graph.node if n.name.startswith("/bert/encoder/layer.1/")]
-    assert any(n.op_type == "MatMulInteger" for n in quantized)
+    assert any(n.op_type == "MatMulIntegerToFloat" for n in quantized)
     assert not any(n.op_type == "MatMul" and n.input[1] in floats for n in quantized)
     assert out.stat().st_size > 2 * bg.quantize_bert_int8(fp32_graph, tmp_path / "all.onnx").stat().st_size
     with pytest.raises(bg.BertGraphError, match="no nodes"):
