@@ -23,7 +23,7 @@ from redone_sdk.errors import RedOneError
 from redone_sdk.inference.options import add_inference_args, options_from_args
 from redone_sdk.schemas import Note, check_utf8, coerce_note, format_validation_error
 
-__all__ = ["main", "build_parser"]
+__all__ = ["add_bundle_trust_args", "build_parser", "bundle_trust_from_args", "main"]
 
 EXIT_OK, EXIT_BAD_LINES, EXIT_ERROR = 0, 1, 2
 
@@ -165,7 +165,9 @@ def _write_stream(results: Iterator[Any], out: IO[str], every: int) -> int:
 def _moderate(args: argparse.Namespace) -> int:
     from redone_sdk.moderator import Moderator
 
-    moderator = Moderator.load(args.bundle, policy=args.policy, options=options_from_args(args), **_trust(args))
+    moderator = Moderator.load(
+        args.bundle, policy=args.policy, options=options_from_args(args), **bundle_trust_from_args(args)
+    )
     reader = _LineReader(args.input, _parse_text_line if args.text else _parse_note_line, sys.stderr)
     # streamed: a chunk of notes is read, scored and written before the next is read (bounded memory for any input)
     moderated = _write_stream(moderator.classify_iter(reader), sys.stdout, moderator.chunk_size)
@@ -177,13 +179,13 @@ def _moderate(args: argparse.Namespace) -> int:
 def _match(args: argparse.Namespace) -> int:
     from redone_sdk.matcher import NoteQueryMatcher
 
-    matcher = NoteQueryMatcher.load(args.bundle, options=options_from_args(args), **_trust(args))
+    matcher = NoteQueryMatcher.load(args.bundle, options=options_from_args(args), **bundle_trust_from_args(args))
     reader = _LineReader(args.input, _parse_pair_line, sys.stderr)
     _write_stream(matcher.score_iter(reader), sys.stdout, matcher.chunk_size)
     return EXIT_BAD_LINES if reader.bad else EXIT_OK
 
 
-def _trust(args: argparse.Namespace) -> dict[str, Any]:
+def bundle_trust_from_args(args: argparse.Namespace) -> dict[str, Any]:
     """`digest` and `public_key` for `*.load` from --bundle-digest and --bundle-public-key."""
     return {"digest": args.bundle_digest, "public_key": args.bundle_public_key}
 
@@ -209,7 +211,7 @@ def _bundle_info(args: argparse.Namespace) -> int:
         written = bundle.sign(args.key)
         print(f"signed {bundle.name} {bundle.version} digest {bundle.digest}: {written}")
         return EXIT_OK
-    bundle = Bundle.load(path, **_trust(args))
+    bundle = Bundle.load(path, **bundle_trust_from_args(args))
     if args.manifest:
         print(dump_manifest(bundle.manifest), end="")
         return EXIT_OK
@@ -237,7 +239,8 @@ def _keygen(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _add_trust_options(parser: argparse.ArgumentParser) -> None:
+def add_bundle_trust_args(parser: argparse.ArgumentParser) -> None:
+    """--bundle-digest and --bundle-public-key, for every command that loads a bundle (docs/bundles.md)."""
     parser.add_argument(
         "--bundle-digest",
         default=None,
@@ -254,7 +257,7 @@ def _add_trust_options(parser: argparse.ArgumentParser) -> None:
 
 def _add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bundle", default=None, help="Bundle directory (default: the bundle shipped with the SDK).")
-    _add_trust_options(parser)
+    add_bundle_trust_args(parser)
     add_inference_args(parser)
 
 
@@ -309,7 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("--manifest", action="store_true", help="Print the whole manifest.")
     info.add_argument("--key", default=None, metavar="PEM", help="sign: the Ed25519 private key; keygen: its path.")
     info.add_argument("--public-key", default=None, metavar="PEM", help="keygen: where to write the public key.")
-    _add_trust_options(info)
+    add_bundle_trust_args(info)
     info.set_defaults(handler=_bundle_info)
 
     for entry in sorted(entry_points(group="redone_sdk.cli"), key=lambda e: e.name):

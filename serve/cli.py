@@ -13,6 +13,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from redone_sdk.cli import add_bundle_trust_args, bundle_trust_from_args
 from redone_sdk.errors import RedOneError
 from redone_sdk.inference.options import add_inference_args, options_from_args
 from redone_sdk.schemas import format_validation_error
@@ -64,6 +65,7 @@ def _db_argument(parser: argparse.ArgumentParser, default: Any = None) -> None:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The service's flags and the `keys` subcommands, shared by `redone serve` and `python -m`."""
     parser.add_argument("--bundle", default=None, help="bundle name or directory (default: the SDK's own)")
+    add_bundle_trust_args(parser)
     parser.add_argument(
         "--policy",
         action="append",
@@ -178,7 +180,9 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         policy, named = _policies(args.policy)
-        moderator = Moderator.load(args.bundle, policy=policy, options=options_from_args(args))
+        moderator = Moderator.load(
+            args.bundle, policy=policy, options=options_from_args(args), **bundle_trust_from_args(args)
+        )
         app = create_app(moderator, settings, store, policies=named)
     except (RedOneError, ValueError) as exc:
         _log.error("cannot start: %s", exc)

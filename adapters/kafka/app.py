@@ -113,15 +113,24 @@ class ModerationStream:
         policy: str | Path | None = None,
         options: InferenceOptions | None = None,
         on_error: ErrorCallback | None = None,
+        digest: str | None = None,
+        public_key: Any = None,
         **option_fields: Any,
     ) -> ModerationStream:
         """A stream around `Moderator.load(bundle, options=...)` (`None`: the bundle shipped with the SDK);
         `policy` is a policy JSON file replacing the bundle's own. Keywords such as `workers=` or
         `allow_spinning=False` (idle ONNX Runtime threads sleep between batches, leaving the cores to the Kafka
-        client threads) replace those fields of `options`, as in `Moderator.load`."""
+        client threads) replace those fields of `options`, as in `Moderator.load`; `digest` and `public_key` pin
+        the bundle as there (docs/bundles.md)."""
         from redone_sdk import Moderator  # heavy (ONNX Runtime): only when asked for
 
-        moderator = Moderator.load(bundle, policy=policy, options=InferenceOptions.build(options, **option_fields))
+        moderator = Moderator.load(
+            bundle,
+            policy=policy,
+            options=InferenceOptions.build(options, **option_fields),
+            digest=digest,
+            public_key=public_key,
+        )
         return cls(classifier=moderator, settings=settings, on_error=on_error)
 
     @property

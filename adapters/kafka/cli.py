@@ -17,6 +17,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from redone_sdk.cli import add_bundle_trust_args, bundle_trust_from_args
 from redone_sdk.errors import RedOneError
 from redone_sdk.inference.options import add_inference_args, options_from_args
 from redone_sdk.schemas import format_validation_error
@@ -95,6 +96,7 @@ _FLAGS: list[tuple[str, str, Any, str]] = [
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The stream's flags, shared by `redone stream` and `python -m redone_sdk.adapters.kafka`."""
     parser.add_argument("--bundle", default=None, help="model bundle directory (default: the SDK's own)")
+    add_bundle_trust_args(parser)
     parser.add_argument("--policy", default=None, help="moderation policy JSON replacing the bundle's own")
     # --batch-size is the stream's micro-batch (a setting); a forward pass's cap is --model-batch-size
     add_inference_args(parser, batch_size_flag="--model-batch-size")
@@ -150,7 +152,11 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         stream = ModerationStream.from_bundle(
-            args.bundle, settings=settings, policy=args.policy, options=options_from_args(args)
+            args.bundle,
+            settings=settings,
+            policy=args.policy,
+            options=options_from_args(args),
+            **bundle_trust_from_args(args),
         )
     except RedOneError as exc:
         log_event(_log, logging.ERROR, "cannot load the bundle", error=str(exc))

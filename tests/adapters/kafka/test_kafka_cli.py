@@ -114,3 +114,16 @@ def test_spinning_flag_reaches_the_model(default_bundle: Path, monkeypatch: pyte
     ModerationStream.from_bundle(default_bundle, allow_spinning=False)
     (moderator,) = loaded
     assert moderator.options.allow_spinning is False
+
+
+def test_a_bundle_digest_mismatch_exits_with_a_usage_error(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--bundle-digest pins the bundle (docs/bundles.md): refused before any broker is contacted."""
+    root = logging.getLogger()
+    monkeypatch.setattr(root, "handlers", list(root.handlers))
+    monkeypatch.setattr(root, "level", root.level)
+    monkeypatch.setattr(logging.getLogger("kafka"), "level", logging.getLogger("kafka").level)
+    flags = ["--bootstrap", "127.0.0.1:1", "--input", "i", "--output", "o", "--review", "r", "--dlq", "d"]
+    assert run(_parse(*flags, "--group", "g", "--bundle-digest", "0" * 64)) == EXIT_USAGE
+    assert f"expected {'0' * 64}" in capsys.readouterr().err
