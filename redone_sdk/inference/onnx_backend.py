@@ -55,6 +55,7 @@ class OnnxScorer:
         prefix_cache: Path | None = None,
         workers: int = 1,
         precision: str | None = None,
+        verified: Any = None,
     ) -> None:
         import onnxruntime as ort
 
@@ -84,7 +85,10 @@ class OnnxScorer:
                 provider_options.append({})
         try:
             self._session = ort.InferenceSession(
-                str(graph), sess_options=options, providers=self.providers, provider_options=provider_options
+                verified.prepare(options) if verified is not None else str(graph),
+                sess_options=options,
+                providers=self.providers,
+                provider_options=provider_options,
             )
         except Exception as exc:  # onnxruntime raises its own untyped errors on bad graphs
             raise BundleFormatError(f"ONNX Runtime cannot load {graph.name}: {exc}") from None
@@ -191,6 +195,7 @@ def shared_scorer(
     prefix_cache: Path | None = None,
     workers: int = 1,
     precision: str | None = None,
+    verified: Any = None,
 ) -> OnnxScorer:
     """One scorer per (graph file, options) in this process, alive while anything uses it.
 
@@ -222,6 +227,7 @@ def shared_scorer(
                 prefix_cache=prefix_cache,
                 workers=workers,
                 precision=precision,
+                verified=verified,
             )
             _SHARED[key] = scorer
         return scorer
