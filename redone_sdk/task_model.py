@@ -89,6 +89,11 @@ class BundleTaskModel:
         return PASSES_PER_CHUNK * self._options.batch_size * max(1, self._engine.workers)
 
     @property
+    def workers(self) -> int:
+        """Forward passes the backend runs at once (`options.workers` resolved: on CPU one per usable core)."""
+        return max(1, self._engine.workers)
+
+    @property
     def options(self) -> InferenceOptions:
         """The options this model was built with (as given: `backend="auto"` stays "auto")."""
         return self._options

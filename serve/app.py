@@ -156,6 +156,7 @@ def create_app(
                 max_queue=settings.max_queue,
                 metrics=state.metrics,
                 arriving=lambda: state.lifecycle.in_flight,
+                max_passes=settings.max_passes or moderator.workers,
             )
         else:
             runner = DirectRunner(

@@ -2,12 +2,15 @@
 
 `Batcher` keeps one asyncio queue of requests. A worker takes the first waiting request, then keeps taking
 more until the pass holds `max_batch` notes or `max_wait_ms` have passed since it started gathering, and runs
-the pass on a thread (the event loop keeps accepting requests meanwhile). It waits only while the HTTP layer
-holds other requests than those gathered (`arriving`), so a lone client pays no wait. Each request gets its
-own slice of the results back; when a note's model output is not finite (`ModelOutputError`), each request of
-the pass is rescored alone, so only the request holding that note gets the error. Requests whose caller is gone
-before their pass starts are skipped. `DirectRunner` is the same interface without gathering: one pass per
-request, on a thread pool (the baseline of the benchmark).
+the pass on a thread (the event loop keeps accepting requests meanwhile). Up to `max_passes` passes run at once:
+while one is in the model, the worker gathers the next and starts it, so its notes are tokenized and queued on
+the model's workers before the running pass ends, and answering one pass's requests (HTTP, JSON) overlaps
+another's forward passes instead of leaving the cores idle. It waits only while the HTTP layer holds other
+requests than those gathered and those in running passes (`arriving`), so a lone client pays no wait. Each
+request gets its own slice of its pass's results, in order; when a note's model output is not finite
+(`ModelOutputError`), each request of the pass is rescored alone, so only the request holding that note gets the
+error. Requests whose caller is gone before their pass starts are skipped. `DirectRunner` is the same interface
+without gathering: one pass per request, on a thread pool (the baseline of the benchmark).
 """
 
 from __future__ import annotations
@@ -83,7 +86,8 @@ class Runner:
 
 
 class Batcher(Runner):
-    """Gathers requests into passes of at most `max_batch` notes, waiting at most `max_wait_ms` to fill one."""
+    """Gathers requests into passes of at most `max_batch` notes, waiting at most `max_wait_ms` to fill one, with
+    up to `max_passes` passes in flight at once (the next one gathered and started while others run)."""
 
     def __init__(
         self,
@@ -94,22 +98,34 @@ class Batcher(Runner):
         max_queue: int,
         metrics: ServeMetrics,
         arriving: Callable[[], int] | None = None,
+        max_passes: int = 1,
     ) -> None:
         super().__init__(classify, max_queue=max_queue, metrics=metrics)
+        if max_passes < 1:
+            raise ValueError("max_passes must be at least 1")
         self._arriving = arriving
         self._max_batch = max_batch
         self._max_wait_s = max_wait_ms / 1000.0
+        self._max_passes = max_passes
         self._queue: deque[_Request] = deque()
         self._wakeup = asyncio.Event()
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="redone-serve-batch")
+        self._slots: asyncio.Semaphore | None = None  # made in start(): it belongs to the serving event loop
+        self._passes: set[asyncio.Task[None]] = set()
+        self._in_passes = 0  # requests in the passes now running
+        self._executor = ThreadPoolExecutor(max_workers=max_passes, thread_name_prefix="redone-serve-batch")
         self._worker: asyncio.Task[None] | None = None
+
+    @property
+    def max_passes(self) -> int:
+        return self._max_passes
 
     async def start(self) -> None:
         self._closed = False
+        self._slots = asyncio.Semaphore(self._max_passes)
         self._worker = asyncio.create_task(self._loop(), name="redone-serve-batcher")
 
     async def stop(self) -> None:
-        """Stop taking requests; those already queued are still classified."""
+        """Stop taking requests; those already queued are still classified, and every running pass finishes."""
         self._closed = True
         self._wakeup.set()
         if self._worker is not None:
@@ -165,49 +181,73 @@ class Batcher(Runner):
                 request.future.set_result(part)
 
     def _more_coming(self, gathered: int) -> bool:
-        """Whether the HTTP layer holds requests besides those gathered: ones on their way in, or just answered
-        (their clients tend to send the next one at once). Without any, waiting only adds latency (a lone client)."""
-        return self._arriving is None or self._arriving() > gathered
+        """Whether the HTTP layer holds requests besides those gathered and those in running passes: ones on their
+        way in, or just answered (their clients tend to send the next one at once). Without any, waiting only adds
+        latency (a lone client, or one whose other requests are already being classified)."""
+        return self._arriving is None or self._arriving() > gathered + self._in_passes
 
     async def _loop(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            if not self._queue:
-                if self._closed:
-                    return
-                self._wakeup.clear()
-                await self._wakeup.wait()
-                continue
-            batch = await self._gather()
-            live = [r for r in batch if not r.future.done()]  # done before its pass: the caller is gone
-            skipped = sum(len(r.notes) for r in batch if r.future.done())
-            if skipped:
-                self._metrics.skipped_notes.inc(skipped)
-            if not live:
-                continue
-            notes = [note for request in live for note in request.notes]
-            self._metrics.batch_requests.observe(len(live))
-            try:
-                results = await loop.run_in_executor(self._executor, self._run_pass, notes)
-            except ModelOutputError as exc:
-                # a note's output was not finite: only its request fails; the others' notes are rescored alone
-                for request in live:
-                    if len(live) > 1:
-                        await self._run_alone(request)
-                    elif not request.future.done():
-                        request.future.set_exception(exc)
-                continue
-            except Exception as exc:  # handed to every request of the pass, which answers it
-                for request in live:
-                    if not request.future.done():
-                        request.future.set_exception(exc)
-                continue
-            start = 0
+        assert self._slots is not None
+        try:
+            while True:
+                if not self._queue:
+                    if self._closed:
+                        return
+                    self._wakeup.clear()
+                    await self._wakeup.wait()
+                    continue
+                await self._slots.acquire()  # at most `max_passes` passes run; the queue only grows meanwhile
+                batch = await self._gather()
+                live = [r for r in batch if not r.future.done()]  # done before its pass: the caller is gone
+                skipped = sum(len(r.notes) for r in batch if r.future.done())
+                if skipped:
+                    self._metrics.skipped_notes.inc(skipped)
+                if not live:
+                    self._slots.release()
+                    continue
+                self._in_passes += len(live)
+                self._metrics.passes_in_flight.inc()
+                task = asyncio.create_task(self._pass(live), name="redone-serve-pass")
+                self._passes.add(task)
+                task.add_done_callback(self._passes.discard)
+        finally:
+            if self._passes:  # stopping: the passes already started still answer their requests
+                await asyncio.gather(*self._passes, return_exceptions=True)
+
+    async def _pass(self, live: list[_Request]) -> None:
+        """Classify the gathered requests' notes in one pass and hand each request its own slice (or the error)."""
+        assert self._slots is not None
+        try:
+            await self._classify_gathered(live)
+        finally:
+            self._in_passes -= len(live)
+            self._metrics.passes_in_flight.dec()
+            self._slots.release()
+
+    async def _classify_gathered(self, live: list[_Request]) -> None:
+        notes = [note for request in live for note in request.notes]
+        self._metrics.batch_requests.observe(len(live))
+        try:
+            results = await asyncio.get_running_loop().run_in_executor(self._executor, self._run_pass, notes)
+        except ModelOutputError as exc:
+            # a note's output was not finite: only its request fails; the others' notes are rescored alone
             for request in live:
-                part = results[start : start + len(request.notes)]
-                start += len(request.notes)
+                if len(live) > 1:
+                    await self._run_alone(request)
+                elif not request.future.done():
+                    request.future.set_exception(exc)
+            return
+        except Exception as exc:  # handed to every request of the pass, which answers it
+            for request in live:
                 if not request.future.done():
-                    request.future.set_result(part)
+                    request.future.set_exception(exc)
+            return
+        start = 0
+        for request in live:
+            part = results[start : start + len(request.notes)]
+            start += len(request.notes)
+            if not request.future.done():
+                request.future.set_result(part)
 
 
 class DirectRunner(Runner):

@@ -40,6 +40,7 @@ _FLAGS: list[tuple[str, str, Any, str]] = [
     ("--port", "port", int, "TCP port (default 8080; 0: a free one, printed at start)"),
     ("--max-batch", "max_batch", int, "most notes in one gathered classify pass (default 64)"),
     ("--max-wait-ms", "max_wait_ms", float, "longest wait to fill a pass, in ms (default 5)"),
+    ("--max-passes", "max_passes", int, "most gathered passes running at once (default: the model's --workers)"),
     ("--max-queue", "max_queue", int, "most notes queued before requests get 429 (default 2048)"),
     ("--max-inputs", "max_inputs", int, "most notes or pairs in one request (default 256)"),
     ("--max-body-bytes", "max_body_bytes", int, "larger request bodies get 413 (default 1 MiB)"),
@@ -197,7 +198,8 @@ def run(args: argparse.Namespace) -> int:
     _log.info(
         "listening on http://%s:%d (model %s, database %s, auth %s, batching %s)",
         host, port, state.model_name, store.database_url, "on" if settings.auth else "OFF",
-        f"{settings.max_batch} notes / {settings.max_wait_ms:g} ms" if settings.batching else "off",
+        f"{settings.max_batch} notes / {settings.max_wait_ms:g} ms / {settings.max_passes or moderator.workers} "
+        "passes at once" if settings.batching else "off",
     )  # fmt: skip
     if not settings.auth and host not in ("127.0.0.1", "::1", "localhost"):
         _log.warning("auth is off on a non-loopback address: anyone who reaches %s can use the service", host)

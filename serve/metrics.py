@@ -36,6 +36,9 @@ class ServeMetrics:
             p + "batch_seconds", "Time in classify_batch per pass.", buckets=_LATENCY_BUCKETS, registry=r
         )
         self.queue_notes = Gauge(p + "queue_notes", "Notes waiting for or in a classify pass.", registry=r)
+        self.passes_in_flight = Gauge(
+            p + "passes_in_flight", "Gathered classify passes running now (at most --max-passes).", registry=r
+        )
         self.in_flight = Gauge(p + "in_flight_requests", "Requests being handled now.", registry=r)
         self.disconnects = Counter(
             p + "client_disconnects", "Requests whose client went away before the answer.", registry=r

@@ -42,6 +42,12 @@ class ServeSettings(BaseModel):
     batching: bool = Field(default=True, description="Gather concurrent requests into shared classify passes.")
     max_batch: int = Field(default=64, ge=1, le=4_096, description="Most notes in one gathered pass.")
     max_wait_ms: float = Field(default=5.0, ge=0, le=1_000, description="Longest wait to fill a pass, in ms.")
+    max_passes: int | None = Field(
+        default=None,
+        ge=1,
+        le=64,
+        description="Most gathered passes running at once (default: the model's workers, one per core on CPU).",
+    )
     max_queue: int = Field(
         default=2_048, ge=1, description="Most notes waiting or being classified; past it requests get 429."
     )
