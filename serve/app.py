@@ -28,6 +28,7 @@ from redone_sdk.policy import Policy
 from redone_sdk.schemas import ModerationResult, Note, coerce_note
 
 from .auth import Authenticator
+from .docs_ui import add_docs
 from .batching import Batcher, DirectRunner, Runner
 from .errors import (
     BadRequestError,
@@ -180,7 +181,10 @@ def create_app(
         "`/v1/moderations`. See docs/serve.md.",
         lifespan=lifespan,
         responses=_ERRORS,
+        docs_url=None,  # add_docs: Swagger UI served from the package, not a CDN
+        redoc_url=None,  # ReDoc's page loads its script from a CDN; /docs covers the same document
     )
+    add_docs(app, title="redone serve")
     app.state.serve = state
     metrics = state.metrics
 

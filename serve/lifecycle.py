@@ -20,6 +20,7 @@ _ALWAYS_OPEN = frozenset({"/healthz", "/readyz", "/metrics"})
 _ROUTES = frozenset(
     {"/v1/moderations", "/v1/classify", "/v1/match", "/v1/rank", "/docs", "/openapi.json", *_ALWAYS_OPEN}
 )
+_DOCS_ASSETS = "/docs/assets/"  # the Swagger UI files (serve/docs_ui.py), one route label for all of them
 
 
 class Lifecycle:
@@ -61,7 +62,7 @@ class Gate:
             await self.app(scope, receive, send)
             return
         path = scope["path"]
-        route = path if path in _ROUTES else "other"
+        route = path if path in _ROUTES else "/docs/assets" if path.startswith(_DOCS_ASSETS) else "other"
         started = time.perf_counter()
         status = 500
 
