@@ -48,9 +48,12 @@ class _Rewrite:
             for name in node.input:
                 self.consumers.setdefault(name, []).append(node)
         self.initializers = {tensor.name: tensor for tensor in self.graph.initializer}
+        opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+        self.axes_as_input = opset >= 18  # ReduceMax/ReduceMin took `axes` as an attribute before opset 18
         self.replaced: dict[int, list[Any]] = {}  # id(node) -> the nodes that take its place ([] = removed)
         self.graph.initializer.extend(
             [
+                numpy_helper.from_array(np.array([-1], dtype=np.int64), "row_scales/last_axis"),
                 numpy_helper.from_array(np.array(1.0, dtype=np.float32), _ONE),
                 numpy_helper.from_array(np.array(_EPSILON, dtype=np.float32), "row_scales/epsilon"),
             ]
@@ -82,9 +85,15 @@ class _Rewrite:
         above = self.constant(f"{name}/levels_above", np.array(255 - point_value, dtype=np.float32))
         quantized, scale = f"{name}/quantized", f"{name}/row_scale"
         part = {p: f"{name}/{p}" for p in ("max", "min", "negated", "over", "under", "widest", "inverse", "scaled")}
+
+        def reduce(op_type: str, out: str, node_name: str) -> Any:
+            if self.axes_as_input:
+                return helper.make_node(op_type, [x, "row_scales/last_axis"], [out], node_name, keepdims=1)
+            return helper.make_node(op_type, [x], [out], node_name, axes=[-1], keepdims=1)
+
         self.replaced[id(node)] = [
-            helper.make_node("ReduceMax", [x], [part["max"]], f"{name}/RowMax", axes=[-1], keepdims=1),
-            helper.make_node("ReduceMin", [x], [part["min"]], f"{name}/RowMin", axes=[-1], keepdims=1),
+            reduce("ReduceMax", part["max"], f"{name}/RowMax"),
+            reduce("ReduceMin", part["min"], f"{name}/RowMin"),
             helper.make_node("Neg", [part["min"]], [part["negated"]], f"{name}/Negate"),
             # the smallest scale at which the row's maximum fits above the zero point and its minimum below
             helper.make_node("Div", [part["max"], above], [part["over"]], f"{name}/Over"),

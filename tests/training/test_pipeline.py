@@ -153,7 +153,8 @@ def test_fused_scoring_graph_matches_torch_and_the_torch_onnx_export(tiny_run: P
     ops = {n.op_type for n in shipped.graph.node}
     assert {"Attention", "RotaryEmbedding", "SkipSimplifiedLayerNormalization"} <= ops, ops
     int8_ops = {n.op_type for n in onnx.load(str(tiny_run / "bundle-full" / "scoring.int8.onnx")).graph.node}
-    assert "DynamicQuantizeLinear" in int8_ops and "Attention" in int8_ops
+    # int8 MatMuls with a scale per row (training/row_scales.py), no per-batch quantizer
+    assert "MatMulIntegerToFloat" in int8_ops and "DynamicQuantizeLinear" not in int8_ops and "Attention" in int8_ops
 
     model = load_model(tiny_run / "bundle-full" / "checkpoint").eval()
     labels = Bundle.load(tiny_run / "bundle-full").manifest.graphs["fp32"].label_token_ids
@@ -176,6 +177,11 @@ def test_fused_scoring_graph_matches_torch_and_the_torch_onnx_export(tiny_run: P
     for name, got in outputs.items():
         assert got.shape == expected.shape == (6, len(labels))
         assert np.allclose(expected, got, atol=1e-5), (name, np.abs(expected - got).max())
+
+    int8 = OnnxScorer(tiny_run / "bundle-full" / "scoring.int8.onnx", prefix_cache=tiny_run / "bundle-full" / "prefix_cache.npz")
+    together = int8(ids, mask)
+    alone = np.vstack([int8(ids[i : i + 1, : mask[i].sum()], mask[i : i + 1, : mask[i].sum()]) for i in range(6)])
+    assert np.abs(alone - together).max() < 1e-5 * np.abs(together).max()  # batch mates change nothing
 
 
 def test_prefix_cache_scores_real_prompts_as_torch_does_on_the_whole_prompt(tiny_run: Path) -> None:
