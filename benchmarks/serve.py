@@ -2,7 +2,7 @@
 per request, with and without dynamic batching, as a ratio to `classify_batch` bulk in the same run; p50/p99.
 
     apt-get install -y wrk
-    python -m benchmarks.serve [--seconds 8] [--connections 1,16,64] [--notes 2000] [--json out.json]
+    python -m benchmarks.serve [--seconds 8] [--connections 1,16,64] [--max-passes 1,2] [--notes 2000] [--json out.json]
 
 1. Baseline: `Moderator.classify_batch` on `--baseline-notes` notes in batches of `--batch-size` (64, the
    service's default largest pass), in this process, before the first HTTP run and after each (the service is
@@ -12,7 +12,9 @@ per request, with and without dynamic batching, as a ratio to `classify_batch` b
    rate limit out of the way, access log off) on a free loopback port, warmed up; then Debian's `wrk` with
    benchmarks/serve.lua POSTs `{"input": "<one note>"}` to /v1/moderations for `--seconds` per connection
    count. wrk's requests/s is the notes/s; its latency distribution gives p50/p99. Any non-2xx answer fails
-   the run. wrk itself runs on the same cores (2 threads, or 1 for 1 connection).
+   the run. wrk itself runs on the same cores (2 threads, or 1 for 1 connection). `--max-passes 1,2` runs the
+   batching service once per value (gathered passes in flight at once; 1 is one pass at a time), to compare
+   them in one run; without it, batching runs once with the service's default (the model's workers).
 3. CPU: the service process's CPU seconds per note over each run (Linux /proc) beside `classify_batch`'s own
    in the baselines, and the cores the service kept busy. Unlike notes/s, CPU per note barely moves when other
    work shares the machine: it shows what HTTP, JSON and batching cost, apart from how many cores were free.
@@ -120,11 +122,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=8.0, help="wrk duration per connection count")
     parser.add_argument("--connections", default="1,16,64", help="comma-separated connection counts")
     parser.add_argument("--max-wait-ms", type=float, default=None, help="the service's --max-wait-ms")
+    parser.add_argument(
+        "--max-passes",
+        default=None,
+        help="comma-separated --max-passes values: one batching run each (default: one run, the service's default)",
+    )
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = parser.parse_args(argv)
     if shutil.which("wrk") is None:
         parser.error("wrk is not installed (Debian: apt-get install -y wrk)")
     connections = [int(c) for c in args.connections.split(",")]
+    passes: list[int | None] = [int(p) for p in args.max_passes.split(",")] if args.max_passes else [None]
+    # (batching, --max-passes): each batching variant, then one pass per request
+    modes: list[tuple[bool, int | None]] = [(True, p) for p in passes] + [(False, None)]
 
     texts = load_texts(args.notes)
     notes = [Note(note_id=f"n{i}", content=t) for i, t in enumerate(texts)]
@@ -144,8 +154,9 @@ def main(argv: list[str] | None = None) -> int:
         ).stdout.strip()  # fmt: skip
         bodies = work / "bodies.jsonl"
         bodies.write_text("".join(json.dumps({"input": t}, ensure_ascii=False) + "\n" for t in texts), "utf-8")
-        for batching in (True, False):
-            proc, url = start_service(db, batching, work / f"serve-{batching}.log", extra)
+        for batching, max_passes in modes:
+            flags = [*extra, "--max-passes", str(max_passes)] if max_passes is not None else extra
+            proc, url = start_service(db, batching, work / f"serve-{batching}-{max_passes}.log", flags)
             try:
                 warm_up(url, key, texts)
                 for count in connections:
@@ -163,8 +174,8 @@ def main(argv: list[str] | None = None) -> int:
                         figures["server_cpu_ms_per_note"] = 1000 * (cpu_after - cpu_before) / served
                         figures["server_cores"] = (cpu_after - cpu_before) / args.seconds
                         figures["bulk_cpu_ms_per_note"] = 1000 * statistics.mean(baseline_cpu[-2:])
-                    runs.append({"batching": batching, "connections": count, **figures})
-                    print(f"batching={'on' if batching else 'off'} c={count}: {figures}", file=sys.stderr)
+                    runs.append({"batching": batching, "max_passes": max_passes, "connections": count, **figures})
+                    print(f"{_mode(runs[-1])} c={count}: {figures}", file=sys.stderr)
             finally:
                 proc.terminate()
                 proc.wait(60)
@@ -208,11 +219,19 @@ def render(report: dict[str, Any]) -> str:
             else "– | –"
         )
         lines.append(
-            f"| {'on' if run['batching'] else 'off'} | {run['connections']} | {run['notes_per_s']:.0f} | "
+            f"| {_mode(run)} | {run['connections']} | {run['notes_per_s']:.0f} | "
             f"{run['bulk_notes_per_s']:.0f} | **{run['ratio']:.2f}** | {run['p50_ms']:.1f} ms | "
             f"{run['p99_ms']:.1f} ms | {cpu} |"
         )
     return "\n".join(lines)
+
+
+def _mode(run: dict[str, Any]) -> str:
+    """The batching column: on or off, and the passes in flight when the run set them."""
+    if not run["batching"]:
+        return "off"
+    passes = run.get("max_passes")
+    return "on" if passes is None else f"on, {passes} pass{'es' if passes != 1 else ''} at once"
 
 
 if __name__ == "__main__":

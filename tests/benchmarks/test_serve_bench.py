@@ -60,3 +60,18 @@ def test_results_block() -> None:
     assert "before the first run and after each): 470, 479 notes/s" in block[4]
     assert block[-2] == "| on | 64 | 345 | 474 | **0.73** | 167.5 ms | 298.5 ms | 4.63 ms (3.95) | 1.60 |"
     assert block[-1].startswith("| off | 1 | 345 |")
+
+
+def test_results_block_names_the_passes_compared() -> None:
+    run = {
+        "batching": True, "connections": 64, "notes_per_s": 400.0, "p50_ms": 150.0, "p99_ms": 220.0,
+        "bulk_notes_per_s": 480.0, "ratio": 0.833,
+    }  # fmt: skip
+    report = {
+        "command": "python -m benchmarks.serve --max-passes 1,2", "date": "2026-12-06 22:00 UTC", "bundle": "b 1",
+        "backend": "onnx int8", "cores": 2, "load_average_before": [0.5], "load_average_after": [1.9],
+        "baselines_notes_per_s": [480.0, 480.0],
+        "runs": [{**run, "max_passes": 1}, {**run, "max_passes": 2}, {**run, "batching": False, "max_passes": None}],
+    }  # fmt: skip
+    rows = render(report).splitlines()[-3:]
+    assert [row.split(" | ")[0] for row in rows] == ["| on, 1 pass at once", "| on, 2 passes at once", "| off"]
