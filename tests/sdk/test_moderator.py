@@ -149,9 +149,11 @@ def test_workers_default_to_the_cores(default_bundle: Path) -> None:
     default = Moderator.load(default_bundle)
     assert default.options.workers is None  # as given; the backend resolves it
     assert open_backend(default.bundle, default.options).workers == usable_cores()
+    assert default.workers == usable_cores()  # resolved: what `redone serve` runs as many passes at once as
     # intra-op threads chosen alone keep one pass at a time on that many threads
     threaded = Moderator.load(default_bundle, intra_op_threads=2)
     assert open_backend(threaded.bundle, threaded.options).workers == 1
+    assert threaded.workers == 1 and Moderator.load(default_bundle, workers=3).workers == 3
     with pytest.raises(ValueError, match="workers must be at least 1"):
         InferenceOptions(workers=0)
 
