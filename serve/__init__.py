@@ -5,6 +5,7 @@
 docs/serve.md.
 """
 
+from . import migrations
 from .app import ServeState, create_app
 from .db import Database
 from .errors import DatabaseUnavailableError, ServeError
@@ -20,4 +21,5 @@ __all__ = [
     "ServeSettings",
     "ServeState",
     "create_app",
+    "migrations",
 ]

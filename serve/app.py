@@ -4,6 +4,7 @@ and `/metrics`, around one loaded model shared by every request."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import itertools
 import logging
 import os
@@ -28,8 +29,8 @@ from redone_sdk.policy import Policy
 from redone_sdk.schemas import ModerationResult, Note, coerce_note
 
 from .auth import Authenticator
-from .docs_ui import add_docs
 from .batching import Batcher, DirectRunner, Runner
+from .docs_ui import add_docs
 from .errors import (
     BadRequestError,
     DatabaseUnavailableError,
@@ -45,6 +46,7 @@ from .limits import BodyGuard, Receive, Scope, Send
 from .metrics import CONTENT_TYPE_LATEST, ServeMetrics
 from .openai_compat import CategoryMap
 from .ratelimit import RateLimiter
+from .review import ReviewStore, add_review_routes
 from .schemas import (
     ClassifyRequest,
     ClassifyResponse,
@@ -106,6 +108,7 @@ class ServeState:
     metrics: ServeMetrics = field(default_factory=ServeMetrics)
     lifecycle: Lifecycle = field(default_factory=Lifecycle)
     runner: Runner | None = None
+    review: ReviewStore | None = None
 
     @property
     def model_name(self) -> str:
@@ -142,6 +145,13 @@ def create_app(
             rate=settings.rate_limit,
         ),
     )
+    if settings.review:
+        state.review = ReviewStore(
+            store.database,
+            categories=moderator.categories,
+            claim_s=settings.review_claim_s,
+            session_s=settings.review_session_s,
+        )
     categories = CategoryMap(moderator.categories)
     # response ids: unique per process start and request, without a system call per request
     id_prefix = secrets.token_hex(8)
@@ -264,6 +274,16 @@ def create_app(
                 _notes_log.info("note %s: %s %s: %r", note.note_id, result.action, result.label, note.text)
         return results
 
+    async def enqueue(notes: Sequence[Note], results: Sequence[ModerationResult], policy: str, source: str) -> None:
+        """Queue the `review` verdicts for the console; a database failure is logged, never fails moderation."""
+        if state.review is None or not any(result.action == "review" for result in results):
+            return
+        try:
+            await run_in_threadpool(state.review.enqueue, notes, results, policy=policy, source=source)
+        except DatabaseUnavailableError as exc:
+            metrics.errors.labels("review_enqueue").inc()
+            _log.error("could not queue review verdicts: %s", exc)
+
     @app.exception_handler(_ClientGoneError)
     async def _gone(_request: Request, _exc: _ClientGoneError) -> Response:
         return Response(status_code=499)  # nginx's "client closed request"; nobody reads it
@@ -284,6 +304,7 @@ def create_app(
         notes = [_note(text, i) for i, text in enumerate(texts)]
         results = await moderate(request, notes)
         policy = state.policies["default"]
+        await enqueue([_text_note(note) for note in notes], results, policy.name, "moderations")
         return _json(
             ModerationResponse(
                 id=f"modr-{next(ids)}",
@@ -304,6 +325,7 @@ def create_app(
         results = await moderate(request, notes)
         if name != "default":
             results = [_decide(result, policy) for result in results]
+        await enqueue(notes, results, policy.name, "classify")
         return _json(ClassifyResponse(model=state.model_name, policy=policy.name, results=results))
 
     @app.post("/v1/match", response_model=MatchResponse, tags=["native"])
@@ -342,6 +364,9 @@ def create_app(
     async def prometheus() -> Response:
         """Prometheus text exposition."""
         return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+    if state.review is not None:
+        add_review_routes(app, state.review, secret=settings.review_secret, secure_cookie=settings.review_cookie_secure)
 
     guarded = BodyGuard(
         app, max_bytes=settings.max_body_bytes, timeout_s=settings.body_timeout_s, send_error=send_error
@@ -382,6 +407,13 @@ def _note(text: str, index: int) -> Note:
         return coerce_note(text, index=index)
     except InvalidInputError as exc:
         raise UnprocessableError(f"input[{index}]: {exc}", param="input") from None
+
+
+def _text_note(note: Note) -> Note:
+    """A bare text's note for the review queue: its id is the text's digest (its position in a request is not
+    an identity: two requests' input[0] are different notes)."""
+    digest = hashlib.sha256(note.content.encode("utf-8")).hexdigest()[:32]
+    return note.model_copy(update={"note_id": f"text:{digest}"})
 
 
 def _decide(result: ModerationResult, policy: Policy) -> ModerationResult:

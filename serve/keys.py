@@ -66,6 +66,11 @@ class KeyStore:
         self._checked: dict[str, tuple[KeyInfo | None, float]] = {}
 
     @property
+    def database(self) -> Database:
+        """The database the keys live in (the review console shares it)."""
+        return self._db
+
+    @property
     def database_url(self) -> str:
         """The database's URL, password hidden."""
         return self._db.safe_url

@@ -68,6 +68,18 @@ class ServeSettings(BaseModel):
 
     log_notes: bool = Field(default=False, description="Log each note's text and verdict (off: nothing about notes).")
 
+    review: bool = Field(default=True, description="Queue `review` verdicts and serve the /review console.")
+    review_claim_s: float = Field(default=600.0, gt=0, description="How long a reviewer's claim on a note lasts.")
+    review_session_s: float = Field(default=28_800.0, gt=0, description="How long a console login lasts.")
+    review_secret: str | None = Field(
+        default=None,
+        min_length=32,
+        description="Key that signs console cookies; unset: a random one per start (logins end at a restart).",
+    )
+    review_cookie_secure: bool = Field(
+        default=True, description="Mark console cookies Secure (sent over HTTPS only; browsers exempt localhost)."
+    )
+
     @field_validator("db")
     @classmethod
     def _postgres_driver(cls, value: str) -> str:

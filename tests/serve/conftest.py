@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from serve_helpers import Service, postgres
+from sqlalchemy import text
 
 from redone_sdk import Moderator
 from redone_sdk.serve import Database, KeyStore, ServeSettings, create_app
@@ -39,12 +40,15 @@ def postgres_url() -> Iterator[str]:
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """An empty key database: a fresh SQLite file, or the PostgreSQL database with its tables recreated."""
+    """An empty database (no tables, no migration revision): a fresh SQLite file, or the PostgreSQL database
+    emptied."""
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'keys.sqlite3'}"
     url = ServeSettings(db=request.getfixturevalue("postgres_url")).db
     db = Database(url)
     Base.metadata.drop_all(db.engine)
+    with db.engine.begin() as connection:  # the migrations' revision goes too: the next start rebuilds it all
+        connection.execute(text("DROP TABLE IF EXISTS alembic_version"))
     db.dispose()
     return url
 
