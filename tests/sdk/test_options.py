@@ -57,7 +57,8 @@ def test_engines_expose_their_options_and_what_they_resolved_to() -> None:
     assert moderator.with_policy(moderator.policy).options == moderator.options
 
 
-def test_the_readme_snippet_runs_as_written() -> None:
+def test_the_readme_snippet_runs_as_written(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(Path(__file__).resolve().parents[2])  # the snippet reads examples/notes.jsonl from a clone
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
     snippet = re.search(r"## Using the SDK\n\n```python\n(.*?)```", readme, re.S)
     assert snippet is not None
