@@ -15,8 +15,9 @@ BiasGelu and SkipLayerNormalization. The fused nodes are renamed after their lay
 as Sum + LayerNormalization, which ONNX Runtime's CPU provider runs about 3.5 times faster (`_split_skip_layer_norm`).
 
 `quantize_bert_int8` quantizes the encoder's Attention and MatMul weights (int8, per channel) and the word
-embedding (int8 rows with one scale per row), which leaves the file at about a quarter of the fp32 one; activations are quantized on the fly with a scale per
-row (token), so a note's scores do not depend on its batch mates (training/row_scales.py). The
+embedding (int8 rows with one scale per row), which leaves the file at about a quarter of the fp32 one;
+activations are quantized on the fly with a scale per row (token), so a note's scores do not depend on its batch
+mates (training/row_scales.py). The
 attention mask is read as each row's length (ONNX Runtime's `MaskIndexEnd`, the optimizer's choice for BERT), so
 the graph expects right padding. The SDK pads that way, and the last-token pick assumes it anyway.
 """
@@ -478,7 +479,8 @@ def _int8_embedding(model: Any, node: Any) -> None:
 
 def quantize_bert_int8(fp32_file: Path, out_file: Path, *, keep_fp32: Sequence[str] = ()) -> Path:
     """Dynamic int8 of the fused graph: the encoder's Attention and MatMul weights (int8, per output channel;
-    activations quantized on the fly, each row with its own scale: `row_scales`) and the word embedding (int8 rows, a scale per row: `_int8_embedding`);
+    activations quantized on the fly, each row with its own scale: `row_scales`) and the word embedding (int8
+    rows, a scale per row: `_int8_embedding`);
     the nodes named in `keep_fp32` (see `bert_int8_fallbacks`) stay float32, `EMBEDDING_NODE` among them keeping
     the fused float embedding. The LM head (transform, label rows) stays float32. Raises `BertGraphError` for a
     name the graph lacks."""

@@ -178,7 +178,8 @@ def test_fused_scoring_graph_matches_torch_and_the_torch_onnx_export(tiny_run: P
         assert got.shape == expected.shape == (6, len(labels))
         assert np.allclose(expected, got, atol=1e-5), (name, np.abs(expected - got).max())
 
-    int8 = OnnxScorer(tiny_run / "bundle-full" / "scoring.int8.onnx", prefix_cache=tiny_run / "bundle-full" / "prefix_cache.npz")
+    full = tiny_run / "bundle-full"
+    int8 = OnnxScorer(full / "scoring.int8.onnx", prefix_cache=full / "prefix_cache.npz")
     together = int8(ids, mask)
     alone = np.vstack([int8(ids[i : i + 1, : mask[i].sum()], mask[i : i + 1, : mask[i].sum()]) for i in range(6)])
     assert np.abs(alone - together).max() < 1e-5 * np.abs(together).max()  # batch mates change nothing
