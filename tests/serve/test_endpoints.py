@@ -25,7 +25,8 @@ def test_classify_notes_with_a_named_policy(
     assert default.status_code == 200, default.text
     want = [r.model_dump(mode="json") for r in moderator.classify_batch(notes)]
     body = default.json()
-    assert body["policy"] == moderator.policy.name and body["model"] == "redone-base-0.4.0"
+    model = f"{moderator.bundle.name}-{moderator.bundle.version}"
+    assert body["policy"] == moderator.policy.name and body["model"] == model
     assert [r["note_id"] for r in body["results"]] == [f"n{i}" for i in range(6)]
     for got, expected in zip(body["results"], want, strict=True):
         assert got["action"] == expected["action"] and got["label"] == expected["label"]
@@ -65,11 +66,12 @@ def test_match_and_rank_follow_the_matcher(service: Service, moderator: Moderato
     assert bad.status_code == 422 and "query" in bad.json()["error"]["message"]
 
 
-def test_probes_metrics_and_openapi(service: Service, texts: list[str]) -> None:
+def test_probes_metrics_and_openapi(service: Service, moderator: Moderator, texts: list[str]) -> None:
     assert httpx.get(service.url + "/healthz").json() == {"status": "ok"}
     ready = httpx.get(service.url + "/readyz")
     assert ready.status_code == 200
-    assert ready.json() == {"ready": True, "model": "redone-base-0.4.0", "draining": False, "database": True}
+    model = f"{moderator.bundle.name}-{moderator.bundle.version}"
+    assert ready.json() == {"ready": True, "model": model, "draining": False, "database": True}
 
     key = service.key()
     assert service.post("/v1/moderations", {"input": texts[:3]}, key=key).status_code == 200

@@ -19,7 +19,7 @@ def test_moderations_match_the_library(service: Service, moderator: Moderator, t
     response = _client(service, service.key()).moderations.create(model="omni-moderation-latest", input=batch)
     expected = moderator.classify_batch(batch)
 
-    assert response.model == "redone-base-0.4.0"
+    assert response.model == f"{moderator.bundle.name}-{moderator.bundle.version}"
     assert response.id.startswith("modr-")
     assert len(response.results) == len(batch)
     for got, want in zip(response.results, expected, strict=True):
