@@ -10,13 +10,13 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from redone_sdk.replay.columns import (
     MAX_EPOCH_S,
@@ -25,10 +25,18 @@ from redone_sdk.replay.columns import (
     as_epoch_seconds,
     empty_strings,
     epoch_seconds,
-    is_text,
     null_mask,
 )
-from redone_sdk.replay.formats import detect_format, open_text, parquet_files, parquet_schema
+from redone_sdk.replay.formats import (
+    ScanFilter,
+    csv_batches,
+    dataset_columns,
+    detect_format,
+    open_dataset,
+    open_text,
+    require_columns,
+    scan_batches,
+)
 from redone_sdk.replay.hashing import string_hash64
 from redone_sdk.replay.notes import NotesIndex
 from redone_sdk.replay.schemas import IMPRESSION_COLUMNS, ReplayInputError, TableIssues
@@ -97,9 +105,13 @@ class _BatchValidator:
     """Checks batches of one log against the notes table; a dictionary-encoded id column is mapped (note rows)
     or hashed (users) once per dictionary, for as long as the following batches carry an equal one."""
 
-    def __init__(self, notes: NotesIndex, issues: TableIssues, surfaces: tuple[str, ...] | None) -> None:
+    def __init__(self, notes: NotesIndex, issues: TableIssues, scan: ScanFilter) -> None:
         self.issues = issues
-        self.surfaces = surfaces
+        self.surfaces = scan.surfaces
+        self.period_s: tuple[int, int] | None = None
+        if scan.period is not None:
+            start, end = (datetime(d.year, d.month, d.day, tzinfo=timezone.utc) for d in scan.period)
+            self.period_s = (int(start.timestamp()), int(end.timestamp()) + 86_400)
         self.note_rows = PerDictionary(notes.rows_of, null_value=-1)
         self.user_hashes = PerDictionary(string_hash64, null_value=0)
 
@@ -153,6 +165,10 @@ class _BatchValidator:
             on_surface = _surface_mask(surface, surfaces)
             issues.rows_filtered += int((good & ~on_surface).sum())
             good &= on_surface
+        if self.period_s is not None:
+            in_period = (seconds >= self.period_s[0]) & (seconds < self.period_s[1])
+            issues.rows_filtered += int((good & ~in_period).sum())
+            good &= in_period
         issues.rows_used += int(good.sum())
         if good.all():
             user_hash = self.user_hashes(user)
@@ -268,6 +284,61 @@ def _jsonl_batches(
     issues.ignored_columns = sorted(ignored)
 
 
+def _csv_timestamps(text: pa.Array) -> tuple[pa.Array, np.ndarray]:
+    """CSV timestamp cells (ISO-8601 text or integer epoch seconds) as int64 epoch seconds, and the mask of
+    cells that are neither (null cells stay null: counted as missing)."""
+    n = len(text)
+    digits = pc.match_substring_regex(text, r"^\s*\d+\s*$").fill_null(False)
+    out = np.zeros(n, dtype=np.int64)
+    bad = np.zeros(n, dtype=bool)
+    as_int = digits.to_numpy(zero_copy_only=False)
+    if as_int.any():
+        out[as_int] = pc.utf8_trim_whitespace(text.filter(digits)).cast(pa.int64()).to_numpy(zero_copy_only=False)
+    rest = np.flatnonzero(~as_int & ~null_mask(text))
+    if len(rest):
+        seconds, unparseable = epoch_seconds(pc.utf8_trim_whitespace(text.take(pa.array(rest))), pa.string())
+        out[rest] = seconds
+        bad[rest] = unparseable
+    return pa.array(out, mask=null_mask(text) | bad), bad
+
+
+def _csv_integers(text: pa.Array, accepted: dict[str, int] | None = None) -> tuple[pa.Array, np.ndarray]:
+    """CSV cells holding integers (`3`, `3.0`; `accepted` maps other spellings, e.g. `true`) as int64, and the
+    mask of non-null cells that are not."""
+    n = len(text)
+    out = np.zeros(n, dtype=np.int64)
+    trimmed = pc.utf8_trim_whitespace(text)
+    number = pc.match_substring_regex(trimmed, r"^[+-]?\d+(\.0*)?$").fill_null(False)
+    ok = number.to_numpy(zero_copy_only=False)
+    if ok.any():
+        out[ok] = trimmed.filter(number).cast(pa.float64()).to_numpy(zero_copy_only=False).astype(np.int64)
+    if accepted:
+        lower = pc.utf8_lower(trimmed)
+        for spelling, value in accepted.items():
+            hit = pc.equal(lower, spelling).fill_null(False).to_numpy(zero_copy_only=False) & ~ok
+            out[hit] = value
+            ok |= hit
+    bad = ~ok & ~null_mask(text)
+    return pa.array(out, mask=~ok), bad
+
+
+def _csv_canonical(batch: pa.RecordBatch) -> tuple[pa.RecordBatch, np.ndarray]:
+    """A CSV batch (every cell text) in the canonical types, with reason codes of cells that do not convert."""
+    reasons = np.zeros(batch.num_rows, dtype=np.int16)
+    timestamp, bad_time = _csv_timestamps(batch.column("timestamp"))
+    position, bad_position = _csv_integers(batch.column("position"))
+    click, bad_click = _csv_integers(batch.column("click"), {"true": 1, "false": 0})
+    for bad, name in (
+        (bad_time, "unparseable timestamp"),
+        (bad_position, "position not a positive integer"),
+        (bad_click, "click not 0/1"),
+    ):
+        reasons[(reasons == 0) & bad] = _json_reason_code(name)
+    columns = {"timestamp": timestamp, "position": position, "click": click}
+    arrays = [columns.get(name, batch.column(name)) for name in IMPRESSION_COLUMNS]
+    return pa.RecordBatch.from_arrays(arrays, names=list(IMPRESSION_COLUMNS)), reasons
+
+
 def iter_impressions(
     path: str | Path,
     notes: NotesIndex,
@@ -275,36 +346,39 @@ def iter_impressions(
     *,
     batch_rows: int = DEFAULT_BATCH_ROWS,
     surfaces: Iterable[str] | None = None,
+    period: tuple[date, date] | None = None,
 ) -> Iterator[ImpressionBatch]:
     """Stream the impression log in batches of valid rows; bad rows are counted in `issues`.
 
-    A Parquet log is read `batch_rows` rows at a time, so memory stays bounded whatever the log's size. Note
-    ids are read dictionary-encoded (the dictionary is mapped to notes once), user ids as plain text (hashed).
+    A Parquet log (a file, or a folder of them read as one `pyarrow.dataset`, several files decoded in
+    parallel) is read `batch_rows` rows at a time, so memory stays bounded whatever the log's size; hive
+    partitions outside `period` / `surfaces` (`period=2026-01-05/`, `surface=feed/`) are never opened, and
+    the rows read are checked against both (rows outside count as filtered). Note ids are read
+    dictionary-encoded (the dictionary is mapped to notes once), user ids as plain text (hashed). CSV and JSON
+    lines are converted into the same canonical batches.
     """
     path = Path(path)
-    validate = _BatchValidator(notes, issues, tuple(surfaces) if surfaces is not None else None)
+    scan = ScanFilter(period=period, surfaces=tuple(surfaces) if surfaces is not None else None)
+    validate = _BatchValidator(notes, issues, scan)
     fmt = detect_format(path)
     if fmt == "jsonl":
         for batch, pre, lines in _jsonl_batches(path, issues, batch_rows):
             issues.rows_read += batch.num_rows
             yield validate(batch, pre_reasons=pre, row_numbers=lines)
         return
-    files = parquet_files(path)
-    row = 0
-    for file in files:
-        schema = parquet_schema([file])
-        names = schema.names
-        missing = [c for c in IMPRESSION_COLUMNS if c not in names]
-        if missing:
-            raise ReplayInputError(f"impression log {file} lacks column(s) {missing}; it has {names}")
-        # Note ids and surfaces stay dictionary-encoded (mapped once per dictionary); user ids come as text.
-        encoded = [c for c in ("note", "surface") if is_text(schema.field(c).type)]
-        try:
-            handle = pq.ParquetFile(file, read_dictionary=encoded)
-        except (OSError, pa.ArrowInvalid) as exc:
-            raise ReplayInputError(f"{file} is not a readable Parquet file: {exc}") from None
-        issues.ignored_columns = sorted(set(issues.ignored_columns) | (set(names) - set(IMPRESSION_COLUMNS)))
-        for batch in handle.iter_batches(batch_size=batch_rows, columns=list(IMPRESSION_COLUMNS), use_threads=False):
+    if fmt == "csv":
+        require_columns(path, IMPRESSION_COLUMNS, "impressions")
+        for raw, lines in csv_batches(path, issues, IMPRESSION_COLUMNS, batch_rows):
+            batch, pre = _csv_canonical(raw)
             issues.rows_read += batch.num_rows
-            yield validate(batch, row)
-            row += batch.num_rows
+            yield validate(batch, pre_reasons=pre, row_numbers=lines)
+        return
+    # Note ids and surfaces stay dictionary-encoded (mapped once per dictionary); user ids come as text.
+    dataset = open_dataset(path, dictionary_columns=("note", "surface"))
+    _, names, expression = dataset_columns(dataset, path, IMPRESSION_COLUMNS, "impressions", scan)
+    issues.ignored_columns = sorted(set(names) - set(IMPRESSION_COLUMNS))
+    row = 0
+    for batch in scan_batches(dataset, path, list(IMPRESSION_COLUMNS), batch_rows, expression):
+        issues.rows_read += batch.num_rows
+        yield validate(batch, row)
+        row += batch.num_rows

@@ -11,10 +11,16 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from redone_sdk.replay.columns import empty_strings, first_of_each, is_text, null_mask
-from redone_sdk.replay.formats import detect_format, iter_dict_rows, parquet_files, parquet_schema, require_columns
+from redone_sdk.replay.formats import (
+    dataset_columns,
+    detect_format,
+    iter_dict_rows,
+    open_dataset,
+    require_columns,
+    scan_batches,
+)
 from redone_sdk.replay.notes import NotesIndex
 from redone_sdk.replay.schemas import HARM_LABELS, ReplayInputError, TableIssues
 
@@ -67,9 +73,13 @@ def read_labels(path: str | Path, *, allowed: Iterable[str] = HARM_LABELS, notes
     issues = TableIssues(table="labels", source=str(path))
     require_columns(path, ["note_id", "label"], "labels")
     if detect_format(path) == "parquet":
-        files = parquet_files(path)
-        issues.ignored_columns = sorted(set(parquet_schema(files).names) - {"note_id", "label"})
-        table = pa.concat_tables(pq.read_table(f, columns=["note_id", "label"]) for f in files)
+        dataset = open_dataset(path)
+        _, names, _ = dataset_columns(dataset, path, ["note_id", "label"], "labels")
+        issues.ignored_columns = sorted(set(names) - {"note_id", "label"})
+        batches = list(scan_batches(dataset, path, ["note_id", "label"], 1 << 20))
+        table = pa.Table.from_batches(
+            batches, schema=pa.schema([dataset.schema.field("note_id"), dataset.schema.field("label")])
+        )
         issues.rows_read = table.num_rows
         id_col, label_col = table.column("note_id").combine_chunks(), table.column("label").combine_chunks()
         if not (is_text(id_col.type) or pa.types.is_integer(id_col.type)) or not is_text(label_col.type):

@@ -12,11 +12,17 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 from pydantic import ValidationError
 
 from redone_sdk.replay.columns import NO_TIME, epoch_seconds, first_of_each, is_text, null_mask
-from redone_sdk.replay.formats import detect_format, iter_dict_rows, parquet_files, parquet_schema, require_columns
+from redone_sdk.replay.formats import (
+    dataset_columns,
+    detect_format,
+    iter_dict_rows,
+    open_dataset,
+    require_columns,
+    scan_batches,
+)
 from redone_sdk.replay.schemas import TableIssues
 from redone_sdk.schemas import MAX_FIELD_CHARS, MAX_ID_CHARS, MAX_LANG_CHARS, Note
 
@@ -163,23 +169,23 @@ def read_notes(path: str | Path, *, batch_rows: int = 262_144) -> NotesIndex:
             row_parts.append(np.array(numbers, dtype=np.int64))
 
     if detect_format(path) == "parquet":
-        files = parquet_files(path)
-        present = [c for c in _NOTE_FIELDS if c in parquet_schema(files).names]
-        issues.ignored_columns = sorted(set(parquet_schema(files).names) - set(_NOTE_FIELDS))
+        dataset = open_dataset(path)
+        _, names, _ = dataset_columns(dataset, path, ["note_id"], "notes")
+        present = [c for c in _NOTE_FIELDS if c in names]
+        issues.ignored_columns = sorted(set(names) - set(_NOTE_FIELDS))
         row = 0
-        for file in files:
-            for batch in pq.ParquetFile(file).iter_batches(batch_size=batch_rows, columns=present):
-                issues.rows_read += batch.num_rows
-                ok, ids, created = _fast_notes(batch)
-                good = np.flatnonzero(ok)
-                id_parts.append(ids.take(pa.array(good)))
-                created_parts.append(created[good])
-                row_parts.append(row + good)
-                doubtful = np.flatnonzero(~ok)
-                if len(doubtful):
-                    records = batch.take(pa.array(doubtful)).to_pylist()
-                    slow([(row + int(i), r) for i, r in zip(doubtful, records, strict=True)])
-                row += batch.num_rows
+        for batch in scan_batches(dataset, path, present, batch_rows):
+            issues.rows_read += batch.num_rows
+            ok, ids, created = _fast_notes(batch)
+            good = np.flatnonzero(ok)
+            id_parts.append(ids.take(pa.array(good)))
+            created_parts.append(created[good])
+            row_parts.append(row + good)
+            doubtful = np.flatnonzero(~ok)
+            if len(doubtful):
+                records = batch.take(pa.array(doubtful)).to_pylist()
+                slow([(row + int(i), r) for i, r in zip(doubtful, records, strict=True)])
+            row += batch.num_rows
     else:
         pending: list[tuple[int, dict]] = []
         for row, record in iter_dict_rows(path, issues, _NOTE_FIELDS, batch_rows):

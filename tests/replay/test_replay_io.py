@@ -108,9 +108,9 @@ def test_missing_column_and_unknown_format_are_errors(tmp_path: Path, write_rows
     pq.write_table(pa.table({"timestamp": [1736121600], "user": ["u"], "note": ["n0"]}), path)
     with pytest.raises(ReplayInputError, match=r"lacks column\(s\) \['surface', 'position', 'click'\]"):
         _read_all(path, notes)
-    (tmp_path / "log.csv").write_text("a,b\n")
+    (tmp_path / "log.txt").write_text("a,b\n")
     with pytest.raises(ReplayInputError, match="cannot tell the format"):
-        detect_format(tmp_path / "log.csv")
+        detect_format(tmp_path / "log.txt")
     bad = tmp_path / "bad.parquet"
     bad.write_bytes(b"not parquet")
     with pytest.raises(ReplayInputError, match="not a readable Parquet"):
