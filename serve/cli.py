@@ -103,7 +103,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO (default), WARNING, ERROR")
     parser.set_defaults(handler=run, keys_command=None)
 
-    keys = parser.add_subparsers(dest="keys_group", metavar="{keys,reviewers,db}", title="commands")
+    keys = parser.add_subparsers(dest="keys_group", metavar="{keys,reviewers,db,review-feed}", title="commands")
     group = keys.add_parser("keys", help="add, list or revoke API keys", description="Manage the service's API keys.")
     commands = group.add_subparsers(dest="keys_command", required=True, metavar="COMMAND")
     add = commands.add_parser("add", help="create a key and print it (shown once)")

@@ -7,13 +7,15 @@ Each failure has its own reason code, which the dead-letter topic carries in its
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, get_args
+from typing import Literal, TypeVar, get_args
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from redone_sdk.schemas import Note, format_validation_error
 
-__all__ = ["REASONS", "DeadLetterReason", "Rejection", "decode_note"]
+__all__ = ["REASONS", "DeadLetterReason", "Rejection", "decode_json", "decode_note"]
+
+M = TypeVar("M", bound=BaseModel)
 
 DeadLetterReason = Literal[
     "empty",  # a null value (tombstone) or zero bytes
@@ -42,6 +44,14 @@ def decode_note(value: bytes | None, *, max_bytes: int, key: bytes | None = None
     """Validate one message value as a `Note` (JSON, UTF-8); never raises for bad input.
 
     `max_bytes` bounds the key and the value together: a message over it is never copied whole anywhere."""
+    return decode_json(value, Note, max_bytes=max_bytes, key=key, what="note")
+
+
+def decode_json(
+    value: bytes | None, model: type[M], *, max_bytes: int, key: bytes | None = None, what: str
+) -> M | Rejection:
+    """Validate one message value as JSON of `model` (`what` names it in the detail); never raises for bad input.
+    The same checks and reason codes as `decode_note`, for the other JSON messages the adapter reads."""
     size = len(value or b"") + len(key or b"")
     if size > max_bytes:
         return Rejection(
@@ -55,7 +65,7 @@ def decode_note(value: bytes | None, *, max_bytes: int, key: bytes | None = None
     except UnicodeDecodeError as exc:
         return Rejection("invalid_utf8", f"not UTF-8 at byte {exc.start}: {exc.reason}")
     try:
-        return Note.model_validate_json(text)
+        return model.model_validate_json(text)
     except ValidationError as exc:
         kinds = {error["type"] for error in exc.errors()}
         if kinds & _JSON_ERRORS:
@@ -64,4 +74,4 @@ def decode_note(value: bytes | None, *, max_bytes: int, key: bytes | None = None
             reason = "missing_fields"
         else:
             reason = "invalid_schema"
-        return Rejection(reason, format_validation_error(exc, "note"))
+        return Rejection(reason, format_validation_error(exc, what))

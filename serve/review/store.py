@@ -12,7 +12,7 @@ import hashlib
 import hmac
 import secrets
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
@@ -168,12 +168,21 @@ class ReviewStore:
 
     # -- the queue --------------------------------------------------------------------------------------
 
-    def enqueue(self, notes: Sequence[Note], results: Sequence[ModerationResult], *, policy: str, source: str) -> int:
-        """Queue the notes whose action is `review`; already-queued ones (same note id, bundle version and digest)
-        are skipped. Returns how many rows were new."""
+    def enqueue(
+        self,
+        notes: Sequence[Note],
+        results: Sequence[ModerationResult],
+        *,
+        policy: str,
+        source: str,
+        actions: Collection[str] = ("review",),
+    ) -> int:
+        """Queue the notes whose action is in `actions` (the service: `review`; the Kafka review topic: `review`
+        and `block`); already-queued ones (same note id, bundle version and digest) are skipped. Returns how many
+        rows were new."""
         rows = []
         for note, result in zip(notes, results, strict=True):
-            if result.action != "review":
+            if result.action not in actions:
                 continue
             model = result.model
             rows.append(
@@ -201,8 +210,10 @@ class ReviewStore:
                 insert(ReviewItem)
                 .values(rows)
                 .on_conflict_do_nothing(index_elements=["note_id", "bundle_version", "bundle_digest"])
+                .returning(ReviewItem.id)
             )
-            return int(session.execute(statement).rowcount or 0)
+            # the ids of the new rows (a multi-row INSERT's rowcount is -1 on PostgreSQL with psycopg)
+            return len(session.execute(statement).all())
 
     def counts(self) -> dict[str, int]:
         """Items by status (`pending`, `decided`)."""
