@@ -10,9 +10,11 @@ Estimator (per arm, on the logged impressions):
 - Harmful exposure rate = harmful exposures kept / labeled exposures kept (exposures of notes without a
   label are left out of both). A removed exposure is not replaced; equivalently, the slot is refilled with
   content whose harmful share is that of the exposures kept.
-- Relative change vs the control arm = rate(arm) / rate(control) - 1, with a percentile interval from a
-  Poisson bootstrap over users (hashed into `user_buckets` clusters; resampling whole users keeps each
-  user's correlated impressions together), paired across arms, overall and per UTC day.
+- Relative change vs the control arm = rate(arm) / rate(control) - 1, with an interval from a paired Poisson
+  bootstrap over users and notes (two-way: users hashed into `user_buckets`, notes into `note_buckets`, cell
+  weight = product of the two; resampling whole users keeps each user's correlated impressions together, and
+  resampling notes lets the interval hold for a fresh draw of notes), overall and per UTC day; p-values of
+  every change corrected across arms and days (Holm or Benjamini–Hochberg); see `bootstrap` for the interval.
 - Threshold sweep: for each bundle, the harmful exposure rate against the share of benign exposures
   removed as one block threshold `t` is applied to every category (review thresholds above `t` are
   lowered to `t`), from per-note exposure counts (no second pass over the log).
@@ -27,13 +29,22 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from redone_sdk.replay.arms import Arm, ScoreCache
-from redone_sdk.replay.exposure_metrics import ExposureState, arm_rates, arm_results, day_label, day_results
+from redone_sdk.replay.exposure_metrics import (
+    ExposureState,
+    arm_rates,
+    arm_results,
+    correct,
+    day_label,
+    day_results,
+    power_of,
+)
 from redone_sdk.replay.exposure_passes import (
     BENIGN,
     HARMFUL,
     Spill,
     count_cells,
     count_exposures,
+    note_buckets_of,
     removal_rules,
     truth_of,
 )
@@ -127,17 +138,21 @@ def replay_exposure(
 
         t0 = time.perf_counter()
         removal = removal_rules(arms, decided.actions, notes_index, truth, logged, settings)
-        cells = count_cells(spill, logged, truth, removal, settings)
+        cells = count_cells(
+            spill, logged, truth, removal, settings, note_buckets_of(notes_index, settings.note_buckets)
+        )
         timings["pass2_aggregate"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
     state = ExposureState(arms, control, settings, truth, logged, decided, removal, cells)
     rates = arm_rates(state)
     arm_list, days, sweeps = arm_results(state, rates), day_results(state, rates), threshold_sweeps(state)
+    arm_list, days, comparisons = correct(state, arm_list, days)
+    power = power_of(state, rates)
     timings["metrics_bootstrap"] = time.perf_counter() - t0
     timings["total"] = time.perf_counter() - started
 
-    totals = cells.logged.sum(axis=(0, 1))
+    totals = cells.logged.sum(axis=(0, 1, 2))
     logged_total = int(totals.sum())
     labeled_total = int(totals[BENIGN] + totals[HARMFUL])
     inputs = {"impressions": logged.issues, "notes": notes_index.issues}
@@ -156,6 +171,9 @@ def replay_exposure(
         distinct_notes=len(logged.seen),
         distinct_users=logged.users,
         user_clusters=rates.clusters,
+        note_clusters=rates.note_clusters,
+        comparisons=comparisons,
+        power=power,
         scoring=decided.scoring,
         arms=arm_list,
         days=days,

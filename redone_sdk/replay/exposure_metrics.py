@@ -1,21 +1,46 @@
 """Metrics of the exposure replay from the counted cells: per arm and per UTC day, the harmful exposure rate,
-the share of benign exposures removed and the change vs control, with a paired Poisson bootstrap over user
-clusters (one matrix product for every arm)."""
+the share of benign exposures removed and the change vs control, with a paired Poisson bootstrap over user ×
+note buckets (two-way by default; one matrix product for every arm and day), t intervals, p-values corrected
+across arms and days, and the power figure of a follow-up online test."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from functools import cached_property
 
 import numpy as np
 
 from redone_sdk.replay.arms import BLOCK, REVIEW, Arm
-from redone_sdk.replay.bootstrap import estimate, poisson_weights, ratio
+from redone_sdk.replay.bootstrap import (
+    Estimate,
+    IntervalMethod,
+    cluster_weights,
+    combined_df,
+    estimate,
+    influence_sides,
+    ratio,
+    weighted_sums,
+)
 from redone_sdk.replay.exposure_passes import BENIGN, DAY_S, HARMFUL, UNLABELED, Cells, LoggedExposures, Removal
-from redone_sdk.replay.exposure_results import ArmResult, DayArm, DayResult, ExposureSettings
+from redone_sdk.replay.exposure_results import ArmResult, Comparison, DayArm, DayResult, ExposureSettings
 from redone_sdk.replay.exposure_scoring import ArmActions
+from redone_sdk.replay.multiple_testing import adjust, t_p_value
+from redone_sdk.replay.power import PowerResult, power_result
 
-__all__ = ["ExposureState", "Rates", "arm_rates", "arm_results", "day_results", "day_label"]
+__all__ = [
+    "ExposureState",
+    "Rates",
+    "StatTable",
+    "arm_rates",
+    "rates_from_cells",
+    "arm_results",
+    "day_results",
+    "day_label",
+    "correct",
+    "power_of",
+]
 
 
 @dataclass(frozen=True)
@@ -32,21 +57,8 @@ class ExposureState:
     cells: Cells
 
     def removed(self, arm: str) -> np.ndarray:
-        """[buckets, days, 3] exposures the arm removes (zeros for an arm that removes nothing)."""
+        """[user buckets, note buckets, days, 3] exposures the arm removes (zeros for an arm that removes nothing)."""
         return self.cells.removed.get(arm, np.zeros_like(self.cells.logged))
-
-
-@dataclass(frozen=True)
-class Rates:
-    """Per arm, (harmful exposure rate, benign share removed): overall and per day, on the data (`total`,
-    `day`) and in every bootstrap replicate (`boot_total`: [reps], `boot_day`: [reps, days]; None without
-    a bootstrap). `clusters`: user clusters with at least one exposure."""
-
-    total: dict[str, tuple[np.ndarray, np.ndarray]]
-    day: dict[str, tuple[np.ndarray, np.ndarray]]
-    boot_total: dict[str, tuple[np.ndarray, np.ndarray]] | None
-    boot_day: dict[str, tuple[np.ndarray, np.ndarray]] | None
-    clusters: int
 
 
 def _rates(log_cells: np.ndarray, rem_cells: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -55,36 +67,112 @@ def _rates(log_cells: np.ndarray, rem_cells: np.ndarray) -> tuple[np.ndarray, np
     return ratio(kept_harmful, kept_labeled), ratio(rem_cells[..., BENIGN], log_cells[..., BENIGN])
 
 
-def _replicates(state: ExposureState, used: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """Bootstrap sums per replicate: logged [reps, days, 3], and removed per arm. One matrix product for every
-    arm: [logged | removed by arm 1 | …] per user cluster, weighted by the same Poisson weights."""
-    settings, cells = state.settings, state.cells
-    reps, n_days = settings.bootstrap, cells.logged.shape[1]
-    weights = poisson_weights(len(used), reps, settings.seed)
-    moved = [n for n, r in cells.removed.items() if r.any()]
-    stacked = np.concatenate(
-        [cells.logged[used].reshape(len(used), -1)] + [cells.removed[n][used].reshape(len(used), -1) for n in moved],
-        axis=1,
+@dataclass(frozen=True)
+class StatTable:
+    """Every statistic of the replay as a function of the summed cells: blocks [logged | removed by each arm
+    that acts], each [days, 3], flattened. `columns` names each output: (arm, stat, day index or None) with stat
+    in rate, benign, change, diff (day: rate, change)."""
+
+    arms: list[str]
+    control: str
+    blocks: dict[str, int]  # arm -> block of its removed sums (absent: removes nothing)
+    n_days: int
+
+    @property
+    def columns(self) -> list[tuple[str, str, int | None]]:
+        out: list[tuple[str, str, int | None]] = []
+        for arm in self.arms:
+            out += [(arm, s, None) for s in ("rate", "benign", "change", "diff")]
+            out += [(arm, s, d) for d in range(self.n_days) for s in ("rate", "change")]
+        return out
+
+    def __call__(self, flat: np.ndarray) -> np.ndarray:
+        """[n, K] sums -> [n, S] statistics (S = len(columns))."""
+        n = flat.shape[0]
+        sums = flat.reshape(n, 1 + len(self.blocks), self.n_days, 3)
+        logged = sums[:, 0]
+        zeros = np.zeros_like(logged)
+        per_arm = {}
+        for arm in self.arms:
+            removed = sums[:, self.blocks[arm]] if arm in self.blocks else zeros
+            total = _rates(logged.sum(axis=1), removed.sum(axis=1))
+            per_arm[arm] = (total, _rates(logged, removed))
+        base_total, base_day = per_arm[self.control][0][0], per_arm[self.control][1][0]
+        cols = []
+        for arm in self.arms:
+            (rate, benign), (day_rate, _) = per_arm[arm]
+            cols += [rate, benign, ratio(rate, base_total) - 1.0, rate - base_total]
+            day_change = ratio(day_rate, base_day) - 1.0
+            for d in range(self.n_days):
+                cols += [day_rate[:, d], day_change[:, d]]
+        return np.stack(cols, axis=1)
+
+
+@dataclass(frozen=True)
+class Rates:
+    """Every statistic (columns of `table`) on the data, per bootstrap replicate ([reps, S], None without a
+    bootstrap), with the t interval's df and the linearized variance per side. `clusters`: user buckets and
+    note buckets with at least one exposure."""
+
+    table: StatTable
+    point: np.ndarray
+    boot: np.ndarray | None
+    df: np.ndarray
+    variance: dict[str, np.ndarray]
+    clusters: int
+    note_clusters: int
+    confidence: float
+    method: IntervalMethod
+
+    @cached_property
+    def _index(self) -> dict[tuple[str, str, int | None], int]:
+        return {c: i for i, c in enumerate(self.table.columns)}
+
+    def index(self, arm: str, stat: str, day: int | None = None) -> int:
+        return self._index[(arm, stat, day)]
+
+    def estimate(self, arm: str, stat: str, day: int | None = None) -> Estimate:
+        i = self.index(arm, stat, day)
+        samples = self.boot[:, i] if self.boot is not None else None
+        return estimate(float(self.point[i]), samples, self.confidence, df=float(self.df[i]), method=self.method)
+
+
+def rates_from_cells(
+    logged: np.ndarray, removed: dict[str, np.ndarray], arms: list[str], control: str, settings: ExposureSettings
+) -> Rates:
+    """Every statistic with its bootstrap: `logged` [user buckets, note buckets, days, 3] and the cells each
+    arm removes (an arm absent from `removed`, or with no removal, removes nothing)."""
+    n_u, n_v, n_days = logged.shape[0], logged.shape[1], logged.shape[2]
+    moved = [n for n, r in removed.items() if r.any()]
+    table = StatTable(list(arms), control, {n: k for k, n in enumerate(moved, 1)}, n_days)
+    stacked = np.concatenate([logged.reshape(n_u, n_v, -1)] + [removed[n].reshape(n_u, n_v, -1) for n in moved], axis=2)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        point = table(stacked.sum(axis=(0, 1))[None].astype(np.float64))[0]
+        sides = influence_sides(stacked, table)
+    df = combined_df(sides, settings.bootstrap_unit)
+    boot = None
+    if settings.bootstrap:
+        weights = cluster_weights(settings.bootstrap_unit, n_u, n_v, settings.bootstrap, settings.seed)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            boot = table(weighted_sums(stacked, weights))
+    per_side = stacked.sum(axis=2)
+    return Rates(
+        table,
+        point,
+        boot,
+        df,
+        {name: var for name, (var, _) in sides.items()},
+        int((per_side.sum(axis=1) > 0).sum()),
+        int((per_side.sum(axis=0) > 0).sum()),
+        settings.confidence,
+        settings.interval,
     )
-    product = (weights @ stacked.astype(np.float64)).reshape(reps, 1 + len(moved), n_days, 3)
-    boot_removed = {a.name: np.zeros((reps, n_days, 3)) for a in state.arms}
-    for k, n in enumerate(moved, start=1):
-        boot_removed[n] = product[:, k]
-    return product[:, 0], boot_removed
 
 
 def arm_rates(state: ExposureState) -> Rates:
-    logged = state.cells.logged
-    used = np.flatnonzero(logged.reshape(len(logged), -1).sum(axis=1) > 0)
-    names = [a.name for a in state.arms]
-    total = {n: _rates(logged.sum(axis=(0, 1)), state.removed(n).sum(axis=(0, 1))) for n in names}
-    day = {n: _rates(logged.sum(axis=0), state.removed(n).sum(axis=0)) for n in names}
-    if not state.settings.bootstrap:
-        return Rates(total, day, None, None, len(used))
-    boot_logged, boot_removed = _replicates(state, used)
-    boot_total = {n: _rates(boot_logged.sum(axis=1), boot_removed[n].sum(axis=1)) for n in names}
-    boot_day = {n: _rates(boot_logged, boot_removed[n]) for n in names}
-    return Rates(total, day, boot_total, boot_day, len(used))
+    return rates_from_cells(
+        state.cells.logged, state.cells.removed, [a.name for a in state.arms], state.control, state.settings
+    )
 
 
 def _note_counts(state: ExposureState, arm: Arm) -> dict[str, int]:
@@ -114,19 +202,11 @@ def _note_counts(state: ExposureState, arm: Arm) -> dict[str, int]:
 
 
 def arm_results(state: ExposureState, rates: Rates) -> list[ArmResult]:
-    conf, control = state.settings.confidence, state.control
-    control_rate = rates.total[control][0]
-    totals = state.cells.logged.sum(axis=(0, 1))
+    totals = state.cells.logged.sum(axis=(0, 1, 2))
     out = []
     for arm in state.arms:
         name = arm.name
-        rem = state.removed(name).sum(axis=(0, 1))
-        rate, benign_share = rates.total[name]
-        rate_b = benign_b = change_b = diff_b = None
-        if rates.boot_total is not None:
-            rate_b, benign_b = rates.boot_total[name]
-            change_b = ratio(rate_b, rates.boot_total[control][0]) - 1.0
-            diff_b = rate_b - rates.boot_total[control][0]
+        rem = state.removed(name).sum(axis=(0, 1, 2))
         notes = _note_counts(state, arm)
         by_block = notes.pop("removed_by_block")
         out.append(
@@ -145,12 +225,10 @@ def arm_results(state: ExposureState, rates: Rates) -> list[ArmResult]:
                 harmful_exposures_removed=int(rem[HARMFUL]),
                 unlabeled_exposures_removed=int(rem[UNLABELED]),
                 **notes,
-                harmful_exposure_rate=estimate(float(rate), rate_b, conf),
-                benign_removed_share=estimate(float(benign_share), benign_b, conf),
-                change_vs_control=estimate(
-                    float(rate / control_rate - 1.0) if control_rate else float("nan"), change_b, conf
-                ),
-                difference_vs_control=estimate(float(rate - control_rate), diff_b, conf),
+                harmful_exposure_rate=rates.estimate(name, "rate"),
+                benign_removed_share=rates.estimate(name, "benign"),
+                change_vs_control=rates.estimate(name, "change"),
+                difference_vs_control=rates.estimate(name, "diff"),
             )
         )
     return out
@@ -161,29 +239,79 @@ def day_label(day0: int, index: int) -> str:
 
 
 def day_results(state: ExposureState, rates: Rates) -> list[DayResult]:
-    conf, control = state.settings.confidence, state.control
     logged = state.cells.logged
-    control_day = rates.day[control][0]
-    logged_per_day = logged.sum(axis=(0, 2))
+    logged_per_day = logged.sum(axis=(0, 1, 3))
     days = []
     for d in range(state.logged.n_days):
         per_arm = {}
         for arm in state.arms:
             name = arm.name
-            rate_d = rates.day[name][0][d]
-            base_d = control_day[d]
-            change = rate_d / base_d - 1.0 if base_d and np.isfinite(base_d) else float("nan")
-            rb = cb = None
-            if rates.boot_day is not None:
-                rb = rates.boot_day[name][0][:, d]
-                cb = ratio(rb, rates.boot_day[control][0][:, d]) - 1.0
-            kept = int(logged[:, d, :].sum() - state.removed(name)[:, d, :].sum())
+            kept = int(logged[:, :, d, :].sum() - state.removed(name)[:, :, d, :].sum())
             per_arm[name] = DayArm(
-                harmful_exposure_rate=estimate(float(rate_d), rb, conf),
-                change_vs_control=estimate(change, cb, conf),
+                harmful_exposure_rate=rates.estimate(name, "rate", d),
+                change_vs_control=rates.estimate(name, "change", d),
                 exposures=kept,
             )
         days.append(
             DayResult(day=day_label(state.logged.day0, d), logged_exposures=int(logged_per_day[d]), arms=per_arm)
         )
     return days
+
+
+def _with_p(est: Estimate, p: float | None, p_adj: float | None) -> Estimate:
+    return est.model_copy(update={"p_value": p, "p_adjusted": p_adj})
+
+
+def correct(
+    state: ExposureState, arms: list[ArmResult], days: list[DayResult]
+) -> tuple[list[ArmResult], list[DayResult], list[Comparison]]:
+    """p-values of every change vs control (each non-control arm, overall and per day), corrected together
+    (Holm or Benjamini–Hochberg); written into the estimates and listed as comparisons."""
+    settings, control = state.settings, state.control
+    slots: list[tuple[str, str | None, Estimate]] = []
+    for arm in arms:
+        if arm.name != control:
+            slots.append((arm.name, None, arm.change_vs_control))
+    for day in days:
+        for name, day_arm in day.arms.items():
+            if name != control:
+                slots.append((name, day.day, day_arm.change_vs_control))
+    raw = [t_p_value(e.value, e.se, e.df) for _, _, e in slots]
+    adjusted = adjust(raw, settings.correction)
+    level = 1.0 - settings.confidence
+    comparisons = [
+        Comparison(arm=a, day=d, change=e.value, p_value=p, p_adjusted=q, significant=q is not None and q < level)
+        for (a, d, e), p, q in zip(slots, raw, adjusted, strict=True)
+    ]
+    lookup = {(c.arm, c.day): c for c in comparisons}
+    arms = [
+        a.model_copy(update={"change_vs_control": _with_p(a.change_vs_control, c.p_value, c.p_adjusted)})
+        if (c := lookup.get((a.name, None)))
+        else a
+        for a in arms
+    ]
+    new_days = []
+    for day in days:
+        per_arm = {}
+        for name, day_arm in day.arms.items():
+            c = lookup.get((name, day.day))
+            per_arm[name] = (
+                day_arm.model_copy(
+                    update={"change_vs_control": _with_p(day_arm.change_vs_control, c.p_value, c.p_adjusted)}
+                )
+                if c
+                else day_arm
+            )
+        new_days.append(day.model_copy(update={"arms": per_arm}))
+    return arms, new_days, comparisons
+
+
+def power_of(state: ExposureState, rates: Rates) -> PowerResult | None:
+    """The MDE of a follow-up online test, from the control rate's linearized variance in the log."""
+    i = rates.index(state.control, "rate")
+    var_users = float(rates.variance["users"][i])
+    var_two_way = var_users + float(rates.variance["notes"][i])
+    rate = float(rates.point[i])
+    if not math.isfinite(rate):
+        return None
+    return power_result(rate, var_users, var_two_way, state.logged.users, state.settings.power)

@@ -2,9 +2,9 @@
 
 Pass 1 validates the log, counts exposures per note, finds each note's first exposure, the period and the
 distinct users, and spills three compact columns (note row, timestamp, user cluster) to a temporary folder.
-Pass 2 streams those columns and counts logged and removed exposures per (user cluster, UTC day, ground
-truth) cell for every arm, and per note the exposures after each review delay. Memory depends on the batch
-size, the number of notes and clusters, not on the log's length.
+Pass 2 streams those columns and counts logged and removed exposures per (user bucket, note bucket, UTC day,
+ground truth) cell for every arm (the two-way bootstrap's cells), and per note the exposures after each review
+delay. Memory depends on the batch size, the number of notes and buckets, not on the log's length.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import pyarrow.compute as pc
 from redone_sdk.replay.arms import BLOCK, REVIEW, Arm
 from redone_sdk.replay.columns import NO_TIME
 from redone_sdk.replay.exposure_results import ExposureSettings
+from redone_sdk.replay.hashing import string_hash64
 from redone_sdk.replay.impressions import iter_impressions
 from redone_sdk.replay.labels import Labels
 from redone_sdk.replay.notes import NotesIndex
@@ -33,6 +34,7 @@ __all__ = [
     "HARMFUL",
     "UNLABELED",
     "truth_of",
+    "note_buckets_of",
     "Spill",
     "LoggedExposures",
     "count_exposures",
@@ -56,6 +58,13 @@ def truth_of(notes: NotesIndex, labels: Labels | None) -> np.ndarray:
     known = rows >= 0
     truth[rows[known]] = np.where(harmful[known], HARMFUL, BENIGN)
     return truth
+
+
+def note_buckets_of(notes: NotesIndex, buckets: int) -> np.ndarray:
+    """Bootstrap bucket of every note row: the stable 64-bit hash of its id, high half modulo `buckets` (the
+    same note lands in the same bucket on every machine and run, so the cells stay mergeable)."""
+    hashes = string_hash64(notes.ids)
+    return ((hashes >> np.uint64(32)) % np.uint64(buckets)).astype(np.int64)
 
 
 class _DistinctCounter:
@@ -216,21 +225,27 @@ def removal_rules(
 
 @dataclass(frozen=True)
 class Cells:
-    """Exposures per (user cluster, day, ground truth): logged, and removed by each arm that acts; per note,
-    the exposures after each distinct review delay."""
+    """Exposures per (user bucket, note bucket, day, ground truth): logged, and removed by each arm that acts;
+    per note, the exposures after each distinct review delay."""
 
-    logged: np.ndarray  # [buckets, days, 3]
-    removed: dict[str, np.ndarray]  # arm -> [buckets, days, 3]
+    logged: np.ndarray  # [user buckets, note buckets, days, 3]
+    removed: dict[str, np.ndarray]  # arm -> [user buckets, note buckets, days, 3]
     after_counts: dict[int, np.ndarray]  # delay (s) -> per note row
 
 
 def count_cells(
-    spill: Spill, logged: LoggedExposures, truth: np.ndarray, removal: Removal, settings: ExposureSettings
+    spill: Spill,
+    logged: LoggedExposures,
+    truth: np.ndarray,
+    removal: Removal,
+    settings: ExposureSettings,
+    note_bucket: np.ndarray,
 ) -> Cells:
-    """Pass 2 over the spilled columns."""
+    """Pass 2 over the spilled columns; `note_bucket`: the bootstrap bucket of every note row."""
     n_notes = len(truth)
     buckets, day0, n_days = settings.user_buckets, logged.day0, logged.n_days
-    n_cells = buckets * n_days * 3
+    n_note_buckets = settings.note_buckets
+    n_cells = buckets * n_note_buckets * n_days * 3
     counts = np.zeros(n_cells, dtype=np.int64)
     removed = {n: np.zeros(n_cells, dtype=np.int64) for n in removal.block_mask}
     after_counts = {d: np.zeros(n_notes, dtype=np.int64) for d in removal.distinct_delays}
@@ -239,7 +254,8 @@ def count_cells(
         note = chunk["note"].astype(np.int64)
         timestamp = chunk["timestamp"]
         day = (timestamp - day0) // DAY_S
-        cell = (chunk["bucket"].astype(np.int64) * n_days + day) * 3 + truth[note]
+        pair = chunk["bucket"].astype(np.int64) * n_note_buckets + note_bucket[note]
+        cell = (pair * n_days + day) * 3 + truth[note]
         counts += np.bincount(cell, minlength=n_cells)
         start_of = start[note]
         after = {}
@@ -250,5 +266,5 @@ def count_cells(
             gone = removal.block_mask[name][note] | (removal.review_mask[name][note] & after[removal.delays[name]])
             if gone.any():
                 removed[name] += np.bincount(cell[gone], minlength=n_cells)
-    shape = (buckets, n_days, 3)
+    shape = (buckets, n_note_buckets, n_days, 3)
     return Cells(counts.reshape(shape), {n: r.reshape(shape) for n, r in removed.items()}, after_counts)

@@ -8,11 +8,21 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from redone_sdk.replay.bootstrap import Estimate
+from redone_sdk.replay.bootstrap import BootstrapUnit, Estimate, IntervalMethod
 from redone_sdk.replay.impressions import DEFAULT_BATCH_ROWS
+from redone_sdk.replay.power import PowerResult, PowerSettings
 from redone_sdk.replay.schemas import TableIssues
 
-__all__ = ["ExposureSettings", "ExposureResult", "ArmResult", "DayArm", "DayResult", "SweepPoint", "Sweep"]
+__all__ = [
+    "ExposureSettings",
+    "ExposureResult",
+    "Comparison",
+    "ArmResult",
+    "DayArm",
+    "DayResult",
+    "SweepPoint",
+    "Sweep",
+]
 
 
 class ExposureSettings(BaseModel):
@@ -30,9 +40,23 @@ class ExposureSettings(BaseModel):
         description="Reviewed notes without ground truth: keep their exposures, or remove them after the delay.",
     )
     bootstrap: int = Field(default=1000, ge=0, description="Bootstrap replicates (0: no intervals).")
+    bootstrap_unit: BootstrapUnit = Field(
+        default="two-way",
+        description="What the bootstrap resamples: users and notes (product weights), users only, or notes only.",
+    )
+    interval: IntervalMethod = Field(
+        default="t",
+        description="t: estimate ± t(df) · bootstrap SE, df from the clusters' influence (Satterthwaite); "
+        "percentile: 2.5–97.5 % of the replicates.",
+    )
     confidence: float = Field(default=0.95, gt=0.0, lt=1.0)
+    correction: Literal["holm", "bh"] = Field(
+        default="holm", description="Multiple-testing correction of the p-values across arms and days."
+    )
     seed: int = 0
-    user_buckets: int = Field(default=4096, ge=1, description="Users are hashed into this many bootstrap clusters.")
+    user_buckets: int = Field(default=1024, ge=1, description="Users are hashed into this many bootstrap clusters.")
+    note_buckets: int = Field(default=64, ge=1, description="Notes are hashed into this many bootstrap clusters.")
+    power: PowerSettings = Field(default_factory=PowerSettings, description="The follow-up online test sized.")
     batch_rows: int = Field(default=DEFAULT_BATCH_ROWS, ge=1)
     surfaces: tuple[str, ...] | None = Field(default=None, description="Keep only these surfaces (None: all).")
     period: tuple[date, date] | None = Field(
@@ -98,6 +122,18 @@ class Sweep(BaseModel):
     arm_points: dict[str, SweepPoint]
 
 
+class Comparison(BaseModel):
+    """One test of 'no change vs control' (an arm overall or on one day): the relative change, its two-sided
+    p-value (t with the interval's df) and the p-value after the correction across every comparison."""
+
+    arm: str
+    day: str | None = Field(description="None: the whole period.")
+    change: float | None
+    p_value: float | None
+    p_adjusted: float | None
+    significant: bool = Field(description="p_adjusted below 1 − confidence.")
+
+
 class ExposureResult(BaseModel):
     """Everything the exposure replay found; `model_dump_json()` is what `exposure.json` holds."""
 
@@ -114,6 +150,11 @@ class ExposureResult(BaseModel):
     distinct_notes: int
     distinct_users: int = Field(description="Distinct users (HyperLogLog estimate of distinct user-id hashes, ~1 %).")
     user_clusters: int
+    note_clusters: int = Field(default=0, description="Note buckets with at least one exposure.")
+    comparisons: list[Comparison] = Field(
+        default_factory=list, description="Every change vs control tested, with raw and corrected p-values."
+    )
+    power: PowerResult | None = Field(default=None, description="Minimum detectable effect of a follow-up online test.")
     scoring: dict[str, dict[str, int | str]] = Field(description="Per bundle: notes scored by the model, from cache.")
     arms: list[ArmResult]
     days: list[DayResult]
