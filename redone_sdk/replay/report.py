@@ -258,32 +258,51 @@ def _exposure_figures(result: ExposureResult) -> list[Figure]:
     return figures
 
 
+def _search_changes(result: SearchResult) -> list[tuple[str, Estimate]]:
+    """(label, change) for every ranking and estimator: the click model's, then the replay's (IPS)."""
+    rankings = [(result.matcher, result.change, result.ips.change)]
+    rankings += [(b.name, b.change, b.ips.change) for b in result.baselines]
+    out = []
+    for name, model, ips in rankings:
+        out += [(f"{name} · click model", model), (f"{name} · replay (IPS)", ips)]
+    return out
+
+
 def _search_figures(result: SearchResult) -> list[Figure]:
     ranks = [r.rank for r in result.ranks]
     cpr = [
         ("observed, logged", result.observed_cpr_logged),
         ("model, logged", result.model_cpr_logged),
-        ("model, new", result.model_cpr_new),
+        ("model, matcher", result.model_cpr_new),
+        *[(f"model, {b.name}", b.model_cpr_new) for b in result.baselines],
     ]
+    changes = _search_changes(result)
     return [
         Figure(
             id="search_examination",
-            title="Examination and click-through by rank",
+            title="Examination by rank (click model)",
             x_label="rank",
-            y_label="probability",
+            y_label="examination θ (top rank = 1)",
+            series=[Series(name="examination θ (fitted)", x=ranks, y=[r.examination for r in result.ranks])],
+            caption="θ is scaled so that the most examined rank has θ = 1.",
+        ),
+        Figure(
+            id="search_ctr",
+            title="Click-through by rank: observed vs the click model",
+            x_label="rank",
+            y_label="click-through",
+            y_percent=True,
             series=[
-                Series(name="examination θ (fitted)", x=ranks, y=[r.examination for r in result.ranks]),
-                Series(name="click-through, observed", x=ranks, y=[r.observed_ctr for r in result.ranks]),
-                Series(name="click-through, predicted", x=ranks, y=[r.predicted_ctr for r in result.ranks]),
+                Series(name="observed", x=ranks, y=[r.observed_ctr for r in result.ranks]),
+                Series(name="predicted", x=ranks, y=[r.predicted_ctr for r in result.ranks]),
             ],
-            caption="θ is scaled so that the most examined rank has θ = 1; "
-            "observed vs predicted click-through checks the fit.",
+            caption="On its own scale (click-through is far below θ): the two curves should coincide.",
         ),
         Figure(
             id="search_attractiveness",
             title="Attractiveness by relevance bin (matcher score)",
             x_label="matcher score bin",
-            y_label="attractiveness α",
+            y_label="mean attractiveness α",
             series=[
                 Series(
                     name="α (fitted)",
@@ -309,9 +328,80 @@ def _search_figures(result: SearchResult) -> list[Figure]:
                     style="bar",
                 )
             ],
-            caption="Intervals: bootstrap over queries, click model held fixed.",
+            caption="Intervals: bootstrap over queries, click model refitted in each replicate.",
+        ),
+        Figure(
+            id="search_change",
+            title="Change in click page rate vs the logged ranking (paired)",
+            x_label="",
+            y_label="change",
+            y_percent=True,
+            reference_y=0.0,
+            series=[
+                Series(
+                    name="change",
+                    x=[n for n, _ in changes],
+                    y=[e.value for _, e in changes],
+                    lo=[e.lo for _, e in changes],
+                    hi=[e.hi for _, e in changes],
+                    style="bar",
+                )
+            ],
+            caption="Paired over the same page views (bootstrap over queries); replay (IPS) over the queries it "
+            "covers. A missing bar: not estimable (no covered reordered page view).",
         ),
     ]
+
+
+def _p(x: float | None) -> str:
+    return "n/a" if x is None else (f"{x:.2g}" if x < 0.001 else f"{x:.3f}")
+
+
+def _statistics_blocks(result: ExposureResult) -> list[Block]:
+    """Tests of every change vs control (raw and corrected p-values) and the online test's MDE."""
+    s = result.settings
+    blocks: list[Block] = []
+    if result.comparisons:
+        method = {"holm": "Holm", "bh": "Benjamini–Hochberg"}[s.correction]
+        blocks.append(("h", 3, "Tests"))
+        blocks.append(
+            (
+                "p",
+                f"Two-sided t-test of 'no change vs {result.control}' for each arm, overall and per day "
+                f"({len(result.comparisons)} tests), p-values corrected together ({method}); significant: "
+                f"corrected p < {1 - s.confidence:.2g}. The threshold sweep is not tested.",
+            )
+        )
+        rows = [
+            [
+                c.arm,
+                c.day or "all days",
+                _pct(c.change),
+                _p(c.p_value),
+                _p(c.p_adjusted),
+                "yes" if c.significant else "",
+            ]
+            for c in result.comparisons
+        ]
+        blocks.append(("table", ["arm", "day", "change", "p", f"p ({method})", "significant"], rows))
+    power = result.power
+    if power is not None:
+        ps = power.settings
+        blocks.append(("h", 3, "Power of a follow-up online test"))
+        blocks.append(
+            (
+                "ul",
+                [
+                    f"{power.users:,} users, {ps.treatment_share:.0%} in treatment, two-sided α = {ps.alpha:g}, "
+                    f"power {ps.power:.0%}; control harmful exposure rate {_rate(power.control_rate)}.",
+                    f"Minimum detectable change, user variance only (both arms see the same notes): "
+                    f"{_rate(power.mde_users)} absolute ({_pct(power.mde_users_relative)} relative).",
+                    f"Minimum detectable change, two-way variance (conservative: notes a fresh draw): "
+                    f"{_rate(power.mde_two_way)} absolute ({_pct(power.mde_two_way_relative)} relative).",
+                ],
+            )
+        )
+    return blocks
 
 
 def _exposure_blocks(result: ExposureResult, figures: list[Figure]) -> list[Block]:
@@ -471,19 +561,43 @@ def _exposure_blocks(result: ExposureResult, figures: list[Figure]) -> list[Bloc
 
 def _search_blocks(result: SearchResult, figures: list[Figure]) -> list[Block]:
     s = result.settings
+    d = result.diagnostics
     conf = f"{int(s.confidence * 100)} %"
     blocks: list[Block] = [("h", 2, "Click-page-rate replay (search)")]
+    if not d.identified:
+        accepted = " (run with --accept-unidentified)" if d.accepted_unidentified else ""
+        blocks.append(
+            (
+                "p",
+                f"**WARNING — the change is NOT identified by this log{accepted}:** "
+                + "; ".join(d.warnings)
+                + ". Do not act on the numbers below.",
+            )
+        )
+    ips = result.ips
     items = [
         f"{result.sessions:,} page views of {result.queries:,} queries, {result.pairs:,} distinct (query, note) pairs "
         f"({result.pairs_scored_by_model:,} scored by the matcher, the rest from cache); matcher {result.matcher}.",
         f"Click page rate, logged ranking: observed {_est(result.observed_cpr_logged, percent=True)}, "
         f"model {_est(result.model_cpr_logged, percent=True)}.",
-        f"Click page rate, matcher's ranking (model): {_est(result.model_cpr_new, percent=True)}; "
-        f"change **{_est(result.change, percent=True, signed=True)}** ({conf} interval, bootstrap over queries).",
+        f"Click model (PBM): matcher's ranking {_est(result.model_cpr_new, percent=True)}; "
+        f"change **{_est(result.change, percent=True, signed=True)}** ({conf} interval, bootstrap over queries, "
+        f"click model refitted in each replicate; with the model held fixed "
+        f"{_est(result.change_model_fixed, percent=True, signed=True)}).",
+        f"Replay (IPS, top {ips.prefix} ranks matched, no click model): change "
+        f"**{_est(ips.change, percent=True, signed=True)}** over the {_pct(ips.coverage, 1)} of page views whose "
+        f"query has a logged page view ranked like the matcher's ({ips.accepted:,} such page views; "
+        f"{_pct(ips.reordered_coverage, 1)} of the reordered ones covered).",
+        "The two estimates' intervals "
+        + {
+            True: "overlap.",
+            False: "do NOT overlap: the click model or the replay's assumptions fail here.",
+            None: "cannot be compared (one has no interval).",
+        }[result.estimators_agree],
         f"The matcher reorders {_pct(result.sessions_reordered, 1)} of page views. Click model: EM, "
         f"{result.em_iterations} iterations ({'converged' if result.em_converged else 'NOT converged'}), "
-        f"attractiveness `{s.attractiveness}` over {len(result.bins)} relevance bins, "
-        f"prior strength {s.prior_strength}.",
+        f"attractiveness per pair shrunk toward {len(result.bins)} relevance bins (prior strength "
+        f"{s.prior_strength}).",
     ]
     if result.ndcg_logged is not None:
         items.append(
@@ -491,6 +605,50 @@ def _search_blocks(result: SearchResult, figures: list[Figure]) -> list[Block]:
             f"{result.ndcg_logged:.4f} logged vs {result.ndcg_new:.4f} reranked."
         )
     blocks.append(("ul", items))
+    if result.baselines:
+        rows = [
+            [
+                name,
+                _pct(reordered, 1),
+                _est(model, percent=True, signed=True),
+                _est(ips_change, percent=True, signed=True),
+                "" if ndcg is None else f"{ndcg:.4f}",
+            ]
+            for name, reordered, model, ips_change, ndcg in [
+                (result.matcher, result.sessions_reordered, result.change, result.ips.change, result.ndcg_new),
+                *[(b.name, b.sessions_reordered, b.change, b.ips.change, b.ndcg_new) for b in result.baselines],
+            ]
+        ]
+        blocks.append(
+            ("table", ["ranking", "page views reordered", "change, click model", "change, replay (IPS)", "NDCG"], rows)
+        )
+    blocks.append(("h", 3, "Is the change identified?"))
+    blocks.append(
+        (
+            "table",
+            ["measure", "value", "threshold"],
+            [
+                [
+                    "impressions off their pair's usual rank (rank spread)",
+                    _pct(d.rank_spread, 1),
+                    f">= {_pct(d.min_rank_spread, 1)}",
+                ],
+                ["impressions of pairs shown at 2+ ranks", _pct(d.multi_rank_impressions, 1), ""],
+                ["groups of ranks linked by shared pairs", str(d.rank_components), "1"],
+                ["page views from queries that varied", _pct(d.queries_varied, 1), ""],
+                [
+                    "reordered page views from queries that varied",
+                    _pct(d.reordered_varied, 1),
+                    f">= {_pct(d.min_reordered_varied, 0)}",
+                ],
+                [
+                    "per-query rank spread, quartiles (by page views)",
+                    " / ".join(_pct(x, 1) for x in d.query_spread_quartiles),
+                    "",
+                ],
+            ],
+        )
+    )
     blocks.append(
         (
             "table",
@@ -510,17 +668,18 @@ def _search_blocks(result: SearchResult, figures: list[Figure]) -> list[Block]:
     for figure in figures:
         blocks.append(("img", f"figures/{figure.id}.png", figure.title, figure.caption))
     blocks += _issue_blocks(result.inputs)
-    blocks.append(("h", 3, "Estimator and assumptions"))
+    blocks.append(("h", 3, "Estimators and assumptions"))
     blocks.append(
         (
             "ul",
             [
-                "A position-based click model is fitted by EM on the logged page views: "
-                "P(click at rank k) = θ_k · α(query, note).",
+                "Click model: a position-based model fitted by EM on the logged page views: "
+                "P(click at rank k) = θ_k · α(query, note); click page rate of a ranking = mean over page views of "
+                "1 − Π_k (1 − θ_k · α(note at k)); the change compares the model's rate for the new and the logged "
+                "rankings.",
+                "Replay (IPS): logged page views whose top ranks equal the new ranking's, per query, weighted by the "
+                "query's page views; the logged rate over the same queries.",
                 "Each page's notes are reranked by the matcher's expected relevance (ties keep the logged order).",
-                "Click page rate of a ranking = mean over page views of 1 − Π_k (1 − θ_k · α(note at k)); "
-                "the change compares the model's "
-                "rate for the new and the logged rankings.",
                 *result.assumptions,
             ],
         )

@@ -3,6 +3,7 @@ judgments, each row checked and every bad row counted by reason."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,7 +11,7 @@ from redone_sdk.replay.formats import iter_dict_rows, require_columns
 from redone_sdk.replay.notes import NotesIndex
 from redone_sdk.replay.schemas import TableIssues
 
-__all__ = ["SearchSessions", "read_sessions", "read_judgments"]
+__all__ = ["SearchSessions", "iter_sessions", "read_sessions", "read_judgments"]
 
 
 @dataclass
@@ -53,19 +54,37 @@ def _session_problem(record: dict, notes: NotesIndex | None, max_page: int) -> t
     return None, (session_id, query, list(shown), [int(c) for c in clicks])
 
 
-def read_sessions(path: str | Path, *, notes: NotesIndex | None = None, max_page: int = 100) -> SearchSessions:
-    """Read search sessions (`session_id`, `query`, `notes`: ids top first, `clicks`: 0/1 per note)."""
+def iter_sessions(
+    path: str | Path,
+    issues: TableIssues,
+    *,
+    notes: NotesIndex | None = None,
+    max_page: int = 100,
+    batch_rows: int = 65_536,
+) -> Iterator[tuple[int, tuple[str, str, list[str], list[int]]]]:
+    """Stream valid page views as (row, (session_id, query, notes, clicks)); bad rows are counted in `issues`.
+
+    Duplicate session ids are not detected here (that needs every id seen): the caller does it."""
     path = Path(path)
-    issues = TableIssues(table="search sessions", source=str(path))
     require_columns(path, ["session_id", "query", "notes", "clicks"], "search sessions")
-    out = SearchSessions([], [], [], [], issues)
-    seen: set[str] = set()
-    for row, record in iter_dict_rows(path, issues, ("session_id", "query", "notes", "clicks"), 65_536):
+    for row, record in iter_dict_rows(path, issues, ("session_id", "query", "notes", "clicks"), batch_rows):
         problem, parsed = _session_problem(record, notes, max_page)
-        if problem is None and parsed is not None and parsed[0] in seen:
-            problem = "duplicate session_id"
         if problem is not None or parsed is None:
             issues.add(problem or "invalid", row=row, value=str(record.get("session_id", ""))[:80])
+            continue
+        yield row, parsed
+
+
+def read_sessions(path: str | Path, *, notes: NotesIndex | None = None, max_page: int = 100) -> SearchSessions:
+    """Read search sessions (`session_id`, `query`, `notes`: ids top first, `clicks`: 0/1 per note) in memory.
+
+    `replay_search` streams them instead (`search_log.spill_sessions`); this is for small logs and tests."""
+    issues = TableIssues(table="search sessions", source=str(path))
+    out = SearchSessions([], [], [], [], issues)
+    seen: set[str] = set()
+    for row, parsed in iter_sessions(path, issues, notes=notes, max_page=max_page):
+        if parsed[0] in seen:
+            issues.add("duplicate session_id", row=row, value=parsed[0][:80])
             continue
         seen.add(parsed[0])
         out.session_ids.append(parsed[0])
