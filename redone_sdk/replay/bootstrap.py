@@ -125,13 +125,16 @@ def weighted_sums(cells: np.ndarray, weights: ClusterWeights, chunk: int = 64) -
 
 
 def _satterthwaite(influence: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Variance Σ z² and its degrees of freedom (Σ z²)² / Σ z⁴ per statistic, from [clusters, stats]."""
+    """Variance Σ z² per statistic and its Satterthwaite degrees of freedom (Σ σ²)² / Σ σ⁴, from [clusters,
+    stats] influence values: σ⁴ of a cluster is estimated by z⁴ / 3 (its expectation for a normal z), and the df
+    is capped at the number of clusters. Equal clusters give about their number; one dominant cluster gives
+    few."""
     z2 = influence**2
     var = z2.sum(axis=0)
-    fourth = (z2**2).sum(axis=0)
+    fourth = (z2**2).sum(axis=0) / 3.0
     with np.errstate(divide="ignore", invalid="ignore"):
         df = np.where(fourth > 0, var**2 / np.where(fourth > 0, fourth, 1.0), np.inf)
-    return var, df
+    return var, np.minimum(df, float(len(influence)))
 
 
 def influence_sides(cells: np.ndarray, statistic: Callable[[np.ndarray], np.ndarray]) -> dict[str, tuple]:
