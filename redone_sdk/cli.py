@@ -165,6 +165,12 @@ def _write_stream(results: Iterator[Any], out: IO[str], every: int) -> int:
 def _moderate(args: argparse.Namespace) -> int:
     from redone_sdk.moderator import Moderator
 
+    if args.engine != "local" or args.output is not None:
+        return _moderate_on_engine(args)
+    try:
+        _input_file(args.input)  # checked here, not as the flags are: the spark engine's input may be a folder
+    except argparse.ArgumentTypeError as exc:
+        args.usage_error(f"argument input: {exc}")
     moderator = Moderator.load(
         args.bundle, policy=args.policy, options=options_from_args(args), **bundle_trust_from_args(args)
     )
@@ -174,6 +180,31 @@ def _moderate(args: argparse.Namespace) -> int:
     if args.summary:
         print(f"{moderated} notes moderated, {reader.bad} bad lines", file=sys.stderr)
     return EXIT_BAD_LINES if reader.bad else EXIT_OK
+
+
+def _moderate_on_engine(args: argparse.Namespace) -> int:
+    """`--engine spark INPUT OUTPUT`: a Parquet notes dataset scored into a scores table by an engine plug-in
+    (entry-point group `redone_sdk.engines`; `redone_sdk.adapters.spark` with the `[spark]` extra)."""
+    if args.engine == "local" or args.output is None or args.input == "-" or args.text:
+        print(
+            "redone moderate: error: OUTPUT goes with --engine spark (INPUT a Parquet notes dataset, OUTPUT the "
+            "scores table); the local engine reads JSON lines and writes to stdout (see redone moderate --help)",
+            file=sys.stderr,
+        )
+        return EXIT_ERROR
+    found = [e for e in entry_points(group="redone_sdk.engines") if e.name == args.engine]
+    try:
+        run = found[0].load() if found else None
+    except ImportError as exc:
+        print(
+            f"redone moderate: error: engine {args.engine} needs {exc.name} (pip install 'redone-sdk[{args.engine}]')",
+            file=sys.stderr,
+        )
+        return EXIT_ERROR
+    if run is None:
+        print(f"redone moderate: error: no engine {args.engine!r} installed", file=sys.stderr)
+        return EXIT_ERROR
+    return int(run(args))
 
 
 def _match(args: argparse.Namespace) -> int:
@@ -275,8 +306,16 @@ def build_parser() -> argparse.ArgumentParser:
         "a text as it stands. Blank lines are skipped. Bad lines are reported on stderr with their line number; "
         "the others are still moderated (exit 1).",
     )
+    moderate.add_argument("input", nargs="?", default="-", help="JSON-lines file, or - for stdin (default).")
     moderate.add_argument(
-        "input", nargs="?", default="-", type=_input_file, help="JSON-lines file, or - for stdin (default)."
+        "output", nargs="?", default=None, help="--engine spark: the scores table to write (INPUT: Parquet notes)."
+    )
+    moderate.add_argument(
+        "--engine",
+        choices=["local", "spark"],
+        default="local",
+        help="local (default): JSON lines in, results on stdout; spark: score a Parquet notes dataset on Apache "
+        "Spark into a scores table (the [spark] extra; docs/replay.md, 'Scoring on Spark').",
     )
     moderate.add_argument(
         "--text",
@@ -286,7 +325,7 @@ def build_parser() -> argparse.ArgumentParser:
     moderate.add_argument("--policy", default=None, help="Policy JSON file (default: the bundle's policy).")
     moderate.add_argument("--summary", action="store_true", help="Print a count line on stderr at the end.")
     _add_model_options(moderate)
-    moderate.set_defaults(handler=_moderate)
+    moderate.set_defaults(handler=_moderate, usage_error=moderate.error)
 
     match = commands.add_parser(
         "match",

@@ -25,7 +25,6 @@ for _module in ("pyarrow", "matplotlib"):
         raise ImportError(f"redone replay needs {_module}: pip install 'redone-sdk[replay]'", name=_module)
 
 EXIT_OK, EXIT_BAD_ROWS, EXIT_ERROR = 0, 1, 2
-EXIT_UNIDENTIFIED = 3  # search: the log cannot identify the change (--accept-unidentified to go on)
 CONTROL_WORDS = ("none", "control")
 
 _DURATION = re.compile(
@@ -146,6 +145,10 @@ def _exposure(args: argparse.Namespace) -> int:
     from redone_sdk.replay.report import write_report
 
     arms, control = _build_arms(args)
+    if args.scores:
+        from redone_sdk.replay.scores_table import use_scores_tables
+
+        arms = use_scores_tables(arms, args.scores)
     settings = ExposureSettings(
         review_delay=args.review_delay,
         review_clock=args.review_clock,
@@ -173,73 +176,67 @@ def _exposure(args: argparse.Namespace) -> int:
     return _finish(list(result.inputs.values()), args, html_path)
 
 
-def _share(text: str) -> float:
-    """An argparse type: a share in [0, 1]."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
-    return value
-
-
 def _search(args: argparse.Namespace) -> int:
     from redone_sdk.matcher import NoteQueryMatcher
     from redone_sdk.replay.report import write_report
     from redone_sdk.replay.search import SearchSettings, replay_search
-    from redone_sdk.replay.search_bm25 import bm25_scorer
 
     matcher = NoteQueryMatcher.load(
         None if args.bundle in (None, "default") else args.bundle, options=options_from_args(args)
     )
     settings = SearchSettings(
+        attractiveness=args.attractiveness,
         relevance_bins=args.relevance_bins,
         prior_strength=args.prior_strength,
         bootstrap=args.bootstrap,
-        refit_model=not args.fixed_model,
         confidence=args.confidence,
         seed=args.seed,
-        ips_prefix=args.ips_prefix,
-        min_rank_spread=args.min_rank_spread,
-        min_reordered_varied=args.min_reordered_varied,
-        accept_unidentified=args.accept_unidentified,
-        chunk_sessions=args.chunk_sessions,
-        spill_dir=args.spill_dir,
     )
     result = replay_search(
-        args.sessions,
-        args.notes,
-        matcher,
-        judgments=args.judgments,
-        baselines={"bm25": bm25_scorer()} if args.bm25 else None,
-        settings=settings,
-        cache=_cache(args),
+        args.sessions, args.notes, matcher, judgments=args.judgments, settings=settings, cache=_cache(args)
     )
     print(
         f"click page rate: logged {result.model_cpr_logged.fmt(percent=True)} (observed "
         f"{result.observed_cpr_logged.fmt(percent=True)}), reranked {result.model_cpr_new.fmt(percent=True)}, "
-        f"change {result.change.fmt(percent=True, signed=True)} (click model), "
-        f"{result.ips.change.fmt(percent=True, signed=True)} (replay, {result.ips.coverage:.1%} of page views)"
+        f"change {result.change.fmt(percent=True, signed=True)}"
     )
-    for baseline in result.baselines:
-        print(
-            f"{baseline.name}: change {baseline.change.fmt(percent=True, signed=True)} (click model), "
-            f"{baseline.ips.change.fmt(percent=True, signed=True)} (replay)"
-        )
     html_path = write_report(args.out, search=result)
-    status = _finish(list(result.inputs.values()), args, html_path)
-    if not result.diagnostics.identified:
-        for warning in result.diagnostics.warnings:
-            print(f"WARNING: {warning}", file=sys.stderr)
-        if not args.accept_unidentified:
-            print(
-                f"the log cannot identify the change (exit {EXIT_UNIDENTIFIED}; --accept-unidentified to go on "
-                "regardless, the warning stays in the report and search.json)",
-                file=sys.stderr,
-            )
-            return max(status, EXIT_UNIDENTIFIED)
-    return status
+    return _finish(list(result.inputs.values()), args, html_path)
+
+
+def _score(args: argparse.Namespace) -> int:
+    """`score --engine local|spark`: a notes table scored with a bundle into a scores table."""
+    from redone_sdk.cli import bundle_trust_from_args
+
+    if args.engine != "local":
+        from importlib.metadata import entry_points
+
+        from redone_sdk.replay.schemas import ReplayInputError
+
+        found = [e for e in entry_points(group="redone_sdk.engines") if e.name == args.engine]
+        if not found:
+            raise ReplayInputError(f"no engine {args.engine!r} installed (pip install 'redone-sdk[{args.engine}]')")
+        try:
+            engine = found[0].load()
+        except ImportError as exc:
+            raise ReplayInputError(
+                f"engine {args.engine} needs {exc.name} (pip install 'redone-sdk[{args.engine}]')"
+            ) from None
+        args.input, args.output = args.notes, args.out
+        return int(engine(args))
+    from redone_sdk.moderator import Moderator
+    from redone_sdk.replay.scores_table import write_scores_table
+
+    moderator = Moderator.load(
+        None if args.bundle in (None, "default") else args.bundle,
+        policy=args.policy,
+        options=options_from_args(args),
+        **bundle_trust_from_args(args),
+    )
+    count = write_scores_table(moderator, args.notes, args.out, overwrite=args.overwrite)
+    bundle = moderator.bundle
+    print(f"{count:,} notes scored with {bundle.name} {bundle.version} (digest {bundle.digest}) into {args.out}")
+    return EXIT_OK
 
 
 def _report(args: argparse.Namespace) -> int:
@@ -281,7 +278,7 @@ def _demo(args: argparse.Namespace) -> int:
         "--judgments",
         str(data / "judgments.parquet"),
     ]
-    search_args = _parser_for_demo().parse_args([*search_argv, "--bm25", "--bundle", bundle, *data_args])
+    search_args = _parser_for_demo().parse_args([*search_argv, "--bundle", bundle, *data_args])
     _copy_model_options(args, search_args)
     return max(status, _search(search_args))
 
@@ -369,6 +366,14 @@ def _add_commands(commands: argparse._SubParsersAction) -> None:
     exposure.add_argument(
         "--spill-dir", default=None, help="Folder for the temporary columns of pass 1 (default: TMPDIR)."
     )
+    exposure.add_argument(
+        "--scores",
+        action="append",
+        default=None,
+        metavar="TABLE",
+        help="A scores table (`redone replay score`) made by an arm's bundle: that arm reads its scores instead of "
+        "running the model (repeat for several bundles).",
+    )
     _add_common(exposure)
     exposure.set_defaults(replay_handler=_exposure)
 
@@ -384,38 +389,30 @@ def _add_commands(commands: argparse._SubParsersAction) -> None:
     search.add_argument("--notes", required=True, help="Notes table (Parquet or JSON lines).")
     search.add_argument("--bundle", default=None, help="Matcher bundle folder (default: the shipped bundle).")
     search.add_argument("--judgments", default=None, help="Optional graded relevance (query, note_id, grade) for NDCG.")
-    search.add_argument(
-        "--relevance-bins", type=int, default=10, help="Matcher-score bins of the attractiveness prior."
-    )
+    search.add_argument("--attractiveness", choices=["pair", "relevance"], default="pair")
+    search.add_argument("--relevance-bins", type=int, default=10)
     search.add_argument("--prior-strength", type=float, default=2.0)
-    search.add_argument("--bm25", action="store_true", help="Also replay a BM25 rerank of the same pages.")
-    search.add_argument("--ips-prefix", type=int, default=3, help="Top ranks matched by the replay (IPS) estimate.")
-    search.add_argument(
-        "--fixed-model",
-        action="store_true",
-        help="Hold the click model fixed in the bootstrap (faster; the interval then leaves out its error).",
-    )
-    search.add_argument(
-        "--min-rank-spread",
-        type=_share,
-        default=0.05,
-        help="Least share of impressions off their pair's usual rank for the change to count as identified.",
-    )
-    search.add_argument(
-        "--min-reordered-varied",
-        type=_share,
-        default=0.5,
-        help="Least share of reordered page views from queries whose logged order varied.",
-    )
-    search.add_argument(
-        "--accept-unidentified",
-        action="store_true",
-        help=f"Exit 0 (not {EXIT_UNIDENTIFIED}) when the diagnostics find the change unidentified; the warning stays.",
-    )
-    search.add_argument("--chunk-sessions", type=int, default=65_536, help="Page views read and processed at a time.")
-    search.add_argument("--spill-dir", default=None, help="Folder for the temporary page-view columns.")
     _add_common(search)
     search.set_defaults(replay_handler=_search)
+
+    score = commands.add_parser(
+        "score",
+        help="Score a notes table with a bundle into a scores table (for exposure --scores).",
+        description="Write a scores table (Parquet: note_id, action, label, score_<category>, bundle_name, "
+        "bundle_version, bundle_digest) of every note. --engine spark scores a Parquet notes dataset on Apache Spark "
+        "(the [spark] extra; docs/replay.md, 'Scoring on Spark').",
+    )
+    score.add_argument("--notes", required=True, help="Notes table (Parquet; local engine: also JSON lines).")
+    score.add_argument("--out", required=True, help="Scores table to write (local: one file; spark: a folder).")
+    score.add_argument("--engine", choices=["local", "spark"], default="local")
+    score.add_argument("--bundle", default=None, help="Bundle folder (default: the shipped bundle).")
+    score.add_argument("--policy", default=None, help="Policy file for the action column (default: the bundle's).")
+    score.add_argument("--master", default=None, help="spark: Spark master (default: spark-submit's, or Spark's own).")
+    score.add_argument("--overwrite", action="store_true", help="Replace --out if it exists.")
+    score.add_argument("--bundle-digest", default=None, metavar="SHA256", help="Refuse a bundle of another digest.")
+    score.add_argument("--bundle-public-key", default=None, metavar="PEM", help="Require bundle.sig by this key.")
+    _add_model_options(score)
+    score.set_defaults(replay_handler=_score)
 
     report = commands.add_parser("report", help="Render the report again from the JSON results in a folder.")
     report.add_argument("out", help="Folder with exposure.json and/or search.json.")

@@ -1,0 +1,46 @@
+"""The `spark` engine of `redone moderate --engine spark INPUT OUTPUT` and `redone replay score --engine spark`
+(entry-point group `redone_sdk.engines`), and `python -m redone_sdk.adapters.spark` for spark-submit."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from redone_sdk.errors import RedOneError
+
+__all__ = ["main", "run"]
+
+EXIT_OK, EXIT_ERROR = 0, 2
+
+
+def run(args: argparse.Namespace) -> int:
+    """Score `args.input` (Parquet notes) into `args.output` with the bundle, policy and model flags in `args`."""
+    from redone_sdk.inference.options import options_from_args
+
+    from .job import score_notes
+
+    try:
+        summary = score_notes(
+            args.input,
+            args.output,
+            bundle=args.bundle,
+            policy=args.policy,
+            options=options_from_args(args),
+            digest=getattr(args, "bundle_digest", None),
+            public_key=getattr(args, "bundle_public_key", None),
+            master=getattr(args, "master", None),
+            overwrite=getattr(args, "overwrite", False),
+        )
+    except (RedOneError, OSError) as exc:
+        print(f"redone: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    print(f"{summary.notes:,} notes scored with {summary.bundle} (digest {summary.digest}) into {summary.output}")
+    return EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    """spark-submit's entry: the same arguments as `redone moderate --engine spark`, the engine implied."""
+    from redone_sdk.cli import build_parser
+
+    args = build_parser().parse_args(["moderate", "--engine", "spark", *(sys.argv[1:] if argv is None else argv)])
+    return run(args)

@@ -1,0 +1,165 @@
+"""The driver side of Spark scoring: read a Parquet notes dataset, score it on the executors, write the scores
+table (`redone_sdk.scores_table`).
+
+The driver loads and verifies the bundle (digest pin, signature) once, ships its folder to the executors with
+`SparkContext.addFile` and pins its digest in the task: each Python worker verifies its copy before scoring
+(worker.py). Notes go through `mapInArrow` in Arrow batches of `spark.sql.execution.arrow.maxRecordsPerBatch`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from redone_sdk.errors import InvalidInputError, RedOneError
+from redone_sdk.scores_table import BUNDLE_COLUMNS, NOTE_ID, VERDICT_COLUMNS, score_column
+
+from .worker import ERROR_MARK, ScoringSpec, score_batches, spec_for
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
+
+    from redone_sdk.inference.options import InferenceOptions
+    from redone_sdk.moderator import Moderator
+
+__all__ = ["SparkScoringError", "ScoreSummary", "get_session", "score_notes", "score_with_spec"]
+
+TEXT_COLUMNS = ("title", "content")
+
+
+class SparkScoringError(RedOneError):
+    """The Spark job could not read the notes or score them; the message is the one-line reason."""
+
+
+@dataclass(frozen=True)
+class ScoreSummary:
+    notes: int
+    output: str
+    bundle: str
+    digest: str
+
+
+def get_session(master: str | None = None, app_name: str = "redone-score") -> SparkSession:
+    """The active SparkSession (spark-submit's, a test's), or a new one on `master` (default: Spark's own).
+
+    Python workers run this interpreter unless PYSPARK_PYTHON (or spark.pyspark.python) says otherwise."""
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    from pyspark.sql import SparkSession
+
+    active = SparkSession.getActiveSession()
+    if active is not None and master is None:
+        return active
+    builder = SparkSession.builder.appName(app_name)
+    if master is not None:
+        builder = builder.master(master)
+    return builder.getOrCreate()
+
+
+def _reason(exc: BaseException) -> str:
+    """One line out of a Spark failure: our executors' mark, else the exception's first meaningful line."""
+    text = str(exc)
+    found = re.search(re.escape(ERROR_MARK) + r"(.*)", text)
+    if found:
+        return found.group(1).strip()
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith(("at ", "Traceback", "File ", "JVM stacktrace")):
+            return line[:500]
+    return type(exc).__name__
+
+
+def _read_notes(spark: SparkSession, notes: str | Path) -> DataFrame:
+    from pyspark.sql import functions as F
+
+    path = Path(notes)
+    if not path.exists() and "://" not in str(notes):
+        raise InvalidInputError(f"no such notes dataset: {notes}")
+    try:
+        frame = spark.read.parquet(str(notes))
+    except Exception as exc:  # AnalysisException, SparkException: a folder with no Parquet, a corrupt footer
+        raise SparkScoringError(f"cannot read notes dataset {notes} as Parquet: {_reason(exc)}") from None
+    columns = frame.columns
+    if NOTE_ID not in columns:
+        raise InvalidInputError(f"notes dataset {notes} has no {NOTE_ID!r} column (columns: {', '.join(columns)})")
+    if not any(c in columns for c in TEXT_COLUMNS):
+        raise InvalidInputError(
+            f"notes dataset {notes} has neither 'title' nor 'content' (columns: {', '.join(columns)})"
+        )
+    return frame.select(
+        F.col(NOTE_ID).cast("string").alias(NOTE_ID),
+        *[(F.col(c).cast("string") if c in columns else F.lit(None).cast("string")).alias(c) for c in TEXT_COLUMNS],
+    )
+
+
+def _output_schema(spec: ScoringSpec):
+    from pyspark.sql.types import FloatType, StringType, StructField, StructType
+
+    fields = [StructField(NOTE_ID, StringType(), False)]
+    fields += [StructField(c, StringType(), False) for c in VERDICT_COLUMNS]
+    fields += [StructField(score_column(c), FloatType(), False) for c in spec.categories]
+    fields += [StructField(c, StringType(), False) for c in BUNDLE_COLUMNS]
+    return StructType(fields)
+
+
+def executor_options(options: InferenceOptions) -> dict[str, Any]:
+    """Options for a Python worker: one pass at a time on one thread unless set (Spark runs a task per core)."""
+    fields = dataclasses.asdict(options)
+    if options.workers is None and options.intra_op_threads is None:
+        fields.update(workers=1, intra_op_threads=1)
+    return fields
+
+
+def score_with_spec(
+    spark: SparkSession, notes: str | Path, output: str | Path, spec: ScoringSpec, *, overwrite: bool = False
+) -> int:
+    """Score `notes` into `output` on the executors with `spec` (its bundle already shipped or shared)."""
+    frame = _read_notes(spark, notes)
+    if Path(output).exists() and not overwrite:
+        raise InvalidInputError(f"output {output} exists; remove it or pass --overwrite")
+
+    def score(batches):
+        return score_batches(spec, batches)
+
+    scored = frame.mapInArrow(score, _output_schema(spec))
+    try:
+        scored.write.mode("overwrite" if overwrite else "errorifexists").parquet(str(output))
+    except Exception as exc:  # Py4JJavaError, PythonException, SparkException: one line, not the JVM's trace
+        raise SparkScoringError(f"scoring {notes} failed: {_reason(exc)}") from None
+    return spark.read.parquet(str(output)).count()
+
+
+def ship_bundle(spark: SparkSession, moderator: Moderator, options: InferenceOptions) -> ScoringSpec:
+    """Ship the moderator's bundle folder to the executors; the spec that pins its digest."""
+    root = Path(moderator.bundle.path).resolve()
+    spark.sparkContext.addFile(str(root), recursive=True)
+    return spec_for(moderator, root.name, shipped=True, options=executor_options(options))
+
+
+def score_notes(
+    notes: str | Path,
+    output: str | Path,
+    *,
+    bundle: str | Path | None = None,
+    policy: str | Path | None = None,
+    options: InferenceOptions | None = None,
+    digest: str | None = None,
+    public_key: Any = None,
+    spark: SparkSession | None = None,
+    master: str | None = None,
+    overwrite: bool = False,
+) -> ScoreSummary:
+    """Score a Parquet notes dataset with a bundle on Spark and write the scores table at `output`."""
+    from redone_sdk.inference.options import InferenceOptions
+    from redone_sdk.moderator import Moderator
+
+    options = options or InferenceOptions()
+    moderator = Moderator.load(bundle, policy=policy, options=options, digest=digest, public_key=public_key)
+    spark = spark or get_session(master)
+    spec = ship_bundle(spark, moderator, options)
+    count = score_with_spec(spark, notes, output, spec, overwrite=overwrite)
+    return ScoreSummary(notes=count, output=str(output), bundle=f"{spec.name} {spec.version}", digest=spec.digest)
