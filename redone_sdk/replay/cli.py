@@ -25,6 +25,7 @@ for _module in ("pyarrow", "matplotlib"):
         raise ImportError(f"redone replay needs {_module}: pip install 'redone-sdk[replay]'", name=_module)
 
 EXIT_OK, EXIT_BAD_ROWS, EXIT_ERROR = 0, 1, 2
+EXIT_UNIDENTIFIED = 3  # search: the log cannot identify the change (--accept-unidentified to go on)
 CONTROL_WORDS = ("none", "control")
 
 _DURATION = re.compile(
@@ -176,32 +177,73 @@ def _exposure(args: argparse.Namespace) -> int:
     return _finish(list(result.inputs.values()), args, html_path)
 
 
+def _share(text: str) -> float:
+    """An argparse type: a share in [0, 1]."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
+    return value
+
+
 def _search(args: argparse.Namespace) -> int:
     from redone_sdk.matcher import NoteQueryMatcher
     from redone_sdk.replay.report import write_report
     from redone_sdk.replay.search import SearchSettings, replay_search
+    from redone_sdk.replay.search_bm25 import bm25_scorer
 
     matcher = NoteQueryMatcher.load(
         None if args.bundle in (None, "default") else args.bundle, options=options_from_args(args)
     )
     settings = SearchSettings(
-        attractiveness=args.attractiveness,
         relevance_bins=args.relevance_bins,
         prior_strength=args.prior_strength,
         bootstrap=args.bootstrap,
+        refit_model=not args.fixed_model,
         confidence=args.confidence,
         seed=args.seed,
+        ips_prefix=args.ips_prefix,
+        min_rank_spread=args.min_rank_spread,
+        min_reordered_varied=args.min_reordered_varied,
+        accept_unidentified=args.accept_unidentified,
+        chunk_sessions=args.chunk_sessions,
+        spill_dir=args.spill_dir,
     )
     result = replay_search(
-        args.sessions, args.notes, matcher, judgments=args.judgments, settings=settings, cache=_cache(args)
+        args.sessions,
+        args.notes,
+        matcher,
+        judgments=args.judgments,
+        baselines={"bm25": bm25_scorer()} if args.bm25 else None,
+        settings=settings,
+        cache=_cache(args),
     )
     print(
         f"click page rate: logged {result.model_cpr_logged.fmt(percent=True)} (observed "
         f"{result.observed_cpr_logged.fmt(percent=True)}), reranked {result.model_cpr_new.fmt(percent=True)}, "
-        f"change {result.change.fmt(percent=True, signed=True)}"
+        f"change {result.change.fmt(percent=True, signed=True)} (click model), "
+        f"{result.ips.change.fmt(percent=True, signed=True)} (replay, {result.ips.coverage:.1%} of page views)"
     )
+    for baseline in result.baselines:
+        print(
+            f"{baseline.name}: change {baseline.change.fmt(percent=True, signed=True)} (click model), "
+            f"{baseline.ips.change.fmt(percent=True, signed=True)} (replay)"
+        )
     html_path = write_report(args.out, search=result)
-    return _finish(list(result.inputs.values()), args, html_path)
+    status = _finish(list(result.inputs.values()), args, html_path)
+    if not result.diagnostics.identified:
+        for warning in result.diagnostics.warnings:
+            print(f"WARNING: {warning}", file=sys.stderr)
+        if not args.accept_unidentified:
+            print(
+                f"the log cannot identify the change (exit {EXIT_UNIDENTIFIED}; --accept-unidentified to go on "
+                "regardless, the warning stays in the report and search.json)",
+                file=sys.stderr,
+            )
+            return max(status, EXIT_UNIDENTIFIED)
+    return status
 
 
 def _score(args: argparse.Namespace) -> int:
@@ -278,7 +320,7 @@ def _demo(args: argparse.Namespace) -> int:
         "--judgments",
         str(data / "judgments.parquet"),
     ]
-    search_args = _parser_for_demo().parse_args([*search_argv, "--bundle", bundle, *data_args])
+    search_args = _parser_for_demo().parse_args([*search_argv, "--bm25", "--bundle", bundle, *data_args])
     _copy_model_options(args, search_args)
     return max(status, _search(search_args))
 
@@ -389,9 +431,36 @@ def _add_commands(commands: argparse._SubParsersAction) -> None:
     search.add_argument("--notes", required=True, help="Notes table (Parquet or JSON lines).")
     search.add_argument("--bundle", default=None, help="Matcher bundle folder (default: the shipped bundle).")
     search.add_argument("--judgments", default=None, help="Optional graded relevance (query, note_id, grade) for NDCG.")
-    search.add_argument("--attractiveness", choices=["pair", "relevance"], default="pair")
-    search.add_argument("--relevance-bins", type=int, default=10)
+    search.add_argument(
+        "--relevance-bins", type=int, default=10, help="Matcher-score bins of the attractiveness prior."
+    )
     search.add_argument("--prior-strength", type=float, default=2.0)
+    search.add_argument("--bm25", action="store_true", help="Also replay a BM25 rerank of the same pages.")
+    search.add_argument("--ips-prefix", type=int, default=3, help="Top ranks matched by the replay (IPS) estimate.")
+    search.add_argument(
+        "--fixed-model",
+        action="store_true",
+        help="Hold the click model fixed in the bootstrap (faster; the interval then leaves out its error).",
+    )
+    search.add_argument(
+        "--min-rank-spread",
+        type=_share,
+        default=0.05,
+        help="Least share of impressions off their pair's usual rank for the change to count as identified.",
+    )
+    search.add_argument(
+        "--min-reordered-varied",
+        type=_share,
+        default=0.5,
+        help="Least share of reordered page views from queries whose logged order varied.",
+    )
+    search.add_argument(
+        "--accept-unidentified",
+        action="store_true",
+        help=f"Exit 0 (not {EXIT_UNIDENTIFIED}) when the diagnostics find the change unidentified; the warning stays.",
+    )
+    search.add_argument("--chunk-sessions", type=int, default=65_536, help="Page views read and processed at a time.")
+    search.add_argument("--spill-dir", default=None, help="Folder for the temporary page-view columns.")
     _add_common(search)
     search.set_defaults(replay_handler=_search)
 
