@@ -309,9 +309,8 @@ def correct(
 def power_of(state: ExposureState, rates: Rates) -> PowerResult | None:
     """The MDE of a follow-up online test, from the control rate's linearized variance in the log."""
     i = rates.index(state.control, "rate")
-    var_users = float(rates.variance["users"][i])
-    var_two_way = var_users + float(rates.variance["notes"][i])
     rate = float(rates.point[i])
     if not math.isfinite(rate):
         return None
-    return power_result(rate, var_users, var_two_way, state.logged.users, state.settings.power)
+    var_users, var_notes = float(rates.variance["users"][i]), float(rates.variance["notes"][i])
+    return power_result(rate, var_users, var_notes, state.logged.users, state.settings.power)

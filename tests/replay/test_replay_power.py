@@ -34,5 +34,8 @@ def test_mde_shrinks_with_users_and_the_two_way_figure_is_larger():
     result = power_result(0.05, 1e-6, 4e-6, 10_000, PowerSettings(users=40_000))
     assert result.users == 40_000
     assert result.mde_two_way > result.mde_users
+    # The notes' variance is a floor: a million users still cannot detect less than it allows.
+    huge = power_result(0.05, 1e-6, 4e-6, 10_000, PowerSettings(users=10**9))
+    assert huge.mde_users < 1e-4 < np.sqrt(4e-6) * 2.8 * 0.99 < huge.mde_two_way
     assert np.isclose(result.mde_users_relative, result.mde_users / 0.05)
     assert power_result(float("nan"), 1e-6, 1e-6, 100, settings) is None
