@@ -115,12 +115,23 @@ def executor_options(options: InferenceOptions) -> dict[str, Any]:
 
 
 def score_with_spec(
-    spark: SparkSession, notes: str | Path, output: str | Path, spec: ScoringSpec, *, overwrite: bool = False
+    spark: SparkSession,
+    notes: str | Path,
+    output: str | Path,
+    spec: ScoringSpec,
+    *,
+    overwrite: bool = False,
+    partitions: int | None = None,
 ) -> int:
-    """Score `notes` into `output` on the executors with `spec` (its bundle already shipped or shared)."""
+    """Score `notes` into `output` on the executors with `spec` (its bundle already shipped or shared), in
+    `partitions` tasks (default: as read, at least Spark's default parallelism)."""
     frame = _read_notes(spark, notes)
     if Path(output).exists() and not overwrite:
         raise InvalidInputError(f"output {output} exists; remove it or pass --overwrite")
+    # a small dataset is one file, one partition, one core: spread it over every core Spark has
+    wanted = partitions or spark.sparkContext.defaultParallelism
+    if frame.rdd.getNumPartitions() < wanted or partitions:
+        frame = frame.repartition(wanted)
 
     def score(batches):
         return score_batches(spec, batches)
@@ -152,6 +163,7 @@ def score_notes(
     spark: SparkSession | None = None,
     master: str | None = None,
     overwrite: bool = False,
+    partitions: int | None = None,
 ) -> ScoreSummary:
     """Score a Parquet notes dataset with a bundle on Spark and write the scores table at `output`."""
     from redone_sdk.inference.options import InferenceOptions
@@ -161,5 +173,5 @@ def score_notes(
     moderator = Moderator.load(bundle, policy=policy, options=options, digest=digest, public_key=public_key)
     spark = spark or get_session(master)
     spec = ship_bundle(spark, moderator, options)
-    count = score_with_spec(spark, notes, output, spec, overwrite=overwrite)
+    count = score_with_spec(spark, notes, output, spec, overwrite=overwrite, partitions=partitions)
     return ScoreSummary(notes=count, output=str(output), bundle=f"{spec.name} {spec.version}", digest=spec.digest)
