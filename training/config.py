@@ -196,8 +196,20 @@ class DPOStageConfig(TrainerConfig):
         "weight-space ensemble (as WiSE-FT and model soups) that keeps what SFT knew while taking part of DPO's "
         "gain; 0 keeps the DPO weights.",
     )
+    feedback: str = _f(
+        "",
+        "Folder written by `redone train feedback`: its dpo.jsonl (reviewers' label chosen, the model's rejected) "
+        "is mixed into this round with the mined pairs; its hold-out notes never are. Empty: mined pairs only.",
+    )
+    feedback_repeat: int = _f(
+        4,
+        "Times each reviewer pair appears in the round (mined pairs appear once; max_pairs caps the mined ones "
+        "only): the weight of the reviewers' decisions against the mined mistakes.",
+    )
 
     def __post_init__(self) -> None:
+        if self.feedback_repeat < 1:
+            raise ValueError(f"dpo.feedback_repeat must be 1 or more, got {self.feedback_repeat}")
         if self.beta <= 0:
             raise ValueError(f"dpo.beta must be positive, got {self.beta}")
         if self.sft_weight < 0:

@@ -58,6 +58,8 @@ _LATER_FIELDS = (
     ("sft", "teacher", ""),
     ("sft", "distill_weight", 0.7),
     ("sft", "distill_texts", 0),
+    ("dpo", "feedback", ""),
+    ("dpo", "feedback_repeat", 4),
 )
 
 

@@ -2,7 +2,9 @@
 
 For a sample of training examples the SFT model answers (one forward pass for scoring tasks, greedy decoding
 for generative ones); every wrong answer gives a pair: chosen = the gold answer, rejected = what the model said.
-Configured extra pairs (`dpo.extra_pairs`, JSON lines of {prompt, chosen, rejected}) are added.
+Configured extra pairs (`dpo.extra_pairs`, JSON lines of {prompt, chosen, rejected}) are added, and so are the
+review console's pairs (`dpo.feedback`, a `redone train feedback` folder: chosen = the reviewers' label, rejected
+= the model's), each `dpo.feedback_repeat` times, encoded as the bundle's moderation prompt.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from redone_sdk.training.stages.data import distinct, training_mixture
 from redone_sdk.training.tasks import END_TOKEN, answer_token
 from redone_sdk.training.tokenizer import chat_prompt
 
-__all__ = ["average_with", "loss_arguments", "mine_pairs", "run"]
+__all__ = ["average_with", "feedback_pairs", "loss_arguments", "mine_pairs", "run"]
 
 
 def _normalize(text: str) -> str:
@@ -95,6 +97,28 @@ def mine_pairs(model: Any, codec: ChatCodec, config: PipelineConfig) -> tuple[li
     return pairs[: cfg.max_pairs], stats
 
 
+def feedback_pairs(codec: ChatCodec, config: PipelineConfig) -> tuple[list[dict[str, str]], dict[str, int]]:
+    """The reviewers' pairs of `dpo.feedback` as moderation prompts (the tokens the bundle scores), each repeated
+    `dpo.feedback_repeat` times; pairs naming a label the model has no answer token for are skipped (counted)."""
+    from redone_sdk.training.feedback import read_feedback
+
+    cfg = config.dpo
+    rows = read_feedback(cfg.feedback, "dpo.jsonl")
+    known = set(codec.tasks["moderation"].label_names)
+    usable = [r for r in rows if r["task"] == "moderation" and {r["chosen"], r["rejected"]} <= known]
+    prompts = codec.scoring_prompts("moderation", [{"text": r["text"]} for r in usable])
+    pairs = [
+        {
+            "prompt": codec.tokenizer.decode(prompt_ids, skip_special_tokens=False),
+            "chosen": answer_token(row["chosen"]) + END_TOKEN,
+            "rejected": answer_token(row["rejected"]) + END_TOKEN,
+        }
+        for row, prompt_ids in zip(usable, prompts, strict=True)
+    ]
+    stats = {"feedback/pairs": len(pairs), "feedback/skipped": len(rows) - len(usable)}
+    return [pair for pair in pairs for _ in range(cfg.feedback_repeat)], stats
+
+
 def loss_arguments(cfg: DPOStageConfig) -> dict[str, Any]:
     """trl `DPOConfig` loss options: the sigmoid DPO loss, plus an NLL term on the chosen answers when
     `sft_weight` is set (RPO)."""
@@ -128,8 +152,16 @@ def run(config: PipelineConfig) -> Path:
 
     out, start, tokenizer, model = start_model(config, "dpo")
     model.to(inference_device())  # mining is inference: on the GPU when there is one; the trainer keeps it there
-    pairs, stats = mine_pairs(model, ChatCodec(start, config), config)
+    codec = ChatCodec(start, config)
+    pairs, stats = mine_pairs(model, codec, config)
     log.info("dpo: %d pairs mined: %s", len(pairs), stats)
+    feedback_dir = config.dpo.feedback
+    if feedback_dir:
+        reviewed, feedback_stats = feedback_pairs(codec, config)
+        stats.update(feedback_stats)
+        pairs = pairs + reviewed
+        random.Random(config.seed + 2).shuffle(pairs)
+        log.info("dpo: reviewer pairs %s (each x%d) from %s", feedback_stats, config.dpo.feedback_repeat, feedback_dir)
     if is_main_process():
         write_jsonl(out / "pairs.jsonl", pairs)
     if not pairs:
