@@ -28,7 +28,7 @@ from redone_sdk.moderator import Moderator
 from redone_sdk.policy import Policy
 from redone_sdk.schemas import ModerationResult, Note, coerce_note
 
-from .auth import Authenticator
+from .auth import KEY_SCOPE, Authenticator, RouteGuard
 from .batching import Batcher, DirectRunner, Runner
 from .docs_ui import add_docs
 from .errors import (
@@ -83,7 +83,10 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 
 
 async def _caller(request: Request) -> KeyInfo | None:
-    """The request's API key, checked by the app's `Authenticator` (a FastAPI dependency)."""
+    """The request's API key, checked by the app's `Authenticator` (a FastAPI dependency): the one `RouteGuard`
+    checked already, else (the app called without its middleware) checked now."""
+    if KEY_SCOPE in request.scope:
+        return request.scope[KEY_SCOPE]  # type: ignore[no-any-return]
     state: ServeState = request.app.state.serve
     return await state.authenticate(request)
 
@@ -365,11 +368,16 @@ def create_app(
         """Prometheus text exposition."""
         return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
+    session = None
     if state.review is not None:
-        add_review_routes(app, state.review, secret=settings.review_secret, secure_cookie=settings.review_cookie_secure)
+        session = add_review_routes(
+            app, state.review, secret=settings.review_secret, secure_cookie=settings.review_cookie_secure
+        )
 
+    # every route but the probes needs a caller (serve/auth.py); checked after the body guard (413/408 first)
+    routes = RouteGuard(app, authenticate=state.authenticate, session=session, send_error=send_error)
     guarded = BodyGuard(
-        app, max_bytes=settings.max_body_bytes, timeout_s=settings.body_timeout_s, send_error=send_error
+        routes, max_bytes=settings.max_body_bytes, timeout_s=settings.body_timeout_s, send_error=send_error
     )
     outer = Gate(guarded, lifecycle=state.lifecycle, metrics=metrics, send_error=send_error)
     app.state.asgi = outer

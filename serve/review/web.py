@@ -1,10 +1,12 @@
 """The review console at `/review`: server-rendered pages (Jinja2, autoescaped) and one small script.
 
 Security: a login makes a server-side session (token in a signed, HttpOnly, SameSite=Strict cookie; only its
-digest is stored); every form carries the session's CSRF token (the login form a double-submit token) and a
-cross-origin `Origin` is refused; every page is sent with a strict Content-Security-Policy (scripts and styles
-from this origin only, no inline code) and no caching. Note text is untrusted: it is only ever autoescaped text,
-with bidirectional control characters (U+202E and kin) shown as visible markers.
+digest is stored; the cookie also opens `/docs` and `/metrics`, see `serve/auth.py`); failed logins are
+throttled per username and per client (`throttle.py`: 429 with Retry-After); every form carries the session's
+CSRF token (the login form a double-submit token) and a cross-origin `Origin` is refused; every page is sent
+with a strict Content-Security-Policy (scripts and styles from this origin only, no inline code) and no
+caching. Note text is untrusted: it is only ever autoescaped text, with bidirectional control characters
+(U+202E and kin) shown as visible markers.
 """
 
 from __future__ import annotations
@@ -12,8 +14,11 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import logging
+import math
 import secrets
 import unicodedata
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -26,8 +31,14 @@ from starlette.concurrency import run_in_threadpool
 
 from ..errors import DatabaseUnavailableError
 from .store import ClaimLostError, ReviewError, ReviewStore, SessionInfo
+from .throttle import LoginThrottle
 
-__all__ = ["SECURITY_HEADERS", "add_review_routes", "visible_controls"]
+__all__ = ["SECURITY_HEADERS", "SessionCheck", "add_review_routes", "visible_controls"]
+
+_log = logging.getLogger("redone_sdk.serve.review")
+
+SessionCheck = Callable[[Request], Awaitable[SessionInfo | None]]
+"""`await check(request)`: the reviewer whose live console session the request's cookie holds, else None."""
 
 _HERE = Path(__file__).resolve().parent
 SESSION_COOKIE = "redone_review"
@@ -83,8 +94,17 @@ class _Signer:
         return value if hmac.compare_digest(self.sign(value).encode(), signed.encode()) else None
 
 
-def add_review_routes(app: FastAPI, store: ReviewStore, *, secret: str | None, secure_cookie: bool) -> None:
-    """Add the console's routes to `app`."""
+def add_review_routes(
+    app: FastAPI,
+    store: ReviewStore,
+    *,
+    secret: str | None,
+    secure_cookie: bool,
+    throttle: LoginThrottle | None = None,
+) -> SessionCheck:
+    """Add the console's routes to `app`; returns the session check that the route guard uses (a reviewer's
+    session also opens `/docs` and `/metrics`)."""
+    throttle = throttle or LoginThrottle()
     # autoescape=True for every template, not by file extension: note text is always escaped
     environment = jinja2.Environment(loader=jinja2.FileSystemLoader(_HERE / "templates"), autoescape=True)
     environment.filters["visible"] = visible_controls
@@ -106,9 +126,9 @@ def add_review_routes(app: FastAPI, store: ReviewStore, *, secret: str | None, s
     def refuse(request: Request, message: str, status: int = 403) -> HTMLResponse:
         return page(request, "error.html", status, message=message, who=None)
 
-    def set_cookie(response: Response, name: str, value: str, max_age: int | None) -> None:
+    def set_cookie(response: Response, name: str, value: str, max_age: int | None, path: str = "/review") -> None:
         response.set_cookie(
-            name, value, max_age=max_age, path="/review", httponly=True, samesite="strict", secure=secure_cookie
+            name, value, max_age=max_age, path=path, httponly=True, samesite="strict", secure=secure_cookie
         )
 
     async def current(request: Request) -> tuple[str, SessionInfo] | None:
@@ -117,6 +137,15 @@ def add_review_routes(app: FastAPI, store: ReviewStore, *, secret: str | None, s
             return None
         who = await _db(store.session, token)
         return (token, who) if who is not None else None
+
+    async def session_of(request: Request) -> SessionInfo | None:
+        token = signer.unsign(request.cookies.get(SESSION_COOKIE))
+        if token is None:
+            return None
+        try:
+            return await run_in_threadpool(store.session, token)
+        except DatabaseUnavailableError:
+            return None
 
     def same_origin(request: Request) -> bool:
         origin = request.headers.get("origin")
@@ -164,13 +193,28 @@ def add_review_routes(app: FastAPI, store: ReviewStore, *, secret: str | None, s
         expected = signer.unsign(request.cookies.get(LOGIN_COOKIE))
         if not same_origin(request) or expected is None or not store.csrf_ok(expected, fields.get("csrf")):
             return refuse(request, "The form's security token is missing or wrong: reload the login page.")
-        found = await _db(store.login, fields.get("username", ""), fields.get("password", ""))
+        username, client = fields.get("username", ""), request.client.host if request.client else "unknown"
+        wait = throttle.retry_after(username, client)
+        if wait > 0:
+            _log.warning("console login refused: too many failed logins (name %r, client %s)", username[:64], client)
+            minutes = max(1, math.ceil(wait / 60))
+            response = refuse(
+                request,
+                f"Too many failed logins for this name or from this address: try again in {minutes} minute"
+                f"{'s' if minutes > 1 else ''}.",
+                429,
+            )
+            response.headers["Retry-After"] = str(max(1, math.ceil(wait)))
+            return response
+        found = await _db(store.login, username, fields.get("password", ""))
         if found is None:
+            throttle.failed(username, client)
             response = page(request, "login.html", 401, csrf=expected, who=None, failed=True)
             return response
+        throttle.succeeded(username)
         token, _who = found
         response = redirect("/review")
-        set_cookie(response, SESSION_COOKIE, signer.sign(token), int(store.session_s))
+        set_cookie(response, SESSION_COOKIE, signer.sign(token), int(store.session_s), path="/")
         response.delete_cookie(LOGIN_COOKIE, path="/review", httponly=True, samesite="strict", secure=secure_cookie)
         return response
 
@@ -182,7 +226,7 @@ def add_review_routes(app: FastAPI, store: ReviewStore, *, secret: str | None, s
         token, who, _fields = checked
         await _db(store.logout, token, who)
         response = redirect("/review/login")
-        response.delete_cookie(SESSION_COOKIE, path="/review", httponly=True, samesite="strict", secure=secure_cookie)
+        response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="strict", secure=secure_cookie)
         return response
 
     @app.get("/review", include_in_schema=False)
@@ -244,3 +288,5 @@ def add_review_routes(app: FastAPI, store: ReviewStore, *, secret: str | None, s
             return redirect("/review/login")
         entries = await _db(store.audit_trail)
         return page(request, "audit.html", who=found[1], entries=entries)
+
+    return session_of

@@ -18,6 +18,13 @@ from redone_sdk.serve.docs_ui import ASSET_TYPES, SWAGGER_UI_DIR, SWAGGER_UI_VER
 SQLITE_ONLY = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 
 
+def _get(service: Service, path: str, **kwargs: object) -> httpx.Response:
+    """GET with an API key: the docs need one (or a console session) like every route but the probes."""
+    key = getattr(service, "_docs_key", None) or service.key("docs")
+    service._docs_key = key  # type: ignore[attr-defined]
+    return httpx.get(service.url + path, headers={"Authorization": f"Bearer {key}"}, **kwargs)  # type: ignore[arg-type]
+
+
 class _References(HTMLParser):
     """Every URL a page refers to in src= and href= attributes."""
 
@@ -39,7 +46,7 @@ def _page_urls(html: str) -> list[str]:
 
 @SQLITE_ONLY
 def test_docs_page_loads_only_local_assets(service: Service) -> None:
-    page = httpx.get(service.url + "/docs", timeout=30)
+    page = _get(service, "/docs", timeout=30)
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     urls = _page_urls(page.text)
     assert "/openapi.json" in urls and len(urls) >= 4
@@ -51,20 +58,20 @@ def test_docs_page_loads_only_local_assets(service: Service) -> None:
     assets = [url for url in urls if url.startswith("/docs/assets/")]
     assert sorted(url.rsplit("/", 1)[1] for url in assets) == sorted(ASSET_TYPES)
     for url in assets:
-        answer = httpx.get(service.url + url, timeout=30)
+        answer = _get(service, url, timeout=30)
         name = url.rsplit("/", 1)[1]
         assert answer.status_code == 200, url
         assert answer.headers["content-type"] == ASSET_TYPES[name], url
         assert answer.content == (SWAGGER_UI_DIR / name).read_bytes(), url
-    script = httpx.get(service.url + "/docs/assets/swagger-ui-bundle.js", timeout=30).text
+    script = _get(service, "/docs/assets/swagger-ui-bundle.js", timeout=30).text
     assert "SwaggerUIBundle" in script and f'PACKAGE_VERSION:"{SWAGGER_UI_VERSION}"' in script
-    assert httpx.get(service.url + "/docs/oauth2-redirect", timeout=30).status_code == 200
+    assert _get(service, "/docs/oauth2-redirect", timeout=30).status_code == 200
 
 
 @SQLITE_ONLY
 def test_swagger_ui_reads_the_openapi_version_served(service: Service) -> None:
     # FastAPI writes OpenAPI 3.1, which Swagger UI renders from 5.0 on (swagger-ui-bundle on PyPI ships 4.15)
-    document = httpx.get(service.url + "/openapi.json", timeout=30).json()
+    document = _get(service, "/openapi.json", timeout=30).json()
     assert document["openapi"].startswith("3.1")
     assert int(SWAGGER_UI_VERSION.split(".")[0]) >= 5
     assert "/docs" not in document["paths"] and not any(p.startswith("/docs/") for p in document["paths"])
@@ -73,7 +80,7 @@ def test_swagger_ui_reads_the_openapi_version_served(service: Service) -> None:
 @SQLITE_ONLY
 def test_only_the_page_files_are_served_and_redoc_is_gone(service: Service) -> None:
     for path in ("/docs/assets/README.md", "/docs/assets/LICENSE", "/docs/assets/..%2F..%2Fapp.py", "/redoc"):
-        answer = httpx.get(service.url + path, timeout=30)
+        answer = _get(service, path, timeout=30)
         assert answer.status_code == 404, path
         assert answer.json()["error"]["code"] == "not_found"
 

@@ -84,12 +84,13 @@ def test_probes_metrics_and_openapi(service: Service, moderator: Moderator, text
     assert sum(service.metric("redone_serve_notes_total", action=a) for a in ("allow", "review", "block")) == 3
     assert service.metric("redone_serve_queue_notes") == 0
 
-    spec = httpx.get(service.url + "/openapi.json").json()
+    auth = {"Authorization": f"Bearer {key}"}  # every route but the probes needs a key (test_route_auth.py)
+    spec = httpx.get(service.url + "/openapi.json", headers=auth).json()
     assert {"/v1/moderations", "/v1/classify", "/v1/match", "/v1/rank", "/readyz"} <= set(spec["paths"])
     assert {"Note", "ModerationResult", "MatchResult", "ModerationRequest", "ErrorBody"} <= set(
         spec["components"]["schemas"]
     )
-    assert httpx.get(service.url + "/docs").status_code == 200
+    assert httpx.get(service.url + "/docs", headers=auth).status_code == 200
 
 
 def test_without_auth_no_key_is_needed(make_service: Callable[..., Service]) -> None:

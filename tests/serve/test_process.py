@@ -84,6 +84,7 @@ def test_sigterm_finishes_requests_in_flight_and_refuses_new_ones(
     db_url: str, tmp_path: Path, texts: list[str], processes: list[Process]
 ) -> None:
     key = _keys(db_url, "add", "drain").stdout.strip()
+    scraper = {"Authorization": f"Bearer {_keys(db_url, 'add', 'scraper').stdout.strip()}"}  # /metrics needs a key
     service = Process(tmp_path / "serve.log", "--db", db_url)
     processes.append(service)
     headers = {"Authorization": f"Bearer {key}"}
@@ -95,7 +96,7 @@ def test_sigterm_finishes_requests_in_flight_and_refuses_new_ones(
     with ThreadPoolExecutor(3) as pool:
         in_flight = [pool.submit(moderate) for _ in range(3)]
         deadline = time.monotonic() + 10
-        while _gauge(service.url, "redone_serve_in_flight_requests") < 3:
+        while _gauge(service.url, "redone_serve_in_flight_requests", scraper) < 3:
             assert time.monotonic() < deadline, "the requests never got in flight"
             time.sleep(0.01)
         service.proc.send_signal(signal.SIGTERM)
@@ -117,8 +118,8 @@ def test_sigterm_finishes_requests_in_flight_and_refuses_new_ones(
     assert texts[0] not in log  # nothing about a note is logged unless asked
 
 
-def _gauge(url: str, name: str) -> float:
-    for line in httpx.get(url + "/metrics", timeout=5).text.splitlines():
+def _gauge(url: str, name: str, headers: dict[str, str]) -> float:
+    for line in httpx.get(url + "/metrics", headers=headers, timeout=5).text.splitlines():
         if line.startswith(name + " "):
             return float(line.split()[1])
     return 0.0
