@@ -13,6 +13,8 @@ import dataclasses
 import hashlib
 import json
 import logging
+import os
+import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -44,11 +46,27 @@ __all__ = [
     "policy_thresholds",
     "moderator_fingerprint",
     "matcher_fingerprint",
+    "CACHE_ENV",
+    "default_cache_dir",
 ]
 
 log = logging.getLogger(__name__)
 
 ALLOW, REVIEW, BLOCK = 0, 1, 2
+CACHE_ENV = "REDONE_CACHE_DIR"  # the project's cache folder; replay scores go under <it>/replay-scores
+
+
+def default_cache_dir() -> Path:
+    """The score cache shared by every run: `$REDONE_CACHE_DIR/replay-scores`, else
+    `$XDG_CACHE_HOME/redone-sdk/replay-scores` (`~/.cache/redone-sdk/replay-scores`); a new output folder
+    reuses the scores of earlier runs."""
+    root = os.environ.get(CACHE_ENV)
+    if root:
+        return Path(root).expanduser() / "replay-scores"
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "redone-sdk" / "replay-scores"
+
+
 ACTION_NAMES = ("allow", "review", "block")
 
 
@@ -236,7 +254,8 @@ def matcher_fingerprint(matcher: NoteQueryMatcher) -> str:
 
 @dataclass
 class _Store:
-    """Scores keyed by a string (note id + text hash, …): a table in memory, optionally a Parquet file."""
+    """Scores keyed by a string (note id + text hash, …): a table in memory, optionally a Parquet file that
+    several runs (and processes) share: a save merges what others wrote since and replaces the file atomically."""
 
     columns: tuple[str, ...]
     path: Path | None
@@ -246,15 +265,26 @@ class _Store:
 
     def __post_init__(self) -> None:
         self.matrix = np.zeros((0, len(self.columns)), dtype=np.float32)
-        if self.path is not None and self.path.is_file():
+        loaded = self._read()
+        if loaded is not None:
+            self.keys, self.matrix = loaded
+
+    def _read(self) -> tuple[pa.Array, np.ndarray] | None:
+        """The file's keys and scores; None when there is none, or it is unreadable or of other columns (a
+        cache is never worth failing a run for: it is warned about and rebuilt)."""
+        if self.path is None or not self.path.is_file():
+            return None
+        try:
             table = pq.read_table(self.path)
-            if tuple(table.column_names[1:]) == self.columns:
-                self.keys = table.column("key").combine_chunks()
-                self.matrix = np.stack(
-                    [table.column(c).to_numpy().astype(np.float32) for c in self.columns], axis=1
-                ).reshape(len(self.keys), len(self.columns))
-            else:
-                log.warning("score cache %s has other columns; ignoring it", self.path)
+        except (OSError, pa.ArrowException) as exc:
+            log.warning("score cache %s is unreadable (%s); scoring again", self.path, exc)
+            return None
+        if table.column_names != ["key", *self.columns] or not pa.types.is_string(table.schema.field("key").type):
+            log.warning("score cache %s has other columns; ignoring it", self.path)
+            return None
+        keys = table.column("key").combine_chunks()
+        matrix = np.stack([table.column(c).to_numpy().astype(np.float32) for c in self.columns], axis=1)
+        return keys, matrix.reshape(len(keys), len(self.columns))
 
     def get(self, keys: pa.Array) -> tuple[np.ndarray, np.ndarray]:
         rows = pc.index_in(keys, value_set=self.keys).cast(pa.int64()).fill_null(-1).to_numpy(zero_copy_only=False)
@@ -273,32 +303,47 @@ class _Store:
     def save(self) -> None:
         if self.path is None or not self.dirty:
             return
+        on_disk = self._read()  # another run may have added scores since this one loaded the file
+        if on_disk is not None and len(on_disk[0]):
+            theirs, their_matrix = on_disk
+            new = pc.invert(pc.is_in(theirs, value_set=self.keys)).to_numpy(zero_copy_only=False)
+            if new.any():
+                self.keys = pa.concat_arrays([self.keys, theirs.filter(pa.array(new))])
+                self.matrix = np.concatenate([self.matrix, their_matrix[new]])
         self.path.parent.mkdir(parents=True, exist_ok=True)
         table = pa.table({"key": self.keys, **{c: self.matrix[:, i] for i, c in enumerate(self.columns)}})
-        tmp = self.path.with_suffix(".tmp")
-        pq.write_table(table, tmp)
-        tmp.replace(self.path)
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
+        try:
+            pq.write_table(table, tmp)
+            tmp.replace(self.path)
+        finally:
+            tmp.unlink(missing_ok=True)
         self.dirty = False
 
 
 class ScoreCache:
-    """Model scores per (bundle, note text): in memory for a run, and on disk when `directory` is given.
+    """Model scores per (bundle, note text): in memory for a run, and on disk when `directory` is given
+    (the CLI's default, `default_cache_dir()`, is shared by every run, whatever its output folder).
 
     The key of a note is its id and the SHA-256 of its text, so a note edited since it was scored is
-    scored again; the key of a bundle is its name, version, file checksums and the backend that runs them
-    (`backend_info`).
+    scored again; a bundle's scores live in a file named by the hash of its fingerprint (name, version, file
+    checksums and the backend that runs them, `backend_info`) and of the score columns (the categories the
+    policy reads), so neither another bundle, backend nor category set is ever served them. Thresholds of a
+    policy change no score: arms that share a bundle share its scores.
     """
 
     def __init__(self, directory: str | Path | None = None) -> None:
         self.directory = Path(directory) if directory is not None else None
-        self._stores: dict[str, _Store] = {}
+        self._stores: dict[tuple[str, tuple[str, ...]], _Store] = {}
         self.model_calls: dict[str, int] = {}
 
     def _store(self, fingerprint: str, columns: tuple[str, ...]) -> _Store:
-        if fingerprint not in self._stores:
-            path = self.directory / f"scores-{fingerprint[:24]}.parquet" if self.directory else None
-            self._stores[fingerprint] = _Store(columns=columns, path=path)
-        return self._stores[fingerprint]
+        key = (fingerprint, columns)
+        if key not in self._stores:
+            name = hashlib.sha256(json.dumps([fingerprint, list(columns)]).encode()).hexdigest()[:32]
+            path = self.directory / f"scores-{name}.parquet" if self.directory else None
+            self._stores[key] = _Store(columns=columns, path=path)
+        return self._stores[key]
 
     def scores(
         self,

@@ -11,8 +11,11 @@ import importlib.util
 import logging
 import re
 import sys
-from datetime import timedelta
+import types
+from collections.abc import Callable
+from datetime import date, timedelta
 from pathlib import Path
+from typing import NoReturn
 
 from redone_sdk.inference.options import add_inference_args, copy_inference_args, options_from_args
 
@@ -54,6 +57,57 @@ def _named_duration(text: str) -> tuple[str, timedelta]:
     return name, parse_duration(value)
 
 
+def _int_at_least(low: int) -> Callable[[str], int]:
+    """An argparse type: an integer >= `low` (a bad value is a one-line usage error, exit 2)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
+        return value
+
+    return parse
+
+
+def _open_unit(text: str) -> float:
+    """An argparse type: a number strictly between 0 and 1 (an interval level)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1 (e.g. 0.95), got {text}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0.0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
+def parse_period(text: str) -> tuple[date, date]:
+    """`2026-01-01..2026-01-31` (UTC days, inclusive) or one day `2026-01-05`."""
+    start_text, sep, end_text = text.partition("..")
+    try:
+        start = date.fromisoformat(start_text.strip())
+        end = date.fromisoformat(end_text.strip()) if sep else start
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"not a period: {text!r} (use FROM..TO, e.g. 2026-01-01..2026-01-31)"
+        ) from None
+    if end < start:
+        raise argparse.ArgumentTypeError(f"period {text!r} ends before it starts")
+    return start, end
+
+
 # ---------------------------------------------------------------------------------------- handlers
 
 
@@ -84,12 +138,11 @@ def _synth(args: argparse.Namespace) -> int:
 
 
 def _cache(args: argparse.Namespace):
-    from redone_sdk.replay.arms import ScoreCache
+    from redone_sdk.replay.arms import ScoreCache, default_cache_dir
 
     if args.no_cache:
         return ScoreCache()
-    directory = args.cache_dir if args.cache_dir else Path(args.out) / "score-cache"
-    return ScoreCache(directory)
+    return ScoreCache(args.cache_dir if args.cache_dir else default_cache_dir())
 
 
 def _build_arms(args: argparse.Namespace) -> tuple[list, str]:
@@ -106,9 +159,16 @@ def _build_arms(args: argparse.Namespace) -> tuple[list, str]:
         unknown = sorted(set(mapping) - set(names))
         if unknown:
             raise ReplayInputError(f"{what} names arms that no --arm defines: {unknown}")
+    if len(set(names)) != len(names):
+        twice = sorted({n for n in names if names.count(n) > 1})
+        raise ReplayInputError(f"--arm names must be unique; given more than once: {twice}")
     arms = []
     if not any(value.lower() in CONTROL_WORDS for _, value in specs) and args.control is None:
-        arms.append(Arm.control("logged"))
+        # The automatic control is `logged`, unless an arm already has that name.
+        auto = next(n for n in ("logged", "logged-control", *(f"logged-{i}" for i in range(2, 100))) if n not in names)
+        arms.append(Arm.control(auto))
+    if args.control is not None and args.control not in names:
+        raise ReplayInputError(f"--control {args.control!r} is not one of the --arm names {names}")
     loaded: dict[str, Moderator] = {}
     for name, value in specs:
         if value.lower() in CONTROL_WORDS:
@@ -160,6 +220,7 @@ def _exposure(args: argparse.Namespace) -> int:
         user_buckets=args.user_buckets,
         batch_rows=args.batch_rows,
         surfaces=tuple(args.surface) if args.surface else None,
+        period=args.period,
         sweep_points=args.sweep_points,
         spill_dir=args.spill_dir,
     )
@@ -329,9 +390,21 @@ def _copy_model_options(source: argparse.Namespace, target: argparse.Namespace) 
     copy_inference_args(source, target)
 
 
+def _one_line_errors(commands: argparse._SubParsersAction) -> None:
+    """A bad option of a replay command prints one line (`prog: error: …`) and exits 2, not the whole usage."""
+
+    def error(parser: argparse.ArgumentParser, message: str) -> NoReturn:
+        parser.exit(EXIT_ERROR, f"{parser.prog}: error: {message} (see --help)\n")
+
+    for parser in commands.choices.values():
+        parser.error = types.MethodType(error, parser)  # type: ignore[method-assign]
+
+
 def _parser_for_demo() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="redone replay")
-    _add_commands(parser.add_subparsers(dest="replay_command", required=True))
+    commands = parser.add_subparsers(dest="replay_command", required=True)
+    _add_commands(commands)
+    _one_line_errors(commands)
     return parser
 
 
@@ -344,10 +417,17 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="Report folder (report.md, report.html, figures/, *.json).")
-    parser.add_argument("--bootstrap", type=int, default=1000, help="Bootstrap replicates (0: no intervals).")
-    parser.add_argument("--confidence", type=float, default=0.95, help="Interval level.")
+    parser.add_argument(
+        "--bootstrap", type=_int_at_least(0), default=1000, help="Bootstrap replicates (0: no intervals)."
+    )
+    parser.add_argument("--confidence", type=_open_unit, default=0.95, help="Interval level, in (0, 1).")
     parser.add_argument("--seed", type=int, default=0, help="Seed of the bootstrap.")
-    parser.add_argument("--cache-dir", default=None, help="Score cache folder (default: OUT/score-cache).")
+    parser.add_argument(
+        "--cache-dir",
+        default=None,
+        help="Score cache folder, shared by runs (default: $REDONE_CACHE_DIR/replay-scores, else "
+        "~/.cache/redone-sdk/replay-scores).",
+    )
     parser.add_argument("--no-cache", action="store_true", help="Keep scores in memory only.")
     parser.add_argument(
         "--allow-bad-rows",
@@ -389,8 +469,12 @@ def _add_commands(commands: argparse._SubParsersAction) -> None:
         description="Each --arm NAME=BUNDLE is a moderation setup (BUNDLE: a bundle folder, 'default', or 'none' for a "
         "control arm); --policy NAME=FILE gives it a policy. Without a control arm, 'logged' (no moderation) is added.",
     )
-    exposure.add_argument("--impressions", required=True, help="Impression log: Parquet file or folder, or JSON lines.")
-    exposure.add_argument("--notes", required=True, help="Notes table (Parquet or JSON lines).")
+    exposure.add_argument(
+        "--impressions",
+        required=True,
+        help="Impression log: Parquet file or folder (hive partitions allowed), CSV or JSON lines.",
+    )
+    exposure.add_argument("--notes", required=True, help="Notes table (Parquet file or folder, CSV or JSON lines).")
     exposure.add_argument("--labels", default=None, help="Ground truth: note_id, label (safe or a harm category).")
     exposure.add_argument("--arm", action="append", type=_name_value, metavar="NAME=BUNDLE", help="An arm (repeat).")
     exposure.add_argument("--policy", action="append", type=_name_value, metavar="NAME=FILE", help="Policy of an arm.")
@@ -402,9 +486,20 @@ def _add_commands(commands: argparse._SubParsersAction) -> None:
     exposure.add_argument("--review-clock", choices=["created_at", "first_exposure"], default="created_at")
     exposure.add_argument("--unlabeled-review", choices=["keep", "remove"], default="keep")
     exposure.add_argument("--surface", action="append", help="Keep only this surface (repeat for several).")
-    exposure.add_argument("--user-buckets", type=int, default=4096, help="Bootstrap clusters users are hashed into.")
-    exposure.add_argument("--sweep-points", type=int, default=25)
-    exposure.add_argument("--batch-rows", type=int, default=1 << 18, help="Impressions per streamed batch.")
+    exposure.add_argument(
+        "--period",
+        type=parse_period,
+        default=None,
+        metavar="FROM..TO",
+        help="Keep only impressions of these UTC days (inclusive), e.g. 2026-01-01..2026-01-31.",
+    )
+    exposure.add_argument(
+        "--user-buckets", type=_int_at_least(1), default=4096, help="Bootstrap clusters users are hashed into."
+    )
+    exposure.add_argument("--sweep-points", type=_int_at_least(0), default=25)
+    exposure.add_argument(
+        "--batch-rows", type=_int_at_least(1), default=1 << 18, help="Impressions per streamed batch."
+    )
     exposure.add_argument(
         "--spill-dir", default=None, help="Folder for the temporary columns of pass 1 (default: TMPDIR)."
     )
@@ -432,9 +527,9 @@ def _add_commands(commands: argparse._SubParsersAction) -> None:
     search.add_argument("--bundle", default=None, help="Matcher bundle folder (default: the shipped bundle).")
     search.add_argument("--judgments", default=None, help="Optional graded relevance (query, note_id, grade) for NDCG.")
     search.add_argument(
-        "--relevance-bins", type=int, default=10, help="Matcher-score bins of the attractiveness prior."
+        "--relevance-bins", type=_int_at_least(1), default=10, help="Matcher-score bins of the attractiveness prior."
     )
-    search.add_argument("--prior-strength", type=float, default=2.0)
+    search.add_argument("--prior-strength", type=_positive_float, default=2.0)
     search.add_argument("--bm25", action="store_true", help="Also replay a BM25 rerank of the same pages.")
     search.add_argument("--ips-prefix", type=int, default=3, help="Top ranks matched by the replay (IPS) estimate.")
     search.add_argument(
@@ -496,9 +591,9 @@ def _add_commands(commands: argparse._SubParsersAction) -> None:
     demo.add_argument("--out", required=True)
     demo.add_argument("--bundle", default=None, help="Bundle folder (default: the shipped bundle).")
     demo.add_argument("--strict-policy", default=None, help="A second policy file to compare, as arm 'redone-strict'.")
-    demo.add_argument("--impressions", type=int, default=300_000)
+    demo.add_argument("--impressions", type=_int_at_least(1), default=300_000)
     demo.add_argument("--seed", type=int, default=0)
-    demo.add_argument("--bootstrap", type=int, default=1000)
+    demo.add_argument("--bootstrap", type=_int_at_least(0), default=1000)
     demo.add_argument("--data-dir", default=None)
     _add_model_options(demo)
     demo.set_defaults(replay_handler=_demo)
@@ -512,7 +607,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Estimate moderation (harmful exposure rate) and search (click page rate) effects offline "
         "from logs.",
     )
-    _add_commands(parser.add_subparsers(dest="replay_command", required=True, metavar="COMMAND"))
+    commands = parser.add_subparsers(dest="replay_command", required=True, metavar="COMMAND")
+    _add_commands(commands)
+    _one_line_errors(commands)
     parser.set_defaults(handler=run)
 
 
@@ -531,7 +628,9 @@ def main(argv: list[str] | None = None) -> int:
     from redone_sdk.errors import RedOneError
 
     parser = argparse.ArgumentParser(prog="python -m redone_sdk.replay", description="Offline replay of experiments.")
-    _add_commands(parser.add_subparsers(dest="replay_command", required=True, metavar="COMMAND"))
+    commands = parser.add_subparsers(dest="replay_command", required=True, metavar="COMMAND")
+    _add_commands(commands)
+    _one_line_errors(commands)
     args = parser.parse_args(argv)
     try:
         return run(args)

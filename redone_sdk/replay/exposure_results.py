@@ -107,12 +107,19 @@ class DayResult(BaseModel):
 
 
 class SweepPoint(BaseModel):
-    threshold: float | None = Field(description="Block threshold of every category (None: an arm's own policy).")
+    threshold: float | None = Field(
+        description="Block threshold of every category (None: nothing actioned, the sweep's end; in "
+        "`arm_points`: the arm's own policy)."
+    )
     harmful_exposure_rate: float | None
     benign_removed_share: float | None
     benign_exposures_removed: int
     harmful_exposures_removed: int
     notes_actioned: int
+    harmful_exposure_rate_lo: float | None = Field(default=None, description="Interval: bootstrap over notes.")
+    harmful_exposure_rate_hi: float | None = None
+    benign_removed_share_lo: float | None = None
+    benign_removed_share_hi: float | None = None
 
 
 class Sweep(BaseModel):

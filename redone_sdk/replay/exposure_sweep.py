@@ -1,6 +1,13 @@
 """The exposure replay's threshold sweep: for each score source, the harmful exposure rate against the share of
 benign exposures removed as one block threshold `t` is applied to every category (review thresholds above `t`
-are lowered to `t`), computed from per-note exposure counts (no further pass over the log)."""
+are lowered to `t`), computed from per-note exposure counts (no further pass over the log).
+
+Thresholds are the quantiles of the notes' top scores, plus those where blocking removes chosen shares of the
+benign exposures (0.1 % … 100 %, spread evenly on a log scale) and of the harmful ones, so the curve covers the
+whole over-removal range; it ends at t = 1 and then "off" (nothing actioned: the log as it is). Each point has
+a percentile interval from a Poisson bootstrap over notes (note rows grouped into `NOTE_BUCKETS` clusters): it
+shows how much the curve depends on which notes the log happened to hold, not the users' correlation.
+"""
 
 from __future__ import annotations
 
@@ -9,15 +16,19 @@ from collections.abc import Sequence
 import numpy as np
 
 from redone_sdk.policy import CategoryRule, Policy
-from redone_sdk.replay.arms import BLOCK, REVIEW, decide_actions
+from redone_sdk.replay.arms import ALLOW, BLOCK, REVIEW, decide_actions
 from redone_sdk.replay.exposure_metrics import ExposureState
 from redone_sdk.replay.exposure_passes import BENIGN, HARMFUL, UNLABELED
 from redone_sdk.replay.exposure_results import Sweep, SweepPoint
 from redone_sdk.replay.exposure_scoring import ScoredSource
 
-__all__ = ["SWEEP_RULE", "threshold_sweeps"]
+__all__ = ["SWEEP_RULE", "SWEEP_INTERVAL", "NOTE_BUCKETS", "threshold_grid", "threshold_sweeps"]
 
-SWEEP_RULE = "every category blocks at t; review thresholds above t are lowered to t"
+SWEEP_RULE = (
+    "every category blocks at t; review thresholds above t are lowered to t; the last point (t off) actions nothing"
+)
+SWEEP_INTERVAL = "Poisson bootstrap over notes"
+NOTE_BUCKETS = 4096  # bootstrap clusters of the sweep: note row modulo this
 
 
 def _sweep_policy(base: Policy, categories: Sequence[str], threshold: float) -> Policy:
@@ -25,14 +36,47 @@ def _sweep_policy(base: Policy, categories: Sequence[str], threshold: float) -> 
     return Policy(name=f"block@{threshold:.4f}", rules=rules)
 
 
-def _point(threshold: float | None, actions: np.ndarray, state: ExposureState, after: np.ndarray) -> SweepPoint:
-    """The totals of one action vector from per-note counts."""
+def _weighted_thresholds(top: np.ndarray, weight: np.ndarray, shares: np.ndarray) -> np.ndarray:
+    """The thresholds t at which blocking every note with top score >= t removes at least each share of
+    `weight` (exposures of the notes of one ground truth)."""
+    if not len(top) or weight.sum() <= 0:
+        return np.zeros(0)
+    order = np.argsort(-top, kind="stable")
+    cumulative = np.cumsum(weight[order]) / weight.sum()
+    at = np.minimum(np.searchsorted(cumulative, shares - 1e-12), len(order) - 1)
+    return top[order][at]
+
+
+def threshold_grid(top: np.ndarray, exposures: np.ndarray, truth: np.ndarray, points: int) -> np.ndarray:
+    """The sweep's thresholds in [0, 1], ascending: quantiles of the notes' top scores (`points` of them), the
+    thresholds that block 0.1 % … 100 % of the benign exposures (log-spaced) and 0 … 100 % of the harmful
+    ones (`points // 2` each), and 1."""
+    if not points or not len(top):
+        return np.array([1.0])
+    half = max(points // 2, 2)
+    parts = [
+        np.quantile(top, np.linspace(0.0, 1.0, points)),
+        _weighted_thresholds(top, np.where(truth == BENIGN, exposures, 0), np.geomspace(1e-3, 1.0, half)),
+        _weighted_thresholds(top, np.where(truth == HARMFUL, exposures, 0), np.linspace(0.0, 1.0, half + 1)[1:]),
+        np.array([1.0]),
+    ]
+    return np.unique(np.clip(np.round(np.concatenate(parts), 6), 0.0, 1.0))
+
+
+def _removed(actions: np.ndarray, state: ExposureState, after: np.ndarray) -> np.ndarray:
+    """Exposures each note loses under `actions` (every one if blocked; after the delay if reviewed and the
+    reviewer agrees)."""
     truth, exposures = state.truth, state.logged.exposures
-    block = actions == BLOCK
     review_removes = (actions == REVIEW) & (
         (truth == HARMFUL) | ((truth == UNLABELED) & (state.settings.unlabeled_review == "remove"))
     )
-    removed = np.where(block, exposures, np.where(review_removes, after, 0))
+    return np.where(actions == BLOCK, exposures, np.where(review_removes, after, 0))
+
+
+def _point(threshold: float | None, actions: np.ndarray, state: ExposureState, after: np.ndarray) -> SweepPoint:
+    """The totals of one action vector from per-note counts."""
+    truth, exposures = state.truth, state.logged.exposures
+    removed = _removed(actions, state, after)
     benign_logged = exposures[truth == BENIGN].sum()
     harmful_logged = exposures[truth == HARMFUL].sum()
     benign_removed = removed[truth == BENIGN].sum()
@@ -48,6 +92,61 @@ def _point(threshold: float | None, actions: np.ndarray, state: ExposureState, a
     )
 
 
+def _percentiles(values: np.ndarray, confidence: float) -> tuple[np.ndarray, np.ndarray]:
+    """Percentile interval of each column of [replicates, points] (NaN replicates left out)."""
+    alpha = (1.0 - confidence) / 2.0
+    lo, hi = np.full(values.shape[1], np.nan), np.full(values.shape[1], np.nan)
+    for j in range(values.shape[1]):
+        finite = values[np.isfinite(values[:, j]), j]
+        if len(finite):
+            lo[j], hi[j] = np.quantile(finite, [alpha, 1.0 - alpha])
+    return lo, hi
+
+
+def _with_intervals(points: list[SweepPoint], removed: np.ndarray, state: ExposureState) -> list[SweepPoint]:
+    """Each point's percentile interval from a Poisson bootstrap over note buckets: the per-bucket sums of
+    logged and removed exposures ([buckets, points]) are weighted by one Poisson(1) draw per bucket."""
+    settings = state.settings
+    if not settings.bootstrap or not points:
+        return points
+    truth, exposures = state.truth, state.logged.exposures
+    bucket = np.arange(len(truth), dtype=np.int64) % NOTE_BUCKETS  # notes are the independent units here
+    benign, harmful = truth == BENIGN, truth == HARMFUL
+
+    def per_bucket(values: np.ndarray) -> np.ndarray:
+        return np.bincount(bucket, weights=values, minlength=NOTE_BUCKETS)
+
+    benign_logged = per_bucket(np.where(benign, exposures, 0))
+    harmful_logged = per_bucket(np.where(harmful, exposures, 0))
+    benign_removed = np.stack([per_bucket(np.where(benign, r, 0)) for r in removed], axis=1)
+    harmful_removed = np.stack([per_bucket(np.where(harmful, r, 0)) for r in removed], axis=1)
+    rng = np.random.default_rng([settings.seed, 0x5EE9])
+    weights = rng.poisson(1.0, size=(settings.bootstrap, NOTE_BUCKETS)).astype(np.float64)
+    w_benign, w_harmful = weights @ benign_logged, weights @ harmful_logged
+    w_benign_removed, w_harmful_removed = weights @ benign_removed, weights @ harmful_removed
+    kept = (w_benign + w_harmful)[:, None] - w_benign_removed - w_harmful_removed
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rate = np.where(kept > 0, (w_harmful[:, None] - w_harmful_removed) / kept, np.nan)
+        share = np.where(w_benign[:, None] > 0, w_benign_removed / w_benign[:, None], np.nan)
+    rate_lo, rate_hi = _percentiles(rate, settings.confidence)
+    share_lo, share_hi = _percentiles(share, settings.confidence)
+
+    def value(x: float) -> float | None:
+        return float(x) if np.isfinite(x) else None
+
+    return [
+        p.model_copy(
+            update={
+                "harmful_exposure_rate_lo": value(rate_lo[j]),
+                "harmful_exposure_rate_hi": value(rate_hi[j]),
+                "benign_removed_share_lo": value(share_lo[j]),
+                "benign_removed_share_hi": value(share_hi[j]),
+            }
+        )
+        for j, p in enumerate(points)
+    ]
+
+
 def _sweep(state: ExposureState, source: str, scored: ScoredSource) -> Sweep:
     settings, removal, after_counts = state.settings, state.removal, state.cells.after_counts
     members = [a for a in state.arms if state.decided.source_of.get(a.name) == source]
@@ -55,24 +154,25 @@ def _sweep(state: ExposureState, source: str, scored: ScoredSource) -> Sweep:
     default_after = after_counts.get(int(settings.review_delay.total_seconds()))
     after = default_after if default_after is not None else after_counts[removal.delays[members[0].name]]
     categories, matrix = scored.categories, scored.matrix
-    max_score = matrix.max(axis=1) if matrix.size else np.zeros(0)
-    grid = (
-        np.unique(np.round(np.quantile(max_score, np.linspace(0.0, 1.0, settings.sweep_points)), 6))
-        if settings.sweep_points and len(max_score)
-        else np.zeros(0)
-    )
     seen = state.logged.seen
-    points = []
-    for t in [*grid.tolist(), 1.0]:
-        t = float(min(max(t, 0.0), 1.0))
+    top = matrix.max(axis=1) if matrix.size else np.zeros(len(seen))
+    grid = threshold_grid(top, state.logged.exposures[seen], state.truth[seen], settings.sweep_points)
+    points, removed = [], []
+    for t in grid.tolist():
         full = np.zeros(len(state.truth), dtype=np.int8)
         full[seen] = decide_actions(_sweep_policy(base, categories, t), categories, matrix)
         points.append(_point(t, full, state, after))
+        removed.append(_removed(full, state, after))
+    off = np.full(len(state.truth), ALLOW, dtype=np.int8)
+    points.append(_point(None, off, state, after))
+    removed.append(_removed(off, state, after))
     arm_points = {
         a.name: _point(None, state.decided.actions[a.name], state, after_counts[removal.delays[a.name]])
         for a in members
     }
-    return Sweep(source=scored.label, rule=SWEEP_RULE, points=points, arm_points=arm_points)
+    return Sweep(
+        source=scored.label, rule=SWEEP_RULE, points=_with_intervals(points, removed, state), arm_points=arm_points
+    )
 
 
 def threshold_sweeps(state: ExposureState) -> list[Sweep]:

@@ -13,10 +13,12 @@ from datetime import date
 from pathlib import Path
 from typing import IO, Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pcsv
 import pyarrow.dataset as ds
 
+from redone_sdk.replay.columns import null_mask
 from redone_sdk.replay.schemas import ReplayInputError, TableIssues
 
 __all__ = [
@@ -211,6 +213,7 @@ def _csv_header(path: Path) -> list[str]:
         reader = pcsv.open_csv(
             str(path),
             read_options=pcsv.ReadOptions(use_threads=False, block_size=1 << 16),
+            parse_options=pcsv.ParseOptions(invalid_row_handler=lambda row: "skip"),  # rows: counted later
             convert_options=pcsv.ConvertOptions(include_columns=[]),
         )
         names = list(reader.schema.names)
@@ -223,15 +226,13 @@ def _csv_header(path: Path) -> list[str]:
 
 def csv_batches(
     path: Path, issues: TableIssues, columns: Iterable[str], batch_rows: int
-) -> Iterator[tuple[pa.RecordBatch, Any]]:
+) -> Iterator[tuple[pa.RecordBatch, np.ndarray]]:
     """(batch of the wanted columns as text, 1-based line number of each row) of a CSV file with a header.
 
     Every cell is read as text (an empty cell is null) and converted by the table's reader with its own rules;
-    a row with the wrong number of fields is counted in `issues` (blank lines are skipped). Line numbers
-    assume no quoted field spans lines.
+    a row with the wrong number of fields is counted in `issues`; blank lines (and rows empty in every column
+    read) are skipped. Line numbers assume no quoted field spans lines.
     """
-    import numpy as np
-
     header = _csv_header(path)
     wanted = [c for c in columns if c in header]
     issues.ignored_columns = sorted(set(header) - set(columns))
@@ -267,6 +268,11 @@ def csv_batches(
             next_line = (int(lines[-1]) if n else next_line - 1) + 1
             while skipped and skipped[0] < next_line:
                 skipped.pop(0)
+            if n and wanted:  # a blank line is a row of nulls here (kept to count lines): skip it
+                blank = np.logical_and.reduce([null_mask(batch.column(c)) for c in wanted])
+                if blank.any():
+                    batch, lines = batch.filter(pa.array(~blank)), lines[~blank]
+                    n = batch.num_rows
             for start in range(0, n, batch_rows):
                 yield batch.slice(start, batch_rows), lines[start : start + batch_rows]
     except (OSError, pa.ArrowException) as exc:

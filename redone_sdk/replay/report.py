@@ -36,6 +36,7 @@ class Series(BaseModel):
     lo: list[float | None] | None = None
     hi: list[float | None] | None = None
     style: Literal["line", "bar", "points"] = "line"
+    labels: list[str] | None = Field(default=None, description="A text beside each point (e.g. its threshold).")
 
 
 class Figure(BaseModel):
@@ -48,6 +49,9 @@ class Figure(BaseModel):
     series: list[Series]
     y_percent: bool = False
     x_percent: bool = False
+    x_scale: Literal["linear", "symlog"] = Field(
+        default="linear", description="symlog: logarithmic above 0.1 %, linear below (0 stays on the axis)."
+    )
     caption: str = ""
     reference_y: float | None = Field(default=None, description="A horizontal reference line (e.g. 0 change).")
 
@@ -101,10 +105,16 @@ def render_figure(figure: Figure, path: Path) -> None:
             ax.plot(xs, y, marker="o", markersize=3, label=series.name)
             if series.lo is not None and series.hi is not None:
                 ax.fill_between(xs, [_num(v) for v in series.lo], [_num(v) for v in series.hi], alpha=0.18)
+        if series.labels is not None:
+            for x, yy, text in zip(xs, y, series.labels, strict=True):
+                if text and not (math.isnan(_num(x)) or math.isnan(yy)):
+                    ax.annotate(text, (x, yy), xytext=(3, 3), textcoords="offset points", fontsize=6, alpha=0.8)
     if figure.reference_y is not None:
         ax.axhline(figure.reference_y, color="grey", linewidth=0.8, linestyle="--")
     if figure.y_percent:
         ax.yaxis.set_major_formatter(PercentFormatter(1.0))
+    if figure.x_scale == "symlog":
+        ax.set_xscale("symlog", linthresh=1e-3, linscale=0.5)
     if figure.x_percent:
         ax.xaxis.set_major_formatter(PercentFormatter(1.0))
     ax.set_title(figure.title, fontsize=11)
@@ -125,6 +135,13 @@ Block = tuple
 
 def _pct(x: float | None, digits: int = 2) -> str:
     return "n/a" if x is None else f"{x * 100:.{digits}f} %"
+
+
+def _range(lo: float | None, hi: float | None, *, percent: bool = False) -> str:
+    """` [lo, hi]` of an interval, empty when there is none."""
+    if lo is None or hi is None:
+        return ""
+    return f" [{lo * 100:.2f}, {hi * 100:.2f}]" if percent else f" [{lo:.5f}, {hi:.5f}]"
 
 
 def _rate(x: float | None) -> str:
@@ -164,6 +181,19 @@ def _issue_blocks(inputs: dict[str, TableIssues]) -> list[Block]:
     return blocks
 
 
+def _sweep_labels(points: list) -> list[str]:
+    """`t=0.85` beside sweep points (every point when few, else about a dozen spread along the curve), `off`
+    at the end."""
+    step = max(1, math.ceil(len(points) / 12))
+    labels = []
+    for i, p in enumerate(points):
+        if p.threshold is None:
+            labels.append("off")
+        else:
+            labels.append(f"t={p.threshold:.3g}" if i % step == 0 or i == len(points) - 2 else "")
+    return labels
+
+
 def _exposure_figures(result: ExposureResult) -> list[Figure]:
     arms = result.arms
     figures = [
@@ -171,7 +201,7 @@ def _exposure_figures(result: ExposureResult) -> list[Figure]:
             id="exposure_rate_by_arm",
             title="Harmful exposure rate by arm",
             x_label="arm",
-            y_label="harmful exposures / exposures",
+            y_label="harmful / labeled exposures kept",
             y_percent=True,
             series=[
                 Series(
@@ -226,6 +256,9 @@ def _exposure_figures(result: ExposureResult) -> list[Figure]:
                 name=f"block threshold t ({sweep.source})",
                 x=[p.benign_removed_share for p in sweep.points],
                 y=[p.harmful_exposure_rate for p in sweep.points],
+                lo=[p.harmful_exposure_rate_lo for p in sweep.points],
+                hi=[p.harmful_exposure_rate_hi for p in sweep.points],
+                labels=_sweep_labels(sweep.points),
             )
         ]
         for name, point in sweep.arm_points.items():
@@ -247,12 +280,14 @@ def _exposure_figures(result: ExposureResult) -> list[Figure]:
             Figure(
                 id=f"threshold_sweep_{i + 1}",
                 title=f"Threshold sweep: {sweep.source}",
-                x_label="benign exposures removed (share of benign exposures)",
+                x_label="benign exposures removed (share of benign exposures; log scale above 0.1 %)",
                 y_label="harmful exposure rate",
                 x_percent=True,
+                x_scale="symlog",
                 y_percent=True,
                 series=series,
-                caption=sweep.rule,
+                caption=f"{sweep.rule}. Points are labelled with t; band: {int(result.settings.confidence * 100)} % "
+                "interval, Poisson bootstrap over notes.",
             )
         )
     return figures
@@ -509,9 +544,10 @@ def _exposure_blocks(result: ExposureResult, figures: list[Figure]) -> list[Bloc
                 ["block threshold t", "harmful exposure rate", "benign exposures removed", "notes actioned"],
                 [
                     [
-                        f"{p.threshold:.4f}",
-                        _rate(p.harmful_exposure_rate),
-                        f"{p.benign_exposures_removed:,} ({_pct(p.benign_removed_share)})",
+                        "off (nothing actioned)" if p.threshold is None else f"{p.threshold:.4f}",
+                        _rate(p.harmful_exposure_rate) + _range(p.harmful_exposure_rate_lo, p.harmful_exposure_rate_hi),
+                        f"{p.benign_exposures_removed:,} ({_pct(p.benign_removed_share)}"
+                        f"{_range(p.benign_removed_share_lo, p.benign_removed_share_hi, percent=True)})",
                         f"{p.notes_actioned:,}",
                     ]
                     for p in sweep.points

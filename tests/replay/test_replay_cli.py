@@ -40,7 +40,8 @@ def test_import_boundaries() -> None:
         assert command in out.stdout
 
 
-def test_end_to_end(tiny_bundle: Path, data_dir: Path, tmp_path: Path, capsys) -> None:
+def test_end_to_end(tiny_bundle: Path, data_dir: Path, tmp_path: Path, capsys, monkeypatch) -> None:
+    monkeypatch.setenv("REDONE_CACHE_DIR", str(tmp_path / "cache"))  # the score cache shared by runs
     data, out = tmp_path / "data", tmp_path / "out"
     small = ["--users", "200", "--notes", "150", "--impressions", "5000", "--days", "2", "--sessions", "150"]
     assert main(["synth", "--out", str(data), "--data-dir", str(data_dir), "--bad-rows", "5", *small]) == 0
@@ -66,7 +67,7 @@ def test_end_to_end(tiny_bundle: Path, data_dir: Path, tmp_path: Path, capsys) -
     assert [a["name"] for a in result["arms"]] == ["logged", "redone", "strict"]
     assert result["settings"]["review_delay"] == "PT3H"
     (scoring,) = result["scoring"].values()
-    assert scoring["notes_scored_by_model"] == 0  # the first run's cache in OUT/score-cache
+    assert scoring["notes_scored_by_model"] == 0  # the first run's scores, from the shared cache
     search = ["search", "--sessions", str(data / "sessions.parquet"), "--bundle", str(tiny_bundle), *common]
     assert main(search) == 0
     assert "click page rate" in capsys.readouterr().out

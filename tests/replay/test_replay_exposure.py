@@ -245,11 +245,15 @@ def test_sweep_matches_arm_metrics(hand_log: dict[str, Path]) -> None:
     assert sweep.arm_points["b"].benign_exposures_removed == arm.benign_exposures_removed
     # At t = 1 nothing is blocked: the arm's reviews alone (n1, n2, n3 pass review at 0.6); reviews never
     # remove benign exposures, and n1's exposures at 01:00 come before its review ends at 02:00.
-    last = sweep.points[-1]
+    last = sweep.points[-2]
     assert last.threshold == 1.0 and last.notes_actioned == 3
     assert last.benign_exposures_removed == 0
     assert last.harmful_exposures_removed == 6
     assert last.harmful_exposure_rate == pytest.approx(3 / 9)
+    # Then "off": nothing actioned, the control's rate (the curve reaches the log as it is).
+    off = sweep.points[-1]
+    assert off.threshold is None and off.notes_actioned == 0 and off.benign_exposures_removed == 0
+    assert off.harmful_exposure_rate == pytest.approx(result.arm("control").harmful_exposure_rate.value)
 
 
 def test_clear_errors(hand_log: dict[str, Path], tmp_path: Path) -> None:
