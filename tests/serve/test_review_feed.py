@@ -52,6 +52,7 @@ _spec.loader.exec_module(_adapters)
 kafka_broker = _adapters.kafka_broker
 
 BLOCK_ALL = Policy(name="block-all", default=CategoryRule(review=0.0, block=0.0))
+ALLOW_ALL = Policy(name="allow-all", default=CategoryRule(review=1.0, block=1.0))
 
 
 @pytest.fixture
@@ -273,7 +274,11 @@ def test_crash_between_write_and_commit_redelivers_without_duplicates(
 
 
 def test_malformed_messages_go_to_the_dead_letter_topic(
-    kafka_bootstrap: str, db_url: str, topics: dict[str, str], review_records: list[tuple[str, OutRecord]]
+    kafka_bootstrap: str,
+    db_url: str,
+    topics: dict[str, str],
+    review_records: list[tuple[str, OutRecord]],
+    moderator: Moderator,
 ) -> None:
     settings = _settings(kafka_bootstrap, topics)
     _ensure_topics(settings)
@@ -288,10 +293,17 @@ def test_malformed_messages_go_to_the_dead_letter_topic(
         (b"k5", json.dumps(mismatched).encode(), []),
         (b"k6", json.dumps([1, 2, 3]).encode(), []),
     ]
-    _produce(kafka_bootstrap, topics["topic"], [*bad[:3], *_as_messages(good), *bad[3:]])
+    allowed_note = Note(note_id="allowed", content="a valid item the stream would not copy: its action is allow")
+    allowed = moderator.with_policy(ALLOW_ALL).classify_batch([allowed_note])[0]
+    assert allowed.action == "allow"
+    valid = [
+        *_as_messages(good),
+        *_as_messages([("allowed", review_record("r", _Source("n", 0, 0), allowed_note, allowed))]),
+    ]
+    _produce(kafka_bootstrap, topics["topic"], [*bad[:3], *valid, *bad[3:]])
     feed = _feed_to_end(kafka_bootstrap, db_url, topics)
     assert sorted(row.note_id for row in _queue(db_url)) == sorted(note_id for note_id, _ in good)
-    assert (feed.summary.queued, feed.summary.dead_letters) == (3, 6)
+    assert (feed.summary.queued, feed.summary.dead_letters, feed.summary.skipped) == (3, 6, 1)
 
     consumer = KafkaConsumer(bootstrap_servers=kafka_bootstrap, auto_offset_reset="earliest", consumer_timeout_ms=5000)
     try:
