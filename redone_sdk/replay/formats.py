@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 from typing import IO, Any
+from urllib.parse import unquote
 
 import numpy as np
 import pyarrow as pa
@@ -50,8 +51,8 @@ CSV_BLOCK_BYTES = 1 << 22
 class ScanFilter:
     """Rows a replay keeps: a UTC day range (inclusive) and surfaces; each None means all.
 
-    On a hive-partitioned dataset, partitions `period=YYYY-MM-DD` (or `date=`, `day=`) and `surface=…`
-    outside the filter are pruned before any of their files is opened.
+    On a hive-partitioned dataset, partitions `period=YYYY-MM-DD` (or `YYYY-MM`, `YYYY`; the key may also be
+    `date` or `day`) and `surface=…` outside the filter are pruned before any of their files is opened.
     """
 
     period: tuple[date, date] | None = None
@@ -103,13 +104,54 @@ def _unreadable(path: Path, exc: BaseException) -> ReplayInputError:
     return ReplayInputError(f"{path} is not a readable Parquet file or dataset: {exc}")
 
 
-def open_dataset(path: str | Path, *, dictionary_columns: Iterable[str] = ()) -> ds.Dataset:
+def _partition_span(value: str) -> tuple[date, date] | None:
+    """The days a period partition value covers: `2026-01-05`, `2026-01` or `2026`; None if not a date."""
+    try:
+        if len(value) == 10:
+            day = date.fromisoformat(value)
+            return day, day
+        if len(value) == 7:
+            first = date.fromisoformat(value + "-01")
+            following = date(first.year + first.month // 12, first.month % 12 + 1, 1)
+            return first, date.fromordinal(following.toordinal() - 1)
+        if len(value) == 4 and value.isdigit():
+            return date(int(value), 1, 1), date(int(value), 12, 31)
+    except ValueError:
+        return None
+    return None
+
+
+def _partition_keeps(relative: Path, scan: ScanFilter) -> bool:
+    """Whether a file's hive partitions (`key=value` folders) can hold rows the filter keeps."""
+    for part in relative.parts[:-1]:
+        key, sep, raw = part.partition("=")
+        if not sep:
+            continue
+        value = unquote(raw)
+        if key == "surface" and scan.surfaces is not None and value not in scan.surfaces:
+            return False
+        if key in _PERIOD_KEYS and scan.period is not None:
+            span = _partition_span(value)
+            if span is not None and (span[1] < scan.period[0] or span[0] > scan.period[1]):
+                return False
+    return True
+
+
+def open_dataset(
+    path: str | Path, *, dictionary_columns: Iterable[str] = (), scan: ScanFilter | None = None
+) -> ds.Dataset:
     """A Parquet file, or a folder of them read as one dataset (hive partitions `key=value/` become columns).
 
-    No data is read here; `dictionary_columns` are read dictionary-encoded (mapped once per dictionary).
+    Files in partitions `scan` rules out (`surface=…`, `period=` / `date=` / `day=` a day, month or year) are
+    left out before any file is opened. No data is read here; `dictionary_columns` are read
+    dictionary-encoded (mapped once per dictionary).
     """
     path = Path(path)
     files = parquet_files(path)
+    if path.is_dir() and scan is not None:
+        files = [f for f in files if _partition_keeps(f.relative_to(path), scan)]
+        if not files:
+            raise ReplayInputError(f"no partition of {path} holds rows of the period/surfaces asked for")
     file_format = ds.ParquetFileFormat(read_options=ds.ParquetReadOptions(dictionary_columns=set(dictionary_columns)))
     try:
         if path.is_dir():
@@ -126,47 +168,12 @@ def _partition_names(dataset: ds.Dataset) -> list[str]:
     return list(partitioning.schema.names) if partitioning is not None else []
 
 
-def _partition_filter(dataset: ds.Dataset, scan: ScanFilter | None) -> ds.Expression | None:
-    """The filter on partition fields only (it prunes whole files); rows are filtered by the readers."""
-    if scan is None:
-        return None
-    names = _partition_names(dataset)
-    expression: ds.Expression | None = None
-
-    def both(e: ds.Expression) -> None:
-        nonlocal expression
-        expression = e if expression is None else expression & e
-
-    if scan.surfaces is not None and "surface" in names:
-        both(ds.field("surface").cast(pa.string()).isin(list(scan.surfaces)))
-    key = next((k for k in _PERIOD_KEYS if k in names), None)
-    if scan.period is not None and key is not None:
-        start, end = scan.period
-        field = ds.field(key)
-        kind = dataset.schema.field(key).type
-        if pa.types.is_date(kind) or pa.types.is_timestamp(kind):
-            low, high = pa.scalar(start, pa.date32()).cast(kind), pa.scalar(end, pa.date32()).cast(kind)
-            both((field >= low) & (field <= high))
-        else:  # ISO text: a day `2026-01-05`, or a month `2026-01` that overlaps the range
-            text = field.cast(pa.string())
-            both((text >= start.isoformat()[:7]) & (text <= end.isoformat()))
-    return expression
-
-
-def dataset_columns(
-    dataset: ds.Dataset, path: Path, required: Iterable[str], table: str, scan: ScanFilter | None = None
-) -> tuple[list[ds.Fragment], list[str], ds.Expression | None]:
-    """(files left after partition pruning, column names, partition filter); a file that lacks a required
-    column (partition keys count as columns) or cannot be opened is an error naming it."""
-    expression = _partition_filter(dataset, scan)
+def dataset_columns(dataset: ds.Dataset, path: Path, required: Iterable[str], table: str) -> list[str]:
+    """The dataset's column names; a file that lacks a required column (partition keys count as columns) or
+    cannot be opened is an error naming it."""
     partition_names = _partition_names(dataset)
-    try:
-        fragments = list(dataset.get_fragments() if expression is None else dataset.get_fragments(filter=expression))
-    except (OSError, pa.ArrowException) as exc:
-        raise _unreadable(path, exc) from None
     required = list(required)
-    names: list[str] = list(dataset.schema.names)
-    for fragment in fragments:
+    for fragment in dataset.get_fragments():
         try:
             physical = fragment.physical_schema.names
         except (OSError, pa.ArrowException) as exc:
@@ -176,7 +183,7 @@ def dataset_columns(
         if missing:
             where = fragment.path if path.is_dir() else path
             raise ReplayInputError(f"{table} table {where} lacks column(s) {missing}; it has {sorted(have)}")
-    return fragments, names, expression
+    return list(dataset.schema.names)
 
 
 def scan_batches(
@@ -184,13 +191,11 @@ def scan_batches(
     path: Path,
     columns: list[str],
     batch_rows: int,
-    expression: ds.Expression | None = None,
 ) -> Iterator[pa.RecordBatch]:
-    """Record batches of the dataset in file order, several files and columns decoded in parallel; partitions
-    `expression` rules out are never opened. A file that turns out unreadable mid-way (a corrupt page, a
-    truncated file) is a `ReplayInputError`, not a traceback."""
+    """Record batches of the dataset in file order, several files and columns decoded in parallel. A file that
+    turns out unreadable mid-way (a corrupt page, a truncated file) is a `ReplayInputError`, not a traceback."""
     try:
-        scanner = dataset.scanner(columns=columns, filter=expression, batch_size=batch_rows, use_threads=True)
+        scanner = dataset.scanner(columns=columns, batch_size=batch_rows, use_threads=True)
         for batch in scanner.to_batches():
             if batch.num_rows:
                 yield batch
@@ -307,7 +312,7 @@ def iter_dict_rows(
     wanted = list(columns)
     if fmt == "parquet":
         dataset = open_dataset(path)
-        _, names, _ = dataset_columns(dataset, path, [], "")
+        names = dataset_columns(dataset, path, [], "")
         present = [c for c in wanted if c in names]
         issues.ignored_columns = sorted(set(names) - set(wanted))
         row = 0

@@ -374,11 +374,11 @@ def iter_impressions(
             yield validate(batch, pre_reasons=pre, row_numbers=lines)
         return
     # Note ids and surfaces stay dictionary-encoded (mapped once per dictionary); user ids come as text.
-    dataset = open_dataset(path, dictionary_columns=("note", "surface"))
-    _, names, expression = dataset_columns(dataset, path, IMPRESSION_COLUMNS, "impressions", scan)
+    dataset = open_dataset(path, dictionary_columns=("note", "surface"), scan=scan)
+    names = dataset_columns(dataset, path, IMPRESSION_COLUMNS, "impressions")
     issues.ignored_columns = sorted(set(names) - set(IMPRESSION_COLUMNS))
     row = 0
-    for batch in scan_batches(dataset, path, list(IMPRESSION_COLUMNS), batch_rows, expression):
+    for batch in scan_batches(dataset, path, list(IMPRESSION_COLUMNS), batch_rows):
         issues.rows_read += batch.num_rows
         yield validate(batch, row)
         row += batch.num_rows

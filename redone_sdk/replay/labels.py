@@ -74,7 +74,7 @@ def read_labels(path: str | Path, *, allowed: Iterable[str] = HARM_LABELS, notes
     require_columns(path, ["note_id", "label"], "labels")
     if detect_format(path) == "parquet":
         dataset = open_dataset(path)
-        _, names, _ = dataset_columns(dataset, path, ["note_id", "label"], "labels")
+        names = dataset_columns(dataset, path, ["note_id", "label"], "labels")
         issues.ignored_columns = sorted(set(names) - {"note_id", "label"})
         batches = list(scan_batches(dataset, path, ["note_id", "label"], 1 << 20))
         table = pa.Table.from_batches(

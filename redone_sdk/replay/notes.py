@@ -170,7 +170,7 @@ def read_notes(path: str | Path, *, batch_rows: int = 262_144) -> NotesIndex:
 
     if detect_format(path) == "parquet":
         dataset = open_dataset(path)
-        _, names, _ = dataset_columns(dataset, path, ["note_id"], "notes")
+        names = dataset_columns(dataset, path, ["note_id"], "notes")
         present = [c for c in _NOTE_FIELDS if c in names]
         issues.ignored_columns = sorted(set(names) - set(_NOTE_FIELDS))
         row = 0
