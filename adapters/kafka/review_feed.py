@@ -25,7 +25,7 @@ from kafka.errors import (
     RebalanceInProgressError,
     UnknownMemberIdError,
 )
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from redone_sdk.serve.db import Database
 from redone_sdk.serve.errors import DatabaseUnavailableError
@@ -89,6 +89,12 @@ class ReviewFeedSettings(BaseModel):
     db_backoff_max_s: float = Field(default=30.0, gt=0, description="Longest wait between database retries.")
     shutdown_timeout_s: float = Field(default=30.0, gt=0)
     security: SecuritySettings = SecuritySettings()
+
+    @model_validator(mode="after")
+    def _distinct_topics(self) -> ReviewFeedSettings:
+        if self.topic == self.dlq_topic:
+            raise ValueError(f"the review topic {self.topic!r} cannot also be the dead-letter topic")
+        return self
 
     def stream_settings(self) -> StreamSettings:
         """The same connection as `StreamSettings`, so that the stream's clients, topic creation and retries are

@@ -155,6 +155,8 @@ def run_review_feed(args: argparse.Namespace) -> int:
     import logging
 
     configure_json_logging(args.log_level.upper())
+    if args.log_level.upper() != "DEBUG":
+        logging.getLogger("alembic").setLevel(logging.WARNING)  # one line per migration step otherwise
     log = logging.getLogger("redone_sdk.serve.review_feed")
     from kafka.errors import KafkaError
 

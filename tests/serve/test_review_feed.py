@@ -411,14 +411,19 @@ def test_cli_feeds_the_queue_and_stops_on_sigterm(
     assert any(line["msg"] == "review feed stopped" and line["queued"] == 12 for line in lines)
 
 
-def test_cli_bad_settings_is_one_line_and_exit_2(tmp_path: Path) -> None:
-    topics = {"topic": "t", "dlq_topic": "d", "group_id": "g"}
+@pytest.mark.parametrize(
+    ("dlq", "args", "words"),
+    [("d", ["--batch-size", "0"], "batch_size"), ("t", [], "cannot also be the dead-letter topic")],
+)
+def test_cli_bad_settings_is_one_line_and_exit_2(tmp_path: Path, dlq: str, args: list[str], words: str) -> None:
+    topics = {"topic": "t", "dlq_topic": dlq, "group_id": "g"}
     result = subprocess.run(
-        _cli(f"sqlite:///{tmp_path / 'q.sqlite3'}", "127.0.0.1:1", topics, "--batch-size", "0"),
+        _cli(f"sqlite:///{tmp_path / 'q.sqlite3'}", "127.0.0.1:1", topics, *args),
         capture_output=True,
         text=True,
         cwd=REPO,
         timeout=60,
     )
     assert result.returncode == 2
-    assert "batch_size" in result.stderr and "Traceback" not in result.stderr
+    assert words in result.stderr and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
