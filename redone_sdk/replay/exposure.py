@@ -37,10 +37,13 @@ from redone_sdk.replay.exposure_metrics import (
     day_label,
     day_results,
     power_of,
+    segment_results,
 )
 from redone_sdk.replay.exposure_passes import (
     BENIGN,
     HARMFUL,
+    UNLABELED,
+    SegmentCodes,
     Spill,
     count_cells,
     count_exposures,
@@ -90,6 +93,24 @@ def _control_arm(arms: list[Arm], control: str | None) -> str:
     return control
 
 
+def _segment_codes(
+    settings: ExposureSettings, notes: str | Path, notes_index, labels: Labels | None
+) -> tuple[SegmentCodes, dict[str, list[str]]]:
+    """The levels pass 2 counts by, and their names, for the segments asked for."""
+    from redone_sdk.replay.segments import cohort_levels, note_levels
+
+    by_note, names = {}, {}
+    for dim in settings.segments:
+        if dim == "cohort":
+            names[dim] = cohort_levels(settings.cohorts)
+            continue
+        levels = note_levels(dim, notes, notes_index, labels)
+        by_note[dim] = (levels.codes, len(levels.names))
+        names[dim] = levels.names
+    cohorts = settings.cohorts if "cohort" in settings.segments else 0
+    return SegmentCodes(by_note, cohorts), names
+
+
 def replay_exposure(
     impressions: str | Path,
     notes: str | Path,
@@ -122,6 +143,13 @@ def replay_exposure(
     else:
         label_table = labels
     truth = truth_of(notes_index, label_table)
+    label_weight, label_weighting = None, None
+    if isinstance(labels, (str, Path)):
+        from redone_sdk.replay.label_weights import label_weights
+
+        label_weight, label_weighting = label_weights(labels, notes_index, truth != UNLABELED, settings.stratum_sizes)
+    elif settings.stratum_sizes:
+        raise ReplayInputError("stratum sizes need a labels table with a `stratum` column")
     timings["read_notes_labels"] = time.perf_counter() - started
 
     with tempfile.TemporaryDirectory(prefix="redone-replay-", dir=settings.spill_dir) as spill_dir:
@@ -138,17 +166,26 @@ def replay_exposure(
 
         t0 = time.perf_counter()
         removal = removal_rules(arms, decided.actions, notes_index, truth, logged, settings)
+        codes, segment_levels = _segment_codes(settings, notes, notes_index, label_table)
         cells = count_cells(
-            spill, logged, truth, removal, settings, note_buckets_of(notes_index, settings.note_buckets)
+            spill,
+            logged,
+            truth,
+            removal,
+            settings,
+            note_buckets_of(notes_index, settings.note_buckets),
+            codes,
+            label_weight,
         )
         timings["pass2_aggregate"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    state = ExposureState(arms, control, settings, truth, logged, decided, removal, cells)
+    state = ExposureState(arms, control, settings, truth, logged, decided, removal, cells, segment_levels)
     rates = arm_rates(state)
     arm_list, days, sweeps = arm_results(state, rates), day_results(state, rates), threshold_sweeps(state)
     arm_list, days, comparisons = correct(state, arm_list, days)
     power = power_of(state, rates)
+    segments, segment_tests = segment_results(state)
     timings["metrics_bootstrap"] = time.perf_counter() - t0
     timings["total"] = time.perf_counter() - started
 
@@ -172,7 +209,9 @@ def replay_exposure(
         distinct_users=logged.users,
         user_clusters=rates.clusters,
         note_clusters=rates.note_clusters,
-        comparisons=comparisons,
+        comparisons=comparisons + segment_tests,
+        segments=segments,
+        label_weighting=label_weighting,
         power=power,
         scoring=decided.scoring,
         arms=arm_list,

@@ -6,7 +6,7 @@ across arms and days, and the power figure of a follow-up online test."""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from functools import cached_property
 
@@ -24,7 +24,14 @@ from redone_sdk.replay.bootstrap import (
     weighted_sums,
 )
 from redone_sdk.replay.exposure_passes import BENIGN, DAY_S, HARMFUL, UNLABELED, Cells, LoggedExposures, Removal
-from redone_sdk.replay.exposure_results import ArmResult, Comparison, DayArm, DayResult, ExposureSettings
+from redone_sdk.replay.exposure_results import (
+    ArmResult,
+    Comparison,
+    DayArm,
+    DayResult,
+    ExposureSettings,
+    SegmentResult,
+)
 from redone_sdk.replay.exposure_scoring import ArmActions
 from redone_sdk.replay.multiple_testing import adjust, t_p_value
 from redone_sdk.replay.power import PowerResult, power_result
@@ -39,6 +46,7 @@ __all__ = [
     "day_results",
     "day_label",
     "correct",
+    "segment_results",
     "power_of",
 ]
 
@@ -55,6 +63,7 @@ class ExposureState:
     decided: ArmActions
     removal: Removal
     cells: Cells
+    segment_levels: dict[str, list[str]] = field(default_factory=dict)  # dimension -> level names
 
     def removed(self, arm: str) -> np.ndarray:
         """[user buckets, note buckets, days, 3] exposures the arm removes (zeros for an arm that removes nothing)."""
@@ -134,7 +143,19 @@ class Rates:
     def estimate(self, arm: str, stat: str, day: int | None = None) -> Estimate:
         i = self.index(arm, stat, day)
         samples = self.boot[:, i] if self.boot is not None else None
-        return estimate(float(self.point[i]), samples, self.confidence, df=float(self.df[i]), method=self.method)
+        found = estimate(float(self.point[i]), samples, self.confidence, df=float(self.df[i]), method=self.method)
+        return _clip(found, *_BOUNDS[stat])
+
+
+_BOUNDS = {"rate": (0.0, 1.0), "benign": (0.0, 1.0), "change": (-1.0, math.inf), "diff": (-1.0, 1.0)}
+
+
+def _clip(est: Estimate, low: float, high: float) -> Estimate:
+    """A t interval is symmetric and may pass what the statistic can be (a rate below 0, a change below
+    -100 %); its ends are clipped to the statistic's range."""
+    if est.lo is None or est.hi is None:
+        return est
+    return est.model_copy(update={"lo": max(est.lo, low), "hi": min(est.hi, high)})
 
 
 def rates_from_cells(
@@ -170,9 +191,9 @@ def rates_from_cells(
 
 
 def arm_rates(state: ExposureState) -> Rates:
-    return rates_from_cells(
-        state.cells.logged, state.cells.removed, [a.name for a in state.arms], state.control, state.settings
-    )
+    """The rates of every arm and day (from the label-weighted cells when labels carry weights)."""
+    logged, removed = state.cells.weighted or (state.cells.logged, state.cells.removed)
+    return rates_from_cells(logged, removed, [a.name for a in state.arms], state.control, state.settings)
 
 
 def _note_counts(state: ExposureState, arm: Arm) -> dict[str, int]:
@@ -314,3 +335,66 @@ def power_of(state: ExposureState, rates: Rates) -> PowerResult | None:
         return None
     var_users, var_notes = float(rates.variance["users"][i]), float(rates.variance["notes"][i])
     return power_result(rate, var_users, var_notes, state.logged.users, state.settings.power)
+
+
+def segment_results(state: ExposureState) -> tuple[list[SegmentResult], list[Comparison]]:
+    """Per segment level and arm: rate and change vs control with the same bootstrap (same weights, so paired
+    with the overall figures), and the level's tests, corrected together as one family."""
+    from redone_sdk.replay.segments import category_cells
+
+    names = [a.name for a in state.arms]
+    out: list[SegmentResult] = []
+    slots: list[tuple[str, str, str, Estimate]] = []
+    for dim, (logged, removed) in state.cells.segments.items():
+        levels = state.segment_levels[dim]
+        if dim == "category":
+            logged, levels_kept = category_cells(logged, levels)
+            removed = {a: category_cells(r, levels)[0] for a, r in removed.items()}
+            levels = levels_kept
+        if not levels:
+            continue
+        rates = rates_from_cells(logged, removed, names, state.control, state.settings)
+        # What a level counts: its category's exposures (category), else all of its exposures.
+        part = (slice(None), slice(None), slice(None), HARMFUL if dim == "category" else slice(None))
+        counted = logged[part].reshape(logged.shape[0], logged.shape[1], len(levels), -1).sum(axis=(0, 1, 3))
+        for i, level in enumerate(levels):
+            per_arm = {}
+            for name in names:
+                rem = removed.get(name)
+                gone = (
+                    rem[part].reshape(rem.shape[0], rem.shape[1], len(levels), -1).sum(axis=(0, 1, 3))
+                    if rem is not None
+                    else None
+                )
+                per_arm[name] = DayArm(
+                    harmful_exposure_rate=rates.estimate(name, "rate", i),
+                    change_vs_control=rates.estimate(name, "change", i),
+                    exposures=int(counted[i] - (gone[i] if gone is not None else 0)),
+                )
+                if name != state.control:
+                    slots.append((name, dim, level, per_arm[name].change_vs_control))
+            out.append(SegmentResult(dimension=dim, level=level, logged_exposures=int(counted[i]), arms=per_arm))
+    raw = [t_p_value(e.value, e.se, e.df) for *_, e in slots]
+    adjusted = adjust(raw, state.settings.correction)
+    level_alpha = 1.0 - state.settings.confidence
+    comparisons = [
+        Comparison(
+            arm=a,
+            day=None,
+            segment=f"{d}={lv}",
+            change=e.value,
+            p_value=p,
+            p_adjusted=q,
+            significant=q is not None and q < level_alpha,
+        )
+        for (a, d, lv, e), p, q in zip(slots, raw, adjusted, strict=True)
+    ]
+    lookup = {(c.arm, c.segment): c for c in comparisons}
+    for seg in out:
+        for name, arm in list(seg.arms.items()):
+            c = lookup.get((name, f"{seg.dimension}={seg.level}"))
+            if c is not None:
+                seg.arms[name] = arm.model_copy(
+                    update={"change_vs_control": _with_p(arm.change_vs_control, c.p_value, c.p_adjusted)}
+                )
+    return out, comparisons

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
@@ -41,6 +41,7 @@ __all__ = [
     "Removal",
     "removal_rules",
     "Cells",
+    "SegmentCodes",
     "count_cells",
 ]
 
@@ -231,6 +232,20 @@ class Cells:
     logged: np.ndarray  # [user buckets, note buckets, days, 3]
     removed: dict[str, np.ndarray]  # arm -> [user buckets, note buckets, days, 3]
     after_counts: dict[int, np.ndarray]  # delay (s) -> per note row
+    # segment dimension -> (logged [user buckets, note buckets, levels, 3], arm -> removed, same shape)
+    segments: dict[str, tuple[np.ndarray, dict[str, np.ndarray]]] = field(default_factory=dict)
+    # with label weights: (logged, arm -> removed) like `logged`/`removed`, each exposure counted with its note's
+    # weight (float); the rates read these, the counts stay unweighted. Segment cells are weighted too.
+    weighted: tuple[np.ndarray, dict[str, np.ndarray]] | None = None
+
+
+@dataclass(frozen=True)
+class SegmentCodes:
+    """Levels to count pass 2's cells by: per note row (`notes`: dimension -> (codes, number of levels)) and
+    the user cohort (user bucket modulo `cohorts`; 0: none)."""
+
+    notes: dict[str, tuple[np.ndarray, int]] = field(default_factory=dict)
+    cohorts: int = 0
 
 
 def count_cells(
@@ -240,14 +255,32 @@ def count_cells(
     removal: Removal,
     settings: ExposureSettings,
     note_bucket: np.ndarray,
+    segments: SegmentCodes | None = None,
+    label_weight: np.ndarray | None = None,
 ) -> Cells:
-    """Pass 2 over the spilled columns; `note_bucket`: the bootstrap bucket of every note row."""
+    """Pass 2 over the spilled columns; `note_bucket`: the bootstrap bucket of every note row; `segments`: the
+    levels to count extra cells by; `label_weight`: per note row, the weight of its exposures in the rates
+    (inverse probability of its label being drawn; 1 for unlabeled notes), None: unweighted."""
+    segments = segments or SegmentCodes()
+    levels = {d: n for d, (_, n) in segments.notes.items()}
+    if segments.cohorts:
+        levels["cohort"] = segments.cohorts
+    n_pairs = settings.user_buckets * settings.note_buckets
+    seg_type = np.int64 if label_weight is None else np.float64
+    seg_logged = {d: np.zeros(n_pairs * n * 3, dtype=seg_type) for d, n in levels.items()}
+    seg_removed = {
+        d: {a: np.zeros(n_pairs * n * 3, dtype=seg_type) for a in removal.block_mask} for d, n in levels.items()
+    }
     n_notes = len(truth)
     buckets, day0, n_days = settings.user_buckets, logged.day0, logged.n_days
     n_note_buckets = settings.note_buckets
     n_cells = buckets * n_note_buckets * n_days * 3
     counts = np.zeros(n_cells, dtype=np.int64)
     removed = {n: np.zeros(n_cells, dtype=np.int64) for n in removal.block_mask}
+    weighted = weighted_removed = None
+    if label_weight is not None:
+        weighted = np.zeros(n_cells, dtype=np.float64)
+        weighted_removed = {n: np.zeros(n_cells, dtype=np.float64) for n in removal.block_mask}
     after_counts = {d: np.zeros(n_notes, dtype=np.int64) for d in removal.distinct_delays}
     start = np.where(removal.review_start == np.iinfo(np.int64).max, 0, removal.review_start)
     for chunk in spill.read(settings.batch_rows):
@@ -255,8 +288,20 @@ def count_cells(
         timestamp = chunk["timestamp"]
         day = (timestamp - day0) // DAY_S
         pair = chunk["bucket"].astype(np.int64) * n_note_buckets + note_bucket[note]
-        cell = (pair * n_days + day) * 3 + truth[note]
+        note_truth = truth[note]
+        cell = (pair * n_days + day) * 3 + note_truth
+        weight = label_weight[note] if label_weight is not None else None
+        seg_cell = {}
+        for dim, n_levels in levels.items():
+            if dim == "cohort":
+                code = chunk["bucket"].astype(np.int64) % n_levels
+            else:
+                code = segments.notes[dim][0][note].astype(np.int64)
+            seg_cell[dim] = (pair * n_levels + code) * 3 + note_truth
+            seg_logged[dim] += np.bincount(seg_cell[dim], weights=weight, minlength=len(seg_logged[dim]))
         counts += np.bincount(cell, minlength=n_cells)
+        if weighted is not None:
+            weighted += np.bincount(cell, weights=weight, minlength=n_cells)
         start_of = start[note]
         after = {}
         for d in removal.distinct_delays:
@@ -266,5 +311,27 @@ def count_cells(
             gone = removal.block_mask[name][note] | (removal.review_mask[name][note] & after[removal.delays[name]])
             if gone.any():
                 removed[name] += np.bincount(cell[gone], minlength=n_cells)
+                w_gone = weight[gone] if weight is not None else None
+                if weighted_removed is not None:
+                    weighted_removed[name] += np.bincount(cell[gone], weights=w_gone, minlength=n_cells)
+                for dim in levels:
+                    seg_removed[dim][name] += np.bincount(
+                        seg_cell[dim][gone], weights=w_gone, minlength=len(seg_logged[dim])
+                    )
     shape = (buckets, n_note_buckets, n_days, 3)
-    return Cells(counts.reshape(shape), {n: r.reshape(shape) for n, r in removed.items()}, after_counts)
+    segment_cells = {
+        d: (
+            seg_logged[d].reshape(buckets, n_note_buckets, n, 3),
+            {a: r.reshape(buckets, n_note_buckets, n, 3) for a, r in seg_removed[d].items()},
+        )
+        for d, n in levels.items()
+    }
+    return Cells(
+        counts.reshape(shape),
+        {n: r.reshape(shape) for n, r in removed.items()},
+        after_counts,
+        segment_cells,
+        None
+        if weighted is None
+        else (weighted.reshape(shape), {n: r.reshape(shape) for n, r in weighted_removed.items()}),
+    )

@@ -17,6 +17,7 @@ __all__ = [
     "ExposureSettings",
     "ExposureResult",
     "Comparison",
+    "SegmentResult",
     "ArmResult",
     "DayArm",
     "DayResult",
@@ -57,6 +58,14 @@ class ExposureSettings(BaseModel):
     user_buckets: int = Field(default=1024, ge=1, description="Users are hashed into this many bootstrap clusters.")
     note_buckets: int = Field(default=64, ge=1, description="Notes are hashed into this many bootstrap clusters.")
     power: PowerSettings = Field(default_factory=PowerSettings, description="The follow-up online test sized.")
+    segments: tuple[Literal["lang", "category", "cohort"], ...] = Field(
+        default=(), description="Breakdowns: the note's language, its ground-truth category, the user's cohort."
+    )
+    cohorts: int = Field(default=4, ge=1, description="User cohorts of the `cohort` segment (user bucket modulo).")
+    stratum_sizes: dict[str, int] | None = Field(
+        default=None,
+        description="Notes per stratum in the population, for labels drawn by stratum (labels table `stratum`).",
+    )
     batch_rows: int = Field(default=DEFAULT_BATCH_ROWS, ge=1)
     surfaces: tuple[str, ...] | None = Field(default=None, description="Keep only these surfaces (None: all).")
     period: tuple[date, date] | None = Field(
@@ -129,12 +138,25 @@ class Sweep(BaseModel):
     arm_points: dict[str, SweepPoint]
 
 
+class SegmentResult(BaseModel):
+    """One level of a segment dimension: per arm, its harmful exposure rate and change vs control (`category`:
+    the exposures of that category over all labeled exposures)."""
+
+    dimension: str
+    level: str
+    logged_exposures: int = Field(description="Exposures logged in the level (category: of that category).")
+    arms: dict[str, DayArm]
+
+
 class Comparison(BaseModel):
     """One test of 'no change vs control' (an arm overall or on one day): the relative change, its two-sided
     p-value (t with the interval's df) and the p-value after the correction across every comparison."""
 
     arm: str
     day: str | None = Field(description="None: the whole period.")
+    segment: str | None = Field(
+        default=None, description="`dimension=level`; segment tests are corrected as their own family."
+    )
     change: float | None
     p_value: float | None
     p_adjusted: float | None
@@ -162,6 +184,10 @@ class ExposureResult(BaseModel):
         default_factory=list, description="Every change vs control tested, with raw and corrected p-values."
     )
     power: PowerResult | None = Field(default=None, description="Minimum detectable effect of a follow-up online test.")
+    segments: list[SegmentResult] = Field(default_factory=list, description="Per-segment breakdowns, if asked.")
+    label_weighting: str | None = Field(
+        default=None, description="How labeled notes were weighted in the rates (None: unweighted)."
+    )
     scoring: dict[str, dict[str, int | str]] = Field(description="Per bundle: notes scored by the model, from cache.")
     arms: list[ArmResult]
     days: list[DayResult]
