@@ -57,6 +57,26 @@ def _named_duration(text: str) -> tuple[str, timedelta]:
     return name, parse_duration(value)
 
 
+def _stratum_sizes(text: str) -> dict[str, int]:
+    from redone_sdk.replay.label_weights import parse_stratum_sizes
+    from redone_sdk.replay.schemas import ReplayInputError
+
+    try:
+        return parse_stratum_sizes(text)
+    except ReplayInputError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _segments(text: str) -> tuple[str, ...]:
+    from redone_sdk.replay.schemas import ReplayInputError
+    from redone_sdk.replay.segments import parse_segments
+
+    try:
+        return parse_segments(text)
+    except ReplayInputError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _int_at_least(low: int) -> Callable[[str], int]:
     """An argparse type: an integer >= `low` (a bad value is a one-line usage error, exit 2)."""
 
@@ -203,6 +223,7 @@ def _finish(issues: list, args: argparse.Namespace, html_path: Path) -> int:
 
 def _exposure(args: argparse.Namespace) -> int:
     from redone_sdk.replay.exposure import ExposureSettings, replay_exposure
+    from redone_sdk.replay.power import PowerSettings
     from redone_sdk.replay.report import write_report
 
     arms, control = _build_arms(args)
@@ -218,6 +239,16 @@ def _exposure(args: argparse.Namespace) -> int:
         confidence=args.confidence,
         seed=args.seed,
         user_buckets=args.user_buckets,
+        note_buckets=args.note_buckets,
+        bootstrap_unit=args.bootstrap_unit,
+        interval=args.interval,
+        correction=args.correction,
+        power=PowerSettings(
+            alpha=args.power_alpha, power=args.power, treatment_share=args.power_split, users=args.power_users
+        ),
+        segments=args.segment,
+        cohorts=args.cohorts,
+        stratum_sizes=args.stratum_sizes,
         batch_rows=args.batch_rows,
         surfaces=tuple(args.surface) if args.surface else None,
         period=args.period,
@@ -494,7 +525,51 @@ def _add_commands(commands: argparse._SubParsersAction) -> None:
         help="Keep only impressions of these UTC days (inclusive), e.g. 2026-01-01..2026-01-31.",
     )
     exposure.add_argument(
-        "--user-buckets", type=_int_at_least(1), default=4096, help="Bootstrap clusters users are hashed into."
+        "--user-buckets", type=_int_at_least(1), default=1024, help="Bootstrap clusters users are hashed into."
+    )
+    exposure.add_argument(
+        "--note-buckets", type=_int_at_least(1), default=64, help="Bootstrap clusters notes are hashed into."
+    )
+    exposure.add_argument(
+        "--bootstrap-unit",
+        choices=["two-way", "users", "notes"],
+        default="two-way",
+        help="What the bootstrap resamples: users x notes (default), users only, notes only (docs/replay.md).",
+    )
+    exposure.add_argument(
+        "--interval",
+        choices=["t", "percentile"],
+        default="t",
+        help="t: estimate ± t(df)·bootstrap SE (default); percentile: of the replicates.",
+    )
+    exposure.add_argument(
+        "--correction",
+        choices=["holm", "bh"],
+        default="holm",
+        help="Correction of the p-values across arms and days: Holm (default) or Benjamini-Hochberg.",
+    )
+    exposure.add_argument("--power-users", type=_int_at_least(2), default=None, help="Users of the online test.")
+    exposure.add_argument(
+        "--power-split", type=_open_unit, default=0.5, help="Treatment share of the online test's users."
+    )
+    exposure.add_argument("--power-alpha", type=_open_unit, default=0.05, help="Online test's two-sided level.")
+    exposure.add_argument("--power", type=_open_unit, default=0.8, help="Online test's power for the MDE.")
+    exposure.add_argument(
+        "--segment",
+        type=_segments,
+        default=(),
+        metavar="DIMS",
+        help="Breakdowns in the same run, comma-separated: lang (the note's), category (its ground truth), "
+        "cohort (a user-hash bucket).",
+    )
+    exposure.add_argument("--cohorts", type=_int_at_least(1), default=4, help="User cohorts of --segment cohort.")
+    exposure.add_argument(
+        "--stratum-sizes",
+        type=_stratum_sizes,
+        default=None,
+        metavar="S=N,...",
+        help="Notes per stratum in the population, when the labels table has a `stratum` column "
+        "(inverse-probability weights; docs/replay.md).",
     )
     exposure.add_argument("--sweep-points", type=_int_at_least(0), default=25)
     exposure.add_argument(

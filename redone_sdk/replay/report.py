@@ -393,24 +393,63 @@ def _p(x: float | None) -> str:
 
 
 def _statistics_blocks(result: ExposureResult) -> list[Block]:
-    """Tests of every change vs control (raw and corrected p-values) and the online test's MDE."""
+    """Per-segment breakdowns, tests of every change vs control (raw and corrected p-values) and the online
+    test's MDE."""
     s = result.settings
     blocks: list[Block] = []
+    treated = [a.name for a in result.arms if a.name != result.control]
+    if result.label_weighting:
+        blocks.append(("p", f"Labels weighted in the rates: {result.label_weighting}; counts are unweighted."))
+    if result.segments:
+        blocks.append(("h", 3, "Segments"))
+        blocks.append(
+            (
+                "p",
+                "Same bootstrap as the overall figures. `lang`, `cohort`: the rate within the level; `category`: "
+                "the level's exposures over all labeled exposures (the categories add up to the overall rate). "
+                "Cohorts are user-hash buckets: random splits, so their changes should agree.",
+            )
+        )
+        rows = []
+        for seg in result.segments:
+            control = seg.arms[result.control]
+            for name in treated:
+                arm = seg.arms[name]
+                rows.append(
+                    [
+                        seg.dimension,
+                        seg.level,
+                        f"{seg.logged_exposures:,}",
+                        name,
+                        _est(control.harmful_exposure_rate),
+                        _est(arm.harmful_exposure_rate),
+                        _est(arm.change_vs_control, percent=True, signed=True),
+                        _p(arm.change_vs_control.p_adjusted),
+                    ]
+                )
+        blocks.append(
+            (
+                "table",
+                ["dimension", "level", "exposures", "arm", result.control, "arm rate", "change", "p (corrected)"],
+                rows,
+            )
+        )
     if result.comparisons:
         method = {"holm": "Holm", "bh": "Benjamini–Hochberg"}[s.correction]
         blocks.append(("h", 3, "Tests"))
         blocks.append(
             (
                 "p",
-                f"Two-sided t-test of 'no change vs {result.control}' for each arm, overall and per day "
-                f"({len(result.comparisons)} tests), p-values corrected together ({method}); significant: "
-                f"corrected p < {1 - s.confidence:.2g}. The threshold sweep is not tested.",
+                f"Two-sided t-test of 'no change vs {result.control}' for each arm, overall and per day, and per "
+                f"segment level ({len(result.comparisons)} tests); p-values corrected ({method}) across arms and "
+                f"days together, and across segment levels as a second family; significant: corrected p < "
+                f"{1 - s.confidence:.2g}. The threshold sweep is not tested.",
             )
         )
         rows = [
             [
                 c.arm,
-                c.day or "all days",
+                c.segment or c.day or "all days",
                 _pct(c.change),
                 _p(c.p_value),
                 _p(c.p_adjusted),
@@ -418,7 +457,7 @@ def _statistics_blocks(result: ExposureResult) -> list[Block]:
             ]
             for c in result.comparisons
         ]
-        blocks.append(("table", ["arm", "day", "change", "p", f"p ({method})", "significant"], rows))
+        blocks.append(("table", ["arm", "day or segment", "change", "p", f"p ({method})", "significant"], rows))
     power = result.power
     if power is not None:
         ps = power.settings
@@ -431,7 +470,8 @@ def _statistics_blocks(result: ExposureResult) -> list[Block]:
                     f"power {ps.power:.0%}; control harmful exposure rate {_rate(power.control_rate)}.",
                     f"Minimum detectable change, user variance only (both arms see the same notes): "
                     f"{_rate(power.mde_users)} absolute ({_pct(power.mde_users_relative)} relative).",
-                    f"Minimum detectable change, two-way variance (conservative: notes a fresh draw): "
+                    f"Minimum detectable change with the notes' variance too (a fresh draw of notes; standard "
+                    f"error from notes {_rate(power.se_notes)}, which more users do not reduce): "
                     f"{_rate(power.mde_two_way)} absolute ({_pct(power.mde_two_way_relative)} relative).",
                 ],
             )
@@ -449,8 +489,9 @@ def _exposure_blocks(result: ExposureResult, figures: list[Figure]) -> list[Bloc
         f"{result.distinct_notes:,} notes to {result.distinct_users:,} users; ground truth covers "
         f"{_pct(result.label_coverage, 1)} of exposures, {result.harmful_exposures:,} of them harmful.",
         f"Control arm: **{result.control}**. Review delay {s.review_delay}, review clock `{s.review_clock}`, "
-        f"unlabeled reviewed notes: `{s.unlabeled_review}`; {s.bootstrap} bootstrap replicates over "
-        f"{result.user_clusters:,} user clusters, {conf} intervals.",
+        f"unlabeled reviewed notes: `{s.unlabeled_review}`; {s.bootstrap} {s.bootstrap_unit} bootstrap "
+        f"replicates over {result.user_clusters:,} user clusters and {result.note_clusters:,} note clusters, "
+        f"{conf} {s.interval} intervals.",
     ]
     for arm in treated:
         summary.append(
@@ -568,6 +609,7 @@ def _exposure_blocks(result: ExposureResult, figures: list[Figure]) -> list[Bloc
                 + ".",
             )
         )
+    blocks += _statistics_blocks(result)
     blocks += _issue_blocks(result.inputs)
     blocks.append(("h", 3, "Estimator and assumptions"))
     blocks.append(
@@ -584,9 +626,16 @@ def _exposure_blocks(result: ExposureResult, figures: list[Figure]) -> list[Bloc
                 "Removed exposures are not replaced (equivalently, refilled with content as harmful as what is kept).",
                 "The log is what the current system showed: notes it already removed never appear, and users' "
                 "behaviour after a removal is not modelled.",
-                f"Intervals: {s.bootstrap} Poisson-bootstrap replicates over users (hashed into {s.user_buckets} "
-                "clusters), paired across arms; "
-                "percentile intervals of the relative change rate(arm)/rate(control) − 1, overall and per UTC day.",
+                f"Intervals: {s.bootstrap} paired Poisson-bootstrap replicates, unit `{s.bootstrap_unit}` (users "
+                f"hashed into {s.user_buckets} clusters, notes into {s.note_buckets}; two-way: each (user, note) "
+                "cell weighted by the product of its user's and its note's weights), so the interval holds for a "
+                "fresh draw of users and notes; "
+                + (
+                    "t intervals (estimate ± t(df) · bootstrap SE, df from the clusters' influence, Satterthwaite)"
+                    if s.interval == "t"
+                    else "percentile intervals"
+                )
+                + " of the relative change rate(arm)/rate(control) − 1, overall and per UTC day.",
                 "The threshold sweep re-decides actions at each threshold from the cached scores and per-note "
                 "exposure counts.",
             ],
