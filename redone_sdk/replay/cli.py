@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from redone_sdk.inference.options import add_inference_args, copy_inference_args, options_from_args
+from redone_sdk.replay import decisions
 
 __all__ = ["register", "run", "main", "parse_duration"]
 
@@ -672,6 +673,8 @@ def _add_commands(commands: argparse._SubParsersAction) -> None:
     demo.add_argument("--data-dir", default=None)
     _add_model_options(demo)
     demo.set_defaults(replay_handler=_demo)
+
+    decisions.add_command(commands)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
