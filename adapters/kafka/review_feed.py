@@ -3,7 +3,9 @@
 At-least-once, without duplicates in the queue: a batch's rows are committed to the database first, its dead
 letters acknowledged by the broker next, its offsets committed last. A crash in between redelivers the batch and
 the queue's unique key (note id + bundle version + bundle digest, `ReviewStore.enqueue`) makes the second write a
-no-op. A message that is not a review item goes to the dead-letter topic with its reason (`codec.py` codes, the
+no-op. The queue itself is anything with the `ReviewQueue` methods: `redone serve review-feed` passes the review
+console's (`redone_sdk.serve.review.feed.ConsoleQueue`), so this adapter imports only the core. A message that
+is not a review item goes to the dead-letter topic with its reason (`codec.py` codes, the
 stream's `dead_letter_record`); the database gone makes the feed rewind the batch and retry with backoff, never
 exit. SIGTERM/SIGINT finish the batch in work, commit and leave the group.
 """
@@ -13,9 +15,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import (
@@ -27,9 +29,7 @@ from kafka.errors import (
 )
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from redone_sdk.serve.db import Database
-from redone_sdk.serve.errors import DatabaseUnavailableError
-from redone_sdk.serve.review.store import ReviewStore
+from redone_sdk.schemas import ModerationResult, Note
 
 from . import clients
 from .admin import ensure_topics
@@ -43,11 +43,10 @@ from .settings import SecuritySettings, StreamSettings
 from .shutdown import stop_on_signals
 from .sink import commit_map, send
 
-__all__ = ["FEED_SOURCE", "FeedSummary", "ReviewFeed", "ReviewFeedSettings", "decode_review_item"]
+__all__ = ["FeedSummary", "ReviewFeed", "ReviewFeedSettings", "ReviewQueue", "decode_review_item"]
 
 _log = logging.getLogger("redone_sdk.adapters.kafka.review_feed")
 
-FEED_SOURCE = "kafka"  # the queue rows' `source` (the service's own rows say `classify` or `moderations`)
 _POLL_MS = 500
 _LOST_OWNERSHIP = (
     CommitFailedError,
@@ -56,6 +55,20 @@ _LOST_OWNERSHIP = (
     UnknownMemberIdError,
     FencedInstanceIdError,
 )
+
+
+class ReviewQueue(Protocol):
+    """Where the feed writes: `connect` and `write` raise one of `unavailable` while the store cannot be reached
+    (the feed then retries with backoff); `write` is idempotent per note id + bundle version + digest and returns
+    how many items were new."""
+
+    unavailable: tuple[type[Exception], ...]
+
+    def connect(self) -> None: ...
+
+    def write(
+        self, notes: Sequence[Note], results: Sequence[ModerationResult], *, policy: str, actions: Collection[str]
+    ) -> int: ...
 
 
 class ReviewFeedSettings(BaseModel):
@@ -150,13 +163,12 @@ def decode_review_item(value: bytes | None, *, max_bytes: int, key: bytes | None
 
 
 class ReviewFeed:
-    """Consumes the review topic into a `Database`'s review queue; `run()` until `stop()` or a signal."""
+    """Consumes the review topic into a `ReviewQueue`; `run()` until `stop()` or a signal."""
 
-    def __init__(self, db: Database, settings: ReviewFeedSettings | None = None) -> None:
-        self.db = db
+    def __init__(self, queue: ReviewQueue, settings: ReviewFeedSettings | None = None) -> None:
+        self.queue = queue
         self.settings = settings or ReviewFeedSettings()
         self._stop = threading.Event()
-        self._store: ReviewStore | None = None
         s = self.settings
         self._kafka_backoff = Backoff(s.retry_backoff_ms / 1000, s.retry_backoff_max_ms / 1000, s.retry_timeout_s)
         self._db_backoff = Backoff(s.retry_backoff_ms / 1000, s.db_backoff_max_s, float("inf"))
@@ -205,10 +217,9 @@ class ReviewFeed:
         attempt = 0
         while not self._stop.is_set():
             try:
-                self.db.connect()
-                self._store = ReviewStore(self.db)
+                self.queue.connect()
                 return True
-            except DatabaseUnavailableError as exc:
+            except self.queue.unavailable as exc:
                 wait = self._db_wait(attempt)
                 log_event(
                     _log, logging.ERROR, "review database unavailable; retrying", error=str(exc), wait_s=round(wait, 2)
@@ -257,7 +268,7 @@ class ReviewFeed:
                 items.append(decoded)
         try:
             new = self._write(items)
-        except DatabaseUnavailableError as exc:
+        except self.queue.unavailable as exc:
             log_event(
                 _log,
                 logging.ERROR,
@@ -284,12 +295,10 @@ class ReviewFeed:
         """Queue the items in one transaction; returns the rows that were new."""
         if not items:
             return 0
-        assert self._store is not None
-        return self._store.enqueue(
+        return self.queue.write(
             [item.note for item in items],
             [item.result for item in items],
             policy=self.settings.policy,
-            source=FEED_SOURCE,
             actions=self.settings.actions,
         )
 

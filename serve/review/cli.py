@@ -166,6 +166,7 @@ def run_review_feed(args: argparse.Namespace) -> int:
 
     from ..db import Database
     from ..settings import ServeSettings
+    from .feed import ConsoleQueue
 
     try:
         overrides = {dest: getattr(args, dest) for _, dest, _, _ in _FEED_FLAGS if getattr(args, dest) is not None}
@@ -184,7 +185,7 @@ def run_review_feed(args: argparse.Namespace) -> int:
     except DatabaseUnavailableError as exc:
         log_event(log, logging.ERROR, "bad database URL", error=str(exc))
         return EXIT_USAGE
-    feed = ReviewFeed(db, settings)
+    feed = ReviewFeed(ConsoleQueue(db), settings)
     try:
         feed.run(idle_exit_s=args.exit_when_idle)
     except (StreamError, KafkaError) as exc:

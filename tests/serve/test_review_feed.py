@@ -38,6 +38,7 @@ from redone_sdk.policy import CategoryRule, Policy
 from redone_sdk.schemas import Note
 from redone_sdk.serve import Database
 from redone_sdk.serve.db import ReviewItem
+from redone_sdk.serve.review.feed import ConsoleQueue
 
 pytestmark = pytest.mark.kafka
 
@@ -197,7 +198,7 @@ class _FeedThread:
 
 def _feed_to_end(bootstrap: str, db_url: str, topics: dict[str, str], feed: ReviewFeed | None = None) -> ReviewFeed:
     """Run a feed until the group has committed the whole topic, then stop it."""
-    feed = feed or ReviewFeed(Database(db_url), _settings(bootstrap, topics))
+    feed = feed or ReviewFeed(ConsoleQueue(Database(db_url)), _settings(bootstrap, topics))
     runner = _FeedThread(feed)
     runner.wait_until(lambda: _all_committed(bootstrap, topics["group_id"], topics["topic"]), "commit of the topic")
     runner.stop()
@@ -260,7 +261,7 @@ def test_crash_between_write_and_commit_redelivers_without_duplicates(
     settings = _settings(kafka_bootstrap, topics)
     _ensure_topics(settings)
     _produce(kafka_bootstrap, topics["topic"], _as_messages(review_records))
-    crashing = _CrashBeforeCommit(Database(db_url), settings)
+    crashing = _CrashBeforeCommit(ConsoleQueue(Database(db_url)), settings)
     with pytest.raises(_Crash):
         crashing.run(handle_signals=False)
     written = _queue(db_url)
@@ -339,7 +340,7 @@ def test_database_down_means_retries_not_a_crash(
     settings = _settings(kafka_bootstrap, topics)
     _ensure_topics(settings)
     _produce(kafka_bootstrap, topics["topic"], _as_messages(review_records))
-    runner = _FeedThread(ReviewFeed(Database(url), settings))
+    runner = _FeedThread(ReviewFeed(ConsoleQueue(Database(url)), settings))
     try:
         runner.wait_until(lambda: runner.feed.summary.db_retries >= 2, "database retries")
         assert set(_committed(kafka_bootstrap, topics["group_id"], topics["topic"]).values()) == {None}
@@ -355,7 +356,8 @@ def test_unreachable_database_at_start_is_retried_until_stopped(
     kafka_bootstrap: str, topics: dict[str, str], caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.ERROR, logger="redone_sdk.adapters.kafka.review_feed")
-    feed = ReviewFeed(Database("postgresql+psycopg://redone@127.0.0.1:9/nowhere"), _settings(kafka_bootstrap, topics))
+    nowhere = ConsoleQueue(Database("postgresql+psycopg://redone@127.0.0.1:9/nowhere"))
+    feed = ReviewFeed(nowhere, _settings(kafka_bootstrap, topics))
     runner = _FeedThread(feed)
 
     def errors() -> int:
