@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pyarrow as pa
@@ -70,6 +71,11 @@ class SearchSettings(BaseModel):
     prior_strength: float = Field(default=2.0, gt=0.0, description="Pseudo-observations of a pair's bin prior.")
     bootstrap: int = Field(default=1000, ge=0)
     refit_model: bool = Field(default=True, description="Refit the click model in every bootstrap replicate.")
+    refit_passes: Literal["auto", "exact", "linearized"] = Field(
+        default="auto",
+        description="How a refitted model's CPR is computed: exact (a pass over the log per replicate), linearized "
+        "(first order around the full fit, no pass), auto (exact while the log is one chunk).",
+    )
     confidence: float = Field(default=0.95, gt=0.0, lt=1.0)
     seed: int = 0
     max_iter: int = Field(default=1000, ge=1)
@@ -149,6 +155,9 @@ class SearchResult(BaseModel):
     bins: list[BinStat]
     em_iterations: int
     em_converged: bool
+    bootstrap_refit: str | None = Field(
+        default=None, description="How the refitted replicates were computed: exact, linearized, or None (fixed)."
+    )
     refits_converged: float | None = Field(
         default=None, description="Share of bootstrap refits of the click model that converged (None: no refits)."
     )
@@ -290,6 +299,44 @@ def _model_sums(chunks, fit: PBMFit, rankers: list[_Ranker], n_q: int) -> np.nda
     return out
 
 
+@dataclass(frozen=True)
+class _Gradients:
+    """Derivatives of `_model_sums` in the click model's parameters: per pair (a pair has one query) and per
+    (query, rank), for the logged ranking then each new one."""
+
+    alpha: np.ndarray  # [pairs, 1 + rankings]
+    theta: np.ndarray  # [queries, ranks, 1 + rankings]
+
+
+def _model_gradients(chunks, fit: PBMFit, rankers: list[_Ranker], n_q: int, n_pairs: int, n_ranks: int) -> _Gradients:
+    """One pass: d(sum over a query's page views of P(click))/d alpha_p and /d theta_k. With
+    P = 1 - prod_j (1 - theta_j alpha_j), dP/d alpha at rank k = theta_k prod_{j != k} (1 - theta_j alpha_j)."""
+    alpha = np.zeros((n_pairs, 1 + len(rankers)))
+    theta = np.zeros((n_q * n_ranks, 1 + len(rankers)))
+    for chunk in chunks:
+        query_obs = np.repeat(chunk.query, chunk.lengths)
+        for col, pair in enumerate([chunk.pair, *[chunk.extra[r.column] for r in rankers]]):
+            p = np.clip(fit.click_probability(chunk.rank, pair), 0.0, 1.0 - 1e-9)
+            none = np.exp(np.add.reduceat(np.log1p(-p), chunk.starts[:-1]))
+            others = none[chunk.session_of] / (1.0 - p)
+            alpha[:, col] += np.bincount(pair, weights=fit.theta[chunk.rank] * others, minlength=n_pairs)
+            theta[:, col] += np.bincount(
+                query_obs * n_ranks + chunk.rank, weights=fit.alpha_pair[pair] * others, minlength=n_q * n_ranks
+            )
+    return _Gradients(alpha, theta.reshape(n_q, n_ranks, -1))
+
+
+def _linearized_sums(
+    model: np.ndarray, grads: _Gradients, fit: PBMFit, fit_b: PBMFit, pair_query: np.ndarray
+) -> np.ndarray:
+    """`_model_sums` under `fit_b`, to first order around `fit` (the delta method): no pass over the log."""
+    d_alpha, d_theta = fit_b.alpha_pair - fit.alpha_pair, fit_b.theta - fit.theta
+    out = model + np.einsum("qkc,k->qc", grads.theta, d_theta)
+    for col in range(model.shape[1]):
+        out[:, col] += np.bincount(pair_query, weights=grads.alpha[:, col] * d_alpha, minlength=model.shape[0])
+    return out
+
+
 def _calibration(
     cells: Cells, fit: PBMFit, edges: np.ndarray, pair_bin: np.ndarray, n_ranks: int
 ) -> tuple[list[RankStat], list[BinStat]]:
@@ -427,6 +474,11 @@ def _replay(
     reps = settings.bootstrap
     fixed = np.zeros((reps, base.shape[1]))
     refit = np.zeros((reps, model.shape[1]))
+    linear = settings.refit_model and (
+        settings.refit_passes == "linearized"
+        or (settings.refit_passes == "auto" and page_log.kept_sessions > settings.chunk_sessions)
+    )
+    grads = _model_gradients(chunks(), fit, rankers, n_q, len(page_log.pairs), n_ranks) if reps and linear else None
     cell_query = page_log.pair_query[first.cells.pair]
     rng = np.random.default_rng(settings.seed)
     refits_converged = 0
@@ -437,7 +489,10 @@ def _replay(
             weighted = first.cells.weighted(w[cell_query])
             fit_b = fit_pbm_cells(weighted, pair_bin, start=fit, max_iter=min(settings.max_iter, 300), **fit_args)
             refits_converged += fit_b.converged
-            refit[b] = w @ _model_sums(chunks(), fit_b, rankers, n_q)
+            if grads is not None:
+                refit[b] = w @ _linearized_sums(model, grads, fit, fit_b, page_log.pair_query)
+            else:
+                refit[b] = w @ _model_sums(chunks(), fit_b, rankers, n_q)
     if reps and not settings.refit_model:
         refit = fixed[:, 2 : 2 + model.shape[1]]
     timings["bootstrap"] = time.perf_counter() - t0
@@ -519,6 +574,7 @@ def _replay(
         em_iterations=fit.iterations,
         em_converged=fit.converged,
         refits_converged=refits_converged / reps if reps and settings.refit_model else None,
+        bootstrap_refit=("linearized" if linear else "exact") if reps and settings.refit_model else None,
         log_likelihood=fit.log_likelihood,
         assumptions=list(ASSUMPTIONS),
         timings_s={k: round(v, 4) for k, v in timings.items()},

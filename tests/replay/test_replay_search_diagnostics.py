@@ -129,7 +129,7 @@ def test_streaming_keeps_chunks_bounded_and_results_equal(write_rows, tmp_path: 
     finally:
         log.close()
     assert list(spill.iterdir()) == []
-    settings = SearchSettings(bootstrap=50)
+    settings = SearchSettings(bootstrap=50, refit_passes="exact")  # auto would linearize the chunked run
     small = replay_search(
         paths["sessions"],
         paths["notes"],
@@ -218,3 +218,32 @@ def test_bm25_ranks_the_matching_note_first() -> None:
     s = score([("egg waffle recipe", n) for n in notes[:2]] + [("鸡蛋仔做法", n) for n in notes[2:]])
     assert s[1] > s[0] == 0.0 and s[2] > s[3]
     assert "鸡蛋" in tokens("鸡蛋仔") and "hiking" in tokens("Hiking!")
+
+
+def test_linearized_refits_match_exact_ones(write_rows) -> None:
+    # The delta method (no pass over the log per replicate) against a pass per replicate, on a sparse log.
+    paths, grades, _, _ = simulated(write_rows, sessions=400, queries=40, seed=7)
+    noisy = {k: v + (hash(k) % 7 - 3) * 0.3 for k, v in grades.items()}  # a matcher that errs
+    settings = SearchSettings(bootstrap=150, refit_passes="exact")
+    exact = replay_search(paths["sessions"], paths["notes"], grade_scorer(noisy), settings=settings)
+    linear = replay_search(
+        paths["sessions"],
+        paths["notes"],
+        grade_scorer(noisy),
+        settings=settings.model_copy(update={"refit_passes": "linearized"}),
+    )
+    assert exact.bootstrap_refit == "exact" and linear.bootstrap_refit == "linearized"
+    assert linear.change.value == exact.change.value
+    width = exact.change.hi - exact.change.lo
+    assert abs(linear.change.lo - exact.change.lo) < 0.1 * width
+    assert abs(linear.change.hi - exact.change.hi) < 0.1 * width
+    assert abs(linear.model_cpr_logged.lo - exact.model_cpr_logged.lo) < 0.1 * width
+    # auto: exact while the log is one chunk, linearized once it spans several.
+    auto = replay_search(
+        paths["sessions"],
+        paths["notes"],
+        grade_scorer(noisy),
+        settings=settings.model_copy(update={"refit_passes": "auto", "chunk_sessions": 100}),
+    )
+    assert auto.bootstrap_refit == "linearized"
+    assert (auto.change.lo, auto.change.hi) == pytest.approx((linear.change.lo, linear.change.hi), rel=1e-6)
