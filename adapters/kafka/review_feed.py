@@ -186,30 +186,32 @@ class ReviewFeed:
         """Feed the queue until `stop()`, SIGTERM/SIGINT, or `idle_exit_s` without a message. Raises `StreamError`
         (`DeliveryError`) when dead letters cannot be delivered, a `KafkaError` when the broker stays unreachable
         past `retry_timeout_s`; offsets of unfinished work are never committed."""
-        s = self.settings
         with stop_on_signals(self.stop, enabled=handle_signals):
-            if not self._connect_db():
-                return self.summary
-            stream = s.stream_settings()
-            if s.create_topics:
-                ensure_topics(stream, backoff=self._kafka_backoff)
-            consumer = retry_transient(
-                lambda: clients.consumer(stream), backoff=self._kafka_backoff, what="consumer connect"
-            )
-            try:
-                producer = retry_transient(
-                    lambda: clients.producer(stream), backoff=self._kafka_backoff, what="producer connect"
-                )
-                try:
-                    consumer.subscribe([s.topic])
-                    log_event(_log, logging.INFO, "review feed started", topic=s.topic, group=s.group_id)
-                    self._loop(consumer, producer, idle_exit_s)
-                finally:
-                    producer.close(timeout=s.shutdown_timeout_s)
-            finally:
-                consumer.close(autocommit=False)
+            if self._connect_db():  # False: stopped while waiting for the database
+                self._consume(idle_exit_s)
         log_event(_log, logging.INFO, "review feed stopped", **vars(self.summary))
         return self.summary
+
+    def _consume(self, idle_exit_s: float | None) -> None:
+        s = self.settings
+        stream = s.stream_settings()
+        if s.create_topics:
+            ensure_topics(stream, backoff=self._kafka_backoff)
+        consumer = retry_transient(
+            lambda: clients.consumer(stream), backoff=self._kafka_backoff, what="consumer connect"
+        )
+        try:
+            producer = retry_transient(
+                lambda: clients.producer(stream), backoff=self._kafka_backoff, what="producer connect"
+            )
+            try:
+                consumer.subscribe([s.topic])
+                log_event(_log, logging.INFO, "review feed started", topic=s.topic, group=s.group_id)
+                self._loop(consumer, producer, idle_exit_s)
+            finally:
+                producer.close(timeout=s.shutdown_timeout_s)
+        finally:
+            consumer.close(autocommit=False)
 
     def _connect_db(self) -> bool:
         """Connect to (and migrate) the database, retrying with backoff while it is unavailable; False when a
@@ -229,8 +231,9 @@ class ReviewFeed:
         return False
 
     def _db_wait(self, attempt: int) -> float:
-        # at least the first step: full jitter alone could retry a dead database in a tight loop
-        return max(self._db_backoff.initial_s, self._db_backoff.delay(attempt))
+        # at least the first step (full jitter alone could retry a dead database in a tight loop); the exponent is
+        # capped, so an outage of any length never overflows the float
+        return max(self._db_backoff.initial_s, self._db_backoff.delay(min(attempt, 32)))
 
     def _loop(self, consumer: KafkaConsumer, producer: KafkaProducer, idle_exit_s: float | None) -> None:
         last = time.monotonic()
