@@ -103,23 +103,36 @@ def _percentiles(values: np.ndarray, confidence: float) -> tuple[np.ndarray, np.
     return lo, hi
 
 
-def _with_intervals(points: list[SweepPoint], removed: np.ndarray, state: ExposureState) -> list[SweepPoint]:
+class _BucketSums:
+    """Per note bucket, exposures logged and removed by each sweep point ([buckets] and [buckets, points]): all
+    the bootstrap over notes needs, kept instead of a per-note vector per point."""
+
+    def __init__(self, state: ExposureState) -> None:
+        truth, exposures = state.truth, state.logged.exposures
+        self.bucket = np.arange(len(truth), dtype=np.int64) % NOTE_BUCKETS  # notes are the independent units
+        self.benign, self.harmful = truth == BENIGN, truth == HARMFUL
+        self.benign_logged = self._sum(np.where(self.benign, exposures, 0))
+        self.harmful_logged = self._sum(np.where(self.harmful, exposures, 0))
+        self.benign_removed: list[np.ndarray] = []
+        self.harmful_removed: list[np.ndarray] = []
+
+    def _sum(self, values: np.ndarray) -> np.ndarray:
+        return np.bincount(self.bucket, weights=values, minlength=NOTE_BUCKETS)
+
+    def add(self, removed: np.ndarray) -> None:
+        self.benign_removed.append(self._sum(np.where(self.benign, removed, 0)))
+        self.harmful_removed.append(self._sum(np.where(self.harmful, removed, 0)))
+
+
+def _with_intervals(points: list[SweepPoint], sums: _BucketSums, state: ExposureState) -> list[SweepPoint]:
     """Each point's percentile interval from a Poisson bootstrap over note buckets: the per-bucket sums of
-    logged and removed exposures ([buckets, points]) are weighted by one Poisson(1) draw per bucket."""
+    logged and removed exposures are weighted by one Poisson(1) draw per bucket and replicate."""
     settings = state.settings
     if not settings.bootstrap or not points:
         return points
-    truth, exposures = state.truth, state.logged.exposures
-    bucket = np.arange(len(truth), dtype=np.int64) % NOTE_BUCKETS  # notes are the independent units here
-    benign, harmful = truth == BENIGN, truth == HARMFUL
-
-    def per_bucket(values: np.ndarray) -> np.ndarray:
-        return np.bincount(bucket, weights=values, minlength=NOTE_BUCKETS)
-
-    benign_logged = per_bucket(np.where(benign, exposures, 0))
-    harmful_logged = per_bucket(np.where(harmful, exposures, 0))
-    benign_removed = np.stack([per_bucket(np.where(benign, r, 0)) for r in removed], axis=1)
-    harmful_removed = np.stack([per_bucket(np.where(harmful, r, 0)) for r in removed], axis=1)
+    benign_logged, harmful_logged = sums.benign_logged, sums.harmful_logged
+    benign_removed = np.stack(sums.benign_removed, axis=1)
+    harmful_removed = np.stack(sums.harmful_removed, axis=1)
     rng = np.random.default_rng([settings.seed, 0x5EE9])
     weights = rng.poisson(1.0, size=(settings.bootstrap, NOTE_BUCKETS)).astype(np.float64)
     w_benign, w_harmful = weights @ benign_logged, weights @ harmful_logged
@@ -157,21 +170,21 @@ def _sweep(state: ExposureState, source: str, scored: ScoredSource) -> Sweep:
     seen = state.logged.seen
     top = matrix.max(axis=1) if matrix.size else np.zeros(len(seen))
     grid = threshold_grid(top, state.logged.exposures[seen], state.truth[seen], settings.sweep_points)
-    points, removed = [], []
+    points, sums = [], _BucketSums(state)
     for t in grid.tolist():
         full = np.zeros(len(state.truth), dtype=np.int8)
         full[seen] = decide_actions(_sweep_policy(base, categories, t), categories, matrix)
         points.append(_point(t, full, state, after))
-        removed.append(_removed(full, state, after))
+        sums.add(_removed(full, state, after))
     off = np.full(len(state.truth), ALLOW, dtype=np.int8)
     points.append(_point(None, off, state, after))
-    removed.append(_removed(off, state, after))
+    sums.add(_removed(off, state, after))
     arm_points = {
         a.name: _point(None, state.decided.actions[a.name], state, after_counts[removal.delays[a.name]])
         for a in members
     }
     return Sweep(
-        source=scored.label, rule=SWEEP_RULE, points=_with_intervals(points, removed, state), arm_points=arm_points
+        source=scored.label, rule=SWEEP_RULE, points=_with_intervals(points, sums, state), arm_points=arm_points
     )
 
 
