@@ -21,6 +21,7 @@ from redone_sdk.replay.impressions import iter_impressions
 from redone_sdk.replay.labels import read_labels
 from redone_sdk.replay.notes import read_notes
 from redone_sdk.replay.schemas import ReplayInputError, TableIssues
+from redone_sdk.replay.sessions import read_judgments, read_sessions
 
 CATS = ("offensive", "hate", "sexism")
 
@@ -229,6 +230,26 @@ def test_csv_notes_and_labels(tmp_path: Path) -> None:
     assert labels.by_note == {"a": "safe", "c": "hate"} and labels.issues.reasons == {"unknown label": 1}
     with pytest.raises(ReplayInputError, match=r"lacks column\(s\) \['label'\]"):
         read_labels(_csv(tmp_path / "l2.csv", ["note_id"], [["a"]]))
+
+
+def test_csv_sessions_and_judgments(tmp_path: Path) -> None:
+    notes_path = _csv(tmp_path / "notes.csv", ["note_id", "content"], [["n0", "first note"], ["n1", "second note"]])
+    notes = read_notes(notes_path)
+    sessions_path = tmp_path / "sessions.csv"
+    sessions_path.write_text(
+        "session_id,query,notes,clicks\n"
+        's1,q,"[""n0"", ""n1""]","[0, 1]"\n'
+        's2,q,"[""n0""]","[0, 1]"\n'  # clicks not one per note
+        "s3,q,n0,0\n",  # not JSON arrays
+        encoding="utf-8",
+    )
+    sessions = read_sessions(sessions_path, notes=notes)
+    assert sessions.notes == [["n0", "n1"]] and sessions.clicks == [[0, 1]]
+    assert sessions.issues.reasons == {"clicks not one per note shown": 1, "no notes shown": 1}
+    grades, issues = read_judgments(
+        _csv(tmp_path / "judgments.csv", ["query", "note_id", "grade"], [["q", "n0", 3], ["q", "n1", "x"]])
+    )
+    assert grades == {("q", "n0"): 3} and issues.reasons == {"grade not an integer in -1..3": 1}
 
 
 # ------------------------------------------------------------------ arm named like the automatic control
