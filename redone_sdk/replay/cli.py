@@ -526,7 +526,7 @@ def _add_commands(commands: argparse._SubParsersAction) -> None:
         help="Keep only impressions of these UTC days (inclusive), e.g. 2026-01-01..2026-01-31.",
     )
     exposure.add_argument(
-        "--user-buckets", type=_int_at_least(1), default=1024, help="Bootstrap clusters users are hashed into."
+        "--user-buckets", type=_int_at_least(1), default=256, help="Bootstrap clusters users are hashed into."
     )
     exposure.add_argument(
         "--note-buckets", type=_int_at_least(1), default=64, help="Bootstrap clusters notes are hashed into."

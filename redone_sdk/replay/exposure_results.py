@@ -55,7 +55,7 @@ class ExposureSettings(BaseModel):
         default="holm", description="Multiple-testing correction of the p-values across arms and days."
     )
     seed: int = 0
-    user_buckets: int = Field(default=1024, ge=1, description="Users are hashed into this many bootstrap clusters.")
+    user_buckets: int = Field(default=256, ge=1, description="Users are hashed into this many bootstrap clusters.")
     note_buckets: int = Field(default=64, ge=1, description="Notes are hashed into this many bootstrap clusters.")
     power: PowerSettings = Field(default_factory=PowerSettings, description="The follow-up online test sized.")
     segments: tuple[Literal["lang", "category", "cohort"], ...] = Field(
