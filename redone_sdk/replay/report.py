@@ -56,6 +56,9 @@ class Figure(BaseModel):
     reference_y: float | None = Field(default=None, description="A horizontal reference line (e.g. 0 change).")
 
 
+_LINTHRESH = 1e-3  # a symlog x axis is linear below 0.1 %
+
+
 def _num(x: float | None) -> float:
     return float("nan") if x is None else float(x)
 
@@ -64,7 +67,7 @@ def render_figure(figure: Figure, path: Path) -> None:
     """Draw a `Figure` to PNG with matplotlib's Agg canvas (no pyplot, no global backend change)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure as MplFigure
-    from matplotlib.ticker import PercentFormatter
+    from matplotlib.ticker import FuncFormatter, PercentFormatter
 
     fig = MplFigure(figsize=(7.5, 4.2), dpi=110)
     FigureCanvasAgg(fig)
@@ -114,8 +117,10 @@ def render_figure(figure: Figure, path: Path) -> None:
     if figure.y_percent:
         ax.yaxis.set_major_formatter(PercentFormatter(1.0))
     if figure.x_scale == "symlog":
-        ax.set_xscale("symlog", linthresh=1e-3, linscale=0.5)
-    if figure.x_percent:
+        ax.set_xscale("symlog", linthresh=_LINTHRESH, linscale=0.5)
+    if figure.x_percent and figure.x_scale == "symlog":  # 0.1 %, 1 %, 10 %: as many decimals as each needs
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x * 100:.10g}%"))
+    elif figure.x_percent:
         ax.xaxis.set_major_formatter(PercentFormatter(1.0))
     ax.set_title(figure.title, fontsize=11)
     ax.set_xlabel(figure.x_label)
@@ -182,15 +187,30 @@ def _issue_blocks(inputs: dict[str, TableIssues]) -> list[Block]:
 
 
 def _sweep_labels(points: list) -> list[str]:
-    """`t=0.85` beside sweep points (every point when few, else about a dozen spread along the curve), `off`
-    at the end."""
-    step = max(1, math.ceil(len(points) / 12))
-    labels = []
-    for i, p in enumerate(points):
-        if p.threshold is None:
-            labels.append("off")
-        else:
-            labels.append(f"t={p.threshold:.3g}" if i % step == 0 or i == len(points) - 2 else "")
+    """`t=0.85` beside sweep points, each far enough on the plot (symlog x, linear y) from the labels already
+    placed not to overlap them; `t=1` and `off` (the end) always."""
+
+    def where(p) -> tuple[float, float] | None:
+        x, y = p.benign_removed_share, p.harmful_exposure_rate
+        if x is None or y is None:
+            return None
+        return (x / _LINTHRESH if x < _LINTHRESH else 1.0 + math.log10(x / _LINTHRESH)), y
+
+    spots = [where(p) for p in points]
+    known = [s for s in spots if s is not None]
+    width = max((s[0] for s in known), default=1.0) or 1.0
+    height = max((s[1] for s in known), default=1.0) or 1.0
+    placed: list[tuple[float, float]] = []
+    labels = [""] * len(points)
+    order = sorted(range(len(points)), key=lambda i: (points[i].threshold not in (None, 1.0), i))
+    for i in order:
+        spot, threshold = spots[i], points[i].threshold
+        if spot is None:
+            continue
+        u, v = spot[0] / width, spot[1] / height
+        if threshold in (None, 1.0) or all(math.hypot(u - a, v - b) > 0.07 for a, b in placed):
+            labels[i] = "off" if threshold is None else f"t={threshold:.3g}"
+            placed.append((u, v))
     return labels
 
 
