@@ -295,6 +295,7 @@ def _search(args: argparse.Namespace) -> int:
         prior_strength=args.prior_strength,
         bootstrap=args.bootstrap,
         refit_model=not args.fixed_model,
+        refit_replicates=args.refit_replicates,
         confidence=args.confidence,
         seed=args.seed,
         ips_prefix=args.ips_prefix,
@@ -607,11 +608,19 @@ def _add_commands(commands: argparse._SubParsersAction) -> None:
     )
     search.add_argument("--prior-strength", type=_positive_float, default=2.0)
     search.add_argument("--bm25", action="store_true", help="Also replay a BM25 rerank of the same pages.")
-    search.add_argument("--ips-prefix", type=int, default=3, help="Top ranks matched by the replay (IPS) estimate.")
+    search.add_argument(
+        "--ips-prefix", type=_int_at_least(1), default=3, help="Top ranks matched by the replay (IPS) estimate."
+    )
     search.add_argument(
         "--fixed-model",
         action="store_true",
         help="Hold the click model fixed in the bootstrap (faster; the interval then leaves out its error).",
+    )
+    search.add_argument(
+        "--refit-replicates",
+        type=_int_at_least(10),
+        default=200,
+        help="Bootstrap replicates that refit the click model (each an EM on the (note, rank) cells).",
     )
     search.add_argument(
         "--min-rank-spread",
@@ -630,7 +639,9 @@ def _add_commands(commands: argparse._SubParsersAction) -> None:
         action="store_true",
         help=f"Exit 0 (not {EXIT_UNIDENTIFIED}) when the diagnostics find the change unidentified; the warning stays.",
     )
-    search.add_argument("--chunk-sessions", type=int, default=65_536, help="Page views read and processed at a time.")
+    search.add_argument(
+        "--chunk-sessions", type=_int_at_least(1), default=65_536, help="Page views read and processed at a time."
+    )
     search.add_argument("--spill-dir", default=None, help="Folder for the temporary page-view columns.")
     _add_common(search)
     search.set_defaults(replay_handler=_search)

@@ -71,6 +71,12 @@ class SearchSettings(BaseModel):
     prior_strength: float = Field(default=2.0, gt=0.0, description="Pseudo-observations of a pair's bin prior.")
     bootstrap: int = Field(default=1000, ge=0)
     refit_model: bool = Field(default=True, description="Refit the click model in every bootstrap replicate.")
+    refit_replicates: int = Field(
+        default=200,
+        ge=10,
+        description="Replicates (the first ones) that refit the click model; the model-error interval uses these. "
+        "Each refit costs an EM on the (pair, rank) cells.",
+    )
     refit_passes: Literal["auto", "exact", "linearized"] = Field(
         default="auto",
         description="How a refitted model's CPR is computed: exact (a pass over the log per replicate), linearized "
@@ -482,10 +488,12 @@ def _replay(
     cell_query = page_log.pair_query[first.cells.pair]
     rng = np.random.default_rng(settings.seed)
     refits_converged = 0
+    refits = min(reps, settings.refit_replicates) if settings.refit_model else 0
+    refit = refit[:refits]
     for b in range(reps):
         w = rng.poisson(1.0, n_q).astype(np.float64)
         fixed[b] = w @ base
-        if settings.refit_model:
+        if b < refits:
             weighted = first.cells.weighted(w[cell_query])
             fit_b = fit_pbm_cells(weighted, pair_bin, start=fit, max_iter=min(settings.max_iter, 300), **fit_args)
             refits_converged += fit_b.converged
@@ -510,7 +518,8 @@ def _replay(
 
     views = total[0]
     observed = est(div(total[1], views), ratio(fixed[:, 1], fixed[:, 0]))
-    model_logged = est(div(total[2], views), ratio(refit[:, 0], fixed[:, 0]))
+    views_r = fixed[: len(refit), 0]  # page views of the replicates behind `refit`
+    model_logged = est(div(total[2], views), ratio(refit[:, 0], views_r))
     results: list[RankerResult] = []
     for i, ranker in enumerate(rankers):
         col = 3 + i
@@ -526,10 +535,10 @@ def _replay(
             RankerResult(
                 name=ranker.name,
                 sessions_reordered=float(first.reordered[i].sum() / views),
-                model_cpr_new=est(div(total[col], views), ratio(refit[:, 1 + i], fixed[:, 0])),
+                model_cpr_new=est(div(total[col], views), ratio(refit[:, 1 + i], views_r)),
                 change=est(div(total[col], total[2]) - 1.0, ratio(refit[:, 1 + i], refit[:, 0]) - 1.0),
                 change_model_fixed=est(div(total[col], total[2]) - 1.0, ratio(fixed[:, col], fixed[:, 2]) - 1.0),
-                difference=est(div(total[col] - total[2], views), ratio(refit[:, 1 + i] - refit[:, 0], fixed[:, 0])),
+                difference=est(div(total[col] - total[2], views), ratio(refit[:, 1 + i] - refit[:, 0], views_r)),
                 ips=IpsResult(
                     prefix=settings.ips_prefix,
                     accepted=accepted,
@@ -573,8 +582,8 @@ def _replay(
         bins=bins,
         em_iterations=fit.iterations,
         em_converged=fit.converged,
-        refits_converged=refits_converged / reps if reps and settings.refit_model else None,
-        bootstrap_refit=("linearized" if linear else "exact") if reps and settings.refit_model else None,
+        refits_converged=refits_converged / refits if refits else None,
+        bootstrap_refit=("linearized" if linear else "exact") if refits else None,
         log_likelihood=fit.log_likelihood,
         assumptions=list(ASSUMPTIONS),
         timings_s={k: round(v, 4) for k, v in timings.items()},
