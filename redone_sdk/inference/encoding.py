@@ -94,16 +94,28 @@ class PromptEncoder:
         return out
 
 
-def length_buckets(lengths: Sequence[int], batch_size: int, *, min_batches: int = 1) -> list[list[int]]:
-    """Indices grouped into batches of similar length (sorted), so padding wastes little compute.
+# What one forward pass costs beyond its padded tokens, in token slots (a batch of n items padded to length L
+# costs about CALL_COST + n * L), fitted on redone-base int8 with one intra-op thread per pass; what the cuts
+# gain over one pass per worker: `python -m benchmarks.bucketing`, figures in benchmarks/results/speed.md.
+CALL_COST = 48
 
-    A call of fewer than `min_batches * batch_size` items is cut into at most `min_batches` batches (one per
-    parallel worker) of about equal work -- a batch costs its size times its longest item -- so no worker
-    waits long for the one with the longest items; a larger call is cut every `batch_size` items."""
+
+def length_buckets(
+    lengths: Sequence[int], batch_size: int, *, min_batches: int = 1, call_cost: float = CALL_COST
+) -> list[list[int]]:
+    """Indices grouped into batches of neighbours in length order, cut where padding and passes cost least.
+
+    A batch costs `call_cost` plus its size times its longest item; the cuts minimize the total over the sorted
+    lengths (at most `batch_size` per batch), so long and short items rarely share a pass. When that leaves
+    fewer than `min_batches` batches (one per parallel worker) of a small call, it is cut instead into
+    `min_batches` batches of about equal work, so no worker idles while another holds the whole call."""
     order = sorted(range(len(lengths)), key=lambda i: lengths[i])
-    parts = max(1, min_batches)
-    if parts == 1 or len(order) <= 1 or len(order) >= parts * batch_size:
-        return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    count, parts = len(order), max(1, min_batches)
+    if count <= 1:
+        return [order] if order else []
+    batches = _least_cost_cuts(order, lengths, batch_size, call_cost)
+    if len(batches) >= min(parts, count) or count >= parts * batch_size:
+        return batches
     longest_first = order[::-1]
     low, high = lengths[longest_first[0]], lengths[longest_first[0]] * batch_size
     while low < high:  # the least cost per batch that still fits in `parts` batches
@@ -113,6 +125,27 @@ def length_buckets(lengths: Sequence[int], batch_size: int, *, min_batches: int 
         else:
             low = cap + 1
     return [batch[::-1] for batch in reversed(_pack(longest_first, lengths, low, batch_size))]
+
+
+def _least_cost_cuts(order: list[int], lengths: Sequence[int], batch_size: int, call_cost: float) -> list[list[int]]:
+    """Contiguous runs of `order` (sorted by length) minimizing sum(call_cost + size * longest): dynamic
+    programming, best[j] = min over the last batch (i, j] of best[i] + call_cost + (j - i) * length[j - 1]."""
+    count = len(order)
+    sorted_lengths = np.fromiter((lengths[i] for i in order), dtype=np.float64, count=count)
+    best = np.zeros(count + 1)
+    cut = np.zeros(count + 1, dtype=np.int64)
+    starts = np.arange(count + 1, dtype=np.float64)
+    for j in range(1, count + 1):
+        low = max(0, j - batch_size)
+        cost = best[low:j] + (j - starts[low:j]) * sorted_lengths[j - 1]
+        k = int(np.argmin(cost))
+        best[j], cut[j] = cost[k] + call_cost, low + k
+    batches = []
+    j = count
+    while j > 0:
+        batches.append(order[cut[j] : j])
+        j = int(cut[j])
+    return batches[::-1]
 
 
 def _pack(longest_first: list[int], lengths: Sequence[int], cap: int, batch_size: int) -> list[list[int]]:

@@ -61,8 +61,10 @@ def test_length_buckets_give_each_worker_a_batch_of_a_small_call() -> None:
     assert length_buckets(lengths, batch_size=8, min_batches=2) == [[1, 3, 5, 0], [4, 2]]
     assert length_buckets(lengths, batch_size=2, min_batches=2) == length_buckets(lengths, batch_size=2)
     assert length_buckets([4], batch_size=8, min_batches=4) == [[0]]
-    batches = length_buckets(list(range(20, 0, -1)), batch_size=8, min_batches=3)
-    assert [len(b) for b in batches] == [8, 7, 5]
+    # where passes cost more than padding, the cheapest cut is too few batches: work is split per worker instead
+    # (three passes would do; four workers get four batches of about equal size x longest: 64, 65, 68, 60)
+    batches = length_buckets(list(range(20, 0, -1)), batch_size=8, min_batches=4, call_cost=10_000)
+    assert [len(b) for b in batches] == [8, 5, 4, 3]
     assert sorted(i for b in batches for i in b) == list(range(20))
 
 
@@ -76,10 +78,10 @@ def test_length_buckets_balance_work_better_than_equal_counts() -> None:
     for _ in range(300):
         n, batch_size, workers = rng.randint(2, 40), rng.randint(1, 16), rng.randint(2, 4)
         lengths = [rng.randint(1, 128) for _ in range(n)]
-        batches = length_buckets(lengths, batch_size, min_batches=workers)
+        batches = length_buckets(lengths, batch_size, min_batches=workers, call_cost=10_000)
         assert sorted(i for b in batches for i in b) == list(range(n))
         assert all(1 <= len(b) <= batch_size for b in batches)
-        if n < workers * batch_size:
+        if -(-n // batch_size) < workers:  # the fewest passes leave a worker idle: work is split per worker
             assert len(batches) <= workers
             order = sorted(range(n), key=lambda i: lengths[i])
             size = -(-n // workers)
@@ -94,3 +96,49 @@ def test_pad_batch_right_pads() -> None:
     assert ids.tolist() == [[1, 2, 3], [4, 0, 0]]
     assert mask.tolist() == [[1, 1, 1], [1, 0, 0]]
     assert ids.dtype == np.int64
+
+
+def _cost(batches: list[list[int]], lengths: list[int], call_cost: float) -> float:
+    return sum(call_cost + len(b) * max(lengths[i] for i in b) for b in batches)
+
+
+def _brute_force_least_cost(lengths: list[int], batch_size: int, call_cost: float) -> float:
+    """The least total cost over every cut of the sorted lengths into runs of at most batch_size."""
+    ordered = sorted(lengths)
+    best = [0.0] + [float("inf")] * len(ordered)
+    for j in range(1, len(ordered) + 1):
+        for i in range(max(0, j - batch_size), j):
+            best[j] = min(best[j], best[i] + call_cost + (j - i) * ordered[j - 1])
+    return best[-1]
+
+
+def test_length_buckets_cut_where_padding_and_passes_cost_least() -> None:
+    import itertools
+    import random
+
+    rng = random.Random(11)
+    for _ in range(200):
+        n, batch_size = rng.randint(2, 9), rng.randint(1, 6)
+        lengths = [rng.randint(1, 100) for _ in range(n)]
+        call_cost = rng.choice([0.5, 8, 48, 300])
+        batches = length_buckets(lengths, batch_size, call_cost=call_cost)
+        assert sorted(i for b in batches for i in b) == list(range(n))
+        assert all(1 <= len(b) <= batch_size for b in batches)
+        # every cut of the sorted order (all 2^(n-1) of them) costs at least as much
+        ordered = sorted(range(n), key=lambda i: lengths[i])
+        least = min(
+            _cost([ordered[a:b] for a, b in itertools.pairwise((0, *cuts, n))], lengths, call_cost)
+            for k in range(n)
+            for cuts in itertools.combinations(range(1, n), k)
+            if all(b - a <= batch_size for a, b in itertools.pairwise((0, *cuts, n)))
+        )
+        assert _cost(batches, lengths, call_cost) == least == _brute_force_least_cost(lengths, batch_size, call_cost)
+
+
+def test_length_buckets_keep_long_and_short_notes_apart_and_every_worker_busy() -> None:
+    lengths = [120, 20, 118, 22, 21, 119, 19, 121]  # one batch would pad the short half to 121
+    batches = length_buckets(lengths, batch_size=64, min_batches=2)
+    assert sorted(sorted(lengths[i] for i in b) for b in batches) == [[19, 20, 21, 22], [118, 119, 120, 121]]
+    # equal lengths: one pass would be cheapest, but two workers each get one
+    assert len(length_buckets([30] * 10, batch_size=64, min_batches=2)) == 2
+    assert length_buckets([], batch_size=8) == []
