@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from redone_sdk.policy import CategoryRule, Policy
-from redone_sdk.replay.arms import ALLOW, BLOCK, REVIEW, decide_actions
+from redone_sdk.replay.arms import ALLOW, BLOCK, REVIEW, decide_actions, policy_thresholds
 from redone_sdk.replay.exposure_metrics import ExposureState
 from redone_sdk.replay.exposure_passes import BENIGN, HARMFUL, UNLABELED
 from redone_sdk.replay.exposure_results import Sweep, SweepPoint
@@ -33,7 +33,31 @@ NOTE_BUCKETS = 4096  # bootstrap clusters of the sweep: note row modulo this
 
 def _sweep_policy(base: Policy, categories: Sequence[str], threshold: float) -> Policy:
     rules = {c: CategoryRule(review=min(base.rule_for(c).review, threshold), block=threshold) for c in categories}
-    return Policy(name=f"block@{threshold:.4f}", rules=rules)
+    return Policy(name=f"block@{threshold:.4f}", rules=rules, on_invalid_output=base.on_invalid_output)
+
+
+class _SweepActions:
+    """The action of `_sweep_policy(base, categories, t)` on every scored note, for any `t`, from per-category
+    work done once: block iff the top score >= t; else review iff some category whose review threshold is
+    <= t reaches it (a category whose review threshold is lowered to t would block). Equals `decide_actions`
+    of that policy (a test checks it); scores with a non-finite value go through `decide_actions` itself."""
+
+    def __init__(self, base: Policy, categories: Sequence[str], matrix: np.ndarray) -> None:
+        self.base, self.categories, self.matrix = base, tuple(categories), matrix
+        values = np.asarray(matrix, dtype=np.float64)
+        self.exact = values.size == 0 or not np.isfinite(values).all()
+        if not self.exact:
+            self.review, _ = policy_thresholds(base, self.categories)
+            self.top = values.max(axis=1)
+            self.hits = values >= self.review[None, :]
+
+    def __call__(self, threshold: float) -> np.ndarray:
+        if self.exact:
+            return decide_actions(_sweep_policy(self.base, self.categories, threshold), self.categories, self.matrix)
+        block = self.top >= threshold
+        lowered = self.review <= threshold
+        review = self.hits[:, lowered].any(axis=1) if lowered.any() else np.zeros(len(block), dtype=bool)
+        return np.where(block, BLOCK, np.where(review, REVIEW, ALLOW)).astype(np.int8)
 
 
 def _weighted_thresholds(top: np.ndarray, weight: np.ndarray, shares: np.ndarray) -> np.ndarray:
@@ -170,10 +194,10 @@ def _sweep(state: ExposureState, source: str, scored: ScoredSource) -> Sweep:
     seen = state.logged.seen
     top = matrix.max(axis=1) if matrix.size else np.zeros(len(seen))
     grid = threshold_grid(top, state.logged.exposures[seen], state.truth[seen], settings.sweep_points)
-    points, sums = [], _BucketSums(state)
+    points, sums, actions_at = [], _BucketSums(state), _SweepActions(base, categories, matrix)
     for t in grid.tolist():
         full = np.zeros(len(state.truth), dtype=np.int8)
-        full[seen] = decide_actions(_sweep_policy(base, categories, t), categories, matrix)
+        full[seen] = actions_at(t)
         points.append(_point(t, full, state, after))
         sums.add(_removed(full, state, after))
     off = np.full(len(state.truth), ALLOW, dtype=np.int8)

@@ -14,9 +14,9 @@ import pytest
 
 from redone_sdk.policy import CategoryRule, Policy
 from redone_sdk.replay import Arm, ExposureSettings, NoteScores, ScoreCache, replay_exposure, write_report
-from redone_sdk.replay.arms import default_cache_dir
+from redone_sdk.replay.arms import decide_actions, default_cache_dir
 from redone_sdk.replay.cli import main
-from redone_sdk.replay.exposure_sweep import threshold_grid
+from redone_sdk.replay.exposure_sweep import _sweep_policy, _SweepActions, threshold_grid
 from redone_sdk.replay.impressions import iter_impressions
 from redone_sdk.replay.labels import read_labels
 from redone_sdk.replay.notes import read_notes
@@ -357,6 +357,29 @@ def test_threshold_grid_covers_benign_and_harmful_shares() -> None:
     assert grid[-1] == 1.0 and np.all(np.diff(grid) > 0)
     assert {0.1, 0.2, 0.3} <= set(np.round(grid, 6).tolist())
     assert threshold_grid(top, exposures, truth, 0).tolist() == [1.0]
+
+
+def test_sweep_actions_equal_decide_actions_of_the_sweep_policy() -> None:
+    rng = np.random.default_rng(7)
+    matrix = np.round(rng.random((2_000, 3)), 2).astype(np.float32)  # coarse: many scores equal a threshold
+    base = Policy(
+        name="b",
+        rules={
+            "offensive": CategoryRule(review=0.3, block=0.9),
+            "hate": CategoryRule(review=0.6, block=0.95),
+            "sexism": CategoryRule(review=0.45, block=None),
+        },
+    )
+    fast = _SweepActions(base, CATS, matrix)
+    for t in [0.0, 0.1, 0.3, 0.31, 0.45, 0.5, 0.6, 0.75, 0.99, 1.0, *np.unique(matrix).tolist()[::7]]:
+        exact = decide_actions(_sweep_policy(base, CATS, float(t)), CATS, matrix)
+        assert (fast(float(t)) == exact).all(), t
+    with_nan = matrix.copy()
+    with_nan[5, 1] = np.nan
+    slow = _SweepActions(
+        Policy(name="r", default=CategoryRule(review=0.5, block=0.9), on_invalid_output="review"), CATS, with_nan
+    )
+    assert slow(0.7)[5] == 1  # a non-finite score fails closed to review, as decide_actions does
 
 
 # ------------------------------------------------------------------ the score cache is shared across --out
