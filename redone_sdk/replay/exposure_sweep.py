@@ -28,7 +28,7 @@ SWEEP_RULE = (
     "every category blocks at t; review thresholds above t are lowered to t; the last point (t off) actions nothing"
 )
 SWEEP_INTERVAL = "Poisson bootstrap over notes"
-NOTE_BUCKETS = 4096  # bootstrap clusters of the sweep: note row modulo this
+NOTE_BUCKETS = 1024  # bootstrap clusters of the sweep: note row modulo this
 
 
 def _sweep_policy(base: Policy, categories: Sequence[str], threshold: float) -> Policy:
