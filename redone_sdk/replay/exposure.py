@@ -93,6 +93,13 @@ def _control_arm(arms: list[Arm], control: str | None) -> str:
     return control
 
 
+def _effective(exposures) -> float | None:
+    """Kish's effective number of notes: (Σ e)² / Σ e² (None without exposures)."""
+    e = exposures.astype(float)
+    square = float((e**2).sum())
+    return float(e.sum()) ** 2 / square if square else None
+
+
 def _segment_codes(
     settings: ExposureSettings, notes: str | Path, notes_index, labels: Labels | None
 ) -> tuple[SegmentCodes, dict[str, list[str]]]:
@@ -212,6 +219,8 @@ def replay_exposure(
         comparisons=comparisons + segment_tests,
         segments=segments,
         label_weighting=label_weighting,
+        effective_notes=_effective(logged.exposures[truth != UNLABELED]),
+        effective_harmful_notes=_effective(logged.exposures[truth == HARMFUL]),
         power=power,
         scoring=decided.scoring,
         arms=arm_list,

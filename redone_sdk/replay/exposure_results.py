@@ -185,6 +185,13 @@ class ExposureResult(BaseModel):
     )
     power: PowerResult | None = Field(default=None, description="Minimum detectable effect of a follow-up online test.")
     segments: list[SegmentResult] = Field(default_factory=list, description="Per-segment breakdowns, if asked.")
+    effective_notes: float | None = Field(
+        default=None,
+        description="(Σ e)² / Σ e² over the labeled notes' exposures e: how many equally shown notes the log is worth.",
+    )
+    effective_harmful_notes: float | None = Field(
+        default=None, description="The same over harmful notes; below ~30 the intervals are not to be trusted."
+    )
     label_weighting: str | None = Field(
         default=None, description="How labeled notes were weighted in the rates (None: unweighted)."
     )

@@ -408,6 +408,9 @@ def _search_figures(result: SearchResult) -> list[Figure]:
     ]
 
 
+EFFECTIVE_NOTES_WARNING = 30  # effective harmful notes below which the report warns (docs/replay.md, Statistics)
+
+
 def _p(x: float | None) -> str:
     return "n/a" if x is None else (f"{x:.2g}" if x < 0.001 else f"{x:.3f}")
 
@@ -420,6 +423,21 @@ def _statistics_blocks(result: ExposureResult) -> list[Block]:
     treated = [a.name for a in result.arms if a.name != result.control]
     if result.label_weighting:
         blocks.append(("p", f"Labels weighted in the rates: {result.label_weighting}; counts are unweighted."))
+    if result.effective_harmful_notes is not None:
+        few = result.effective_harmful_notes < EFFECTIVE_NOTES_WARNING
+        blocks.append(
+            (
+                "p",
+                f"{'**Warning**: ' if few else ''}the exposures are worth {result.effective_notes or 0:,.0f} equally "
+                f"shown labeled notes, {result.effective_harmful_notes:,.1f} of them harmful (Kish's effective number)"
+                + (
+                    f"; below {EFFECTIVE_NOTES_WARNING} harmful, a few notes decide the rates and the intervals "
+                    "under-cover a fresh draw of notes (docs/replay.md, Statistics)."
+                    if few
+                    else "."
+                ),
+            )
+        )
     if result.segments:
         blocks.append(("h", 3, "Segments"))
         blocks.append(

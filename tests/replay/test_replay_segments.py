@@ -83,6 +83,11 @@ def test_language_and_category_breakdowns_match_hand_counts(log):
     assert all(c.p_adjusted is None or c.p_adjusted >= c.p_value for c in seg_tests)
     overall = [c for c in result.comparisons if c.segment is None]
     assert len(overall) == 1 + len(result.days)
+    # Kish's effective number of notes, over labeled and over harmful notes' exposures.
+    shown = Counter(int(n) for n in picks)
+    for got, keep in ((result.effective_notes, {"safe", *CATS}), (result.effective_harmful_notes, set(CATS))):
+        e = np.array([c for n, c in shown.items() if label[n] in keep], dtype=float)
+        assert got == pytest.approx(e.sum() ** 2 / (e**2).sum())
 
 
 def test_no_segments_by_default(log):
