@@ -100,8 +100,13 @@ def parquet_files(path: Path) -> list[Path]:
     )
 
 
+def _one_line(exc: BaseException) -> str:
+    """An Arrow error's text on one line (some span several)."""
+    return " ".join(str(exc).split())
+
+
 def _unreadable(path: Path, exc: BaseException) -> ReplayInputError:
-    return ReplayInputError(f"{path} is not a readable Parquet file or dataset: {exc}")
+    return ReplayInputError(f"{path} is not a readable Parquet file or dataset: {_one_line(exc)}")
 
 
 def _partition_span(value: str) -> tuple[date, date] | None:
@@ -202,7 +207,7 @@ def scan_batches(
     except (OSError, pa.ArrowException) as exc:
         raise ReplayInputError(
             f"{path}: reading the Parquet data failed (a corrupt or truncated file, or files whose column types "
-            f"differ): {exc}"
+            f"differ): {_one_line(exc)}"
         ) from None
 
 
@@ -223,7 +228,7 @@ def _csv_header(path: Path) -> list[str]:
         )
         names = list(reader.schema.names)
     except (OSError, pa.ArrowException) as exc:
-        raise ReplayInputError(f"{path} is not a readable CSV file: {exc}") from None
+        raise ReplayInputError(f"{path} is not a readable CSV file: {_one_line(exc)}") from None
     if not names:
         raise ReplayInputError(f"{path} has no header row")
     return names
@@ -281,7 +286,7 @@ def csv_batches(
             for start in range(0, n, batch_rows):
                 yield batch.slice(start, batch_rows), lines[start : start + batch_rows]
     except (OSError, pa.ArrowException) as exc:
-        raise ReplayInputError(f"{path} is not a readable CSV file: {exc}") from None
+        raise ReplayInputError(f"{path} is not a readable CSV file: {_one_line(exc)}") from None
 
 
 _INT = re.compile(r"^\s*[+-]?\d+\s*$")
@@ -348,7 +353,7 @@ def iter_dict_rows(
         except UnicodeDecodeError as exc:
             raise ReplayInputError(f"{path} is not UTF-8 text: {exc}") from None
         except (OSError, EOFError) as exc:  # a truncated or corrupt .gz
-            raise ReplayInputError(f"{path} cannot be read: {exc}") from None
+            raise ReplayInputError(f"{path} cannot be read: {_one_line(exc)}") from None
     issues.ignored_columns = sorted(ignored)
 
 

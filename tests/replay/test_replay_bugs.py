@@ -26,6 +26,17 @@ from redone_sdk.replay.sessions import read_judgments, read_sessions
 CATS = ("offensive", "hate", "sexism")
 
 
+@pytest.fixture(autouse=True)
+def _replay_log_to_this_tests_stderr():
+    """`run` adds a stderr handler to the `redone_sdk.replay` logger once per process; under capsys it would
+    keep writing to an earlier test's closed stream. Each test starts without it (and gets its own)."""
+    logger = logging.getLogger("redone_sdk.replay")
+    saved = logger.handlers[:]
+    logger.handlers.clear()
+    yield
+    logger.handlers[:] = saved
+
+
 def _corrupt_pages(path: Path) -> None:
     """Scramble bytes inside the first column chunk's data pages (the footer stays readable)."""
     data = bytearray(path.read_bytes())
@@ -52,7 +63,7 @@ def _big_impressions(path: Path, n: int = 60_000) -> Path:
 def _one_line_error(err: str) -> None:
     lines = [line for line in err.splitlines() if line.strip()]
     assert "Traceback" not in err
-    assert len(lines) <= 3, err  # argparse: usage (1-2 lines) + the error; ours: the error alone
+    assert len(lines) == 1, err
 
 
 # ------------------------------------------------------------------ corrupt Parquet: a clear error, exit 2
