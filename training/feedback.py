@@ -113,7 +113,9 @@ def read_decisions(url: str) -> tuple[list[Decision], str]:
                 for d, item in session.execute(query)
             ]
     except RedOneError as exc:
-        raise FeedbackError(f"{exc} (is it the service's database, after `redone serve` created its tables?)") from None
+        missing = "table" in str(exc)  # a database without the review tables
+        hint = " (is it the service's database? `redone serve db upgrade` creates its tables)" if missing else ""
+        raise FeedbackError(f"{exc}{hint}") from None
     finally:
         db.dispose()
     return rows, db.safe_url

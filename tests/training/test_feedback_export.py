@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -137,6 +138,9 @@ def test_empty_or_missing_database_is_a_clear_error(tmp_path: Path, capsys: pyte
     with pytest.raises(SystemExit) as exited:
         train_main(["train", "feedback", "--db", f"sqlite:///{tmp_path / 'absent.sqlite3'}", "--out", str(tmp_path)])
     assert "no database file" in str(exited.value.code) and not (tmp_path / "absent.sqlite3").exists()
+    sqlite3.connect(tmp_path / "other.sqlite3").execute("CREATE TABLE notes (id INTEGER)").connection.close()
+    with pytest.raises(FeedbackError, match=r"no such table.*db upgrade"):
+        export_feedback(f"sqlite:///{tmp_path / 'other.sqlite3'}", tmp_path / "fb")
     with pytest.raises(SystemExit) as exited:
         train_main(["train", "feedback", "--db", q.url, "--out", str(tmp_path / "fb"), "--holdout", "1.5"])
     assert "--holdout" in str(exited.value.code)
