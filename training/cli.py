@@ -116,6 +116,8 @@ def _run_feedback(args: argparse.Namespace) -> int:
         manifest = export_feedback(args.db, args.out, holdout=args.holdout)
     except FeedbackError as exc:
         raise SystemExit(f"redone train feedback: {exc}") from None
+    except ModuleNotFoundError as exc:  # the database layer is the serve extra's
+        raise SystemExit(f"redone train feedback: {exc.name} is missing: pip install 'redone-sdk[serve]'") from None
     print(json.dumps(manifest["counts"], sort_keys=True))
     print(args.out)
     return 0
