@@ -97,13 +97,13 @@ def mine_pairs(model: Any, codec: ChatCodec, config: PipelineConfig) -> tuple[li
     return pairs[: cfg.max_pairs], stats
 
 
-def feedback_pairs(codec: ChatCodec, config: PipelineConfig) -> tuple[list[dict[str, str]], dict[str, int]]:
-    """The reviewers' pairs of `dpo.feedback` as moderation prompts (the tokens the bundle scores), each repeated
-    `dpo.feedback_repeat` times; pairs naming a label the model has no answer token for are skipped (counted)."""
-    from redone_sdk.training.feedback import read_feedback
-
+def feedback_pairs(
+    codec: ChatCodec, config: PipelineConfig, rows: list[dict[str, Any]]
+) -> tuple[list[dict[str, str]], dict[str, int]]:
+    """The reviewers' pairs (`rows` of a feedback folder's dpo.jsonl) as moderation prompts (the tokens the bundle
+    scores), each repeated `dpo.feedback_repeat` times; pairs naming a label the model has no answer token for are
+    skipped (counted)."""
     cfg = config.dpo
-    rows = read_feedback(cfg.feedback, "dpo.jsonl")
     known = set(codec.tasks["moderation"].label_names)
     usable = [r for r in rows if r["task"] == "moderation" and {r["chosen"], r["rejected"]} <= known]
     prompts = codec.scoring_prompts("moderation", [{"text": r["text"]} for r in usable])
@@ -150,18 +150,22 @@ def run(config: PipelineConfig) -> Path:
     from datasets import Dataset
     from trl import DPOConfig, DPOTrainer
 
+    reviewed_rows = None
+    if config.dpo.feedback:  # a bad folder fails now, not after mining
+        from redone_sdk.training.feedback import read_feedback
+
+        reviewed_rows = read_feedback(config.dpo.feedback, "dpo.jsonl")
     out, start, tokenizer, model = start_model(config, "dpo")
     model.to(inference_device())  # mining is inference: on the GPU when there is one; the trainer keeps it there
     codec = ChatCodec(start, config)
     pairs, stats = mine_pairs(model, codec, config)
     log.info("dpo: %d pairs mined: %s", len(pairs), stats)
-    feedback_dir = config.dpo.feedback
-    if feedback_dir:
-        reviewed, feedback_stats = feedback_pairs(codec, config)
+    if reviewed_rows is not None:
+        reviewed, feedback_stats = feedback_pairs(codec, config, reviewed_rows)
         stats.update(feedback_stats)
         pairs = pairs + reviewed
         random.Random(config.seed + 2).shuffle(pairs)
-        log.info("dpo: reviewer pairs %s (each x%d) from %s", feedback_stats, config.dpo.feedback_repeat, feedback_dir)
+        log.info("dpo: reviewer pairs %s (each x%d)", feedback_stats, config.dpo.feedback_repeat)
     if is_main_process():
         write_jsonl(out / "pairs.jsonl", pairs)
     if not pairs:
