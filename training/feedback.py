@@ -80,45 +80,68 @@ def text_of(title: str, content: str) -> str:
 
 
 def read_decisions(url: str) -> tuple[list[Decision], str]:
-    """Every decision in the database at `url`, oldest first, and the URL with its password hidden."""
-    from sqlalchemy import select
+    """Every decision in the database at `url`, oldest first, and the URL with its password hidden.
 
-    from redone_sdk.serve.db import Database, ReviewDecision, ReviewItem
+    Reads the service's tables (`review_items`, `review_decisions`, as its migrations make them) by reflection,
+    read-only: training never imports the service (its layer sits beside, not under, training)."""
+    from sqlalchemy import MetaData, create_engine, select
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, InvalidRequestError, NoSuchTableError, SQLAlchemyError
 
     try:
-        db = Database(url)
-    except RedOneError as exc:
-        raise FeedbackError(str(exc)) from None
-    path = db.url.database if db.url.get_backend_name() == "sqlite" else None
+        parsed = make_url(url)
+    except ArgumentError:
+        raise FeedbackError(f"not a database URL: {url!r}") from None
+    safe_url = parsed.render_as_string(hide_password=True)
+    path = parsed.database if parsed.get_backend_name() == "sqlite" else None
     if path not in (None, "", ":memory:") and not Path(path).expanduser().is_file():  # connecting would create it
         raise FeedbackError(f"no database file at {path}")
     try:
-        db.connect(create=False)  # no migration: this command only reads
+        engine = create_engine(parsed)
+    except (ArgumentError, ImportError) as exc:
+        raise FeedbackError(f"cannot use database {safe_url}: {exc}") from None
+    try:
+        tables = MetaData()
+        tables.reflect(engine, only=["review_items", "review_decisions"])
+        items, decisions = tables.tables["review_items"], tables.tables["review_decisions"]
         query = (
-            select(ReviewDecision, ReviewItem)
-            .join(ReviewItem, ReviewItem.id == ReviewDecision.item_id)
-            .order_by(ReviewDecision.id)
+            select(
+                decisions.c.id,
+                decisions.c.reviewer_id,
+                decisions.c.label,
+                decisions.c.model_label,
+                decisions.c.bundle_version,
+                items.c.note_id,
+                items.c.title,
+                items.c.content,
+            )
+            .join(items, items.c.id == decisions.c.item_id)
+            .order_by(decisions.c.id)
         )
-        with db.session() as session:
+        with engine.connect() as connection:
             rows = [
                 Decision(
-                    decision_id=d.id,
-                    note_id=item.note_id,
-                    text=text_of(item.title, item.content),
-                    reviewer_id=d.reviewer_id,
-                    label=d.label,
-                    model_label=d.model_label,
-                    bundle_version=d.bundle_version,
+                    decision_id=row.id,
+                    note_id=row.note_id,
+                    text=text_of(row.title or "", row.content or ""),
+                    reviewer_id=row.reviewer_id,
+                    label=row.label,
+                    model_label=row.model_label,
+                    bundle_version=row.bundle_version,
                 )
-                for d, item in session.execute(query)
+                for row in connection.execute(query)
             ]
-    except RedOneError as exc:
-        missing = "table" in str(exc)  # a database without the review tables
-        hint = " (is it the service's database? `redone serve db upgrade` creates its tables)" if missing else ""
-        raise FeedbackError(f"{exc}{hint}") from None
+    except (NoSuchTableError, InvalidRequestError, KeyError):  # reflect() names missing tables this way
+        raise FeedbackError(
+            f"database {safe_url}: no such table review_items / review_decisions; is it the service's database? "
+            "(`redone serve db upgrade` creates its tables)"
+        ) from None
+    except SQLAlchemyError as exc:
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+        raise FeedbackError(f"database {safe_url} is unavailable: {reason[0] if reason else exc}") from None
     finally:
-        db.dispose()
-    return rows, db.safe_url
+        engine.dispose()
+    return rows, safe_url
 
 
 def group_votes(decisions: Iterable[Decision]) -> dict[str, NoteVotes]:
