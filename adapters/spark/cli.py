@@ -23,13 +23,14 @@ def run(args: argparse.Namespace) -> int:
         summary = score_notes(
             args.input,
             args.output,
-            bundle=args.bundle,
+            bundle=None if args.bundle in (None, "default") else args.bundle,
             policy=args.policy,
             options=options_from_args(args),
             digest=getattr(args, "bundle_digest", None),
             public_key=getattr(args, "bundle_public_key", None),
             master=getattr(args, "master", None),
             overwrite=getattr(args, "overwrite", False),
+            partitions=getattr(args, "partitions", None),
         )
     except (RedOneError, OSError) as exc:
         print(f"redone: error: {exc}", file=sys.stderr)

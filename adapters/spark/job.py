@@ -47,8 +47,10 @@ class ScoreSummary:
 def get_session(master: str | None = None, app_name: str = "redone-score") -> SparkSession:
     """The active SparkSession (spark-submit's, a test's), or a new one on `master` (default: Spark's own).
 
-    Python workers run this interpreter unless PYSPARK_PYTHON (or spark.pyspark.python) says otherwise."""
-    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    Launched by plain Python (not spark-submit), Python workers run this interpreter unless PYSPARK_PYTHON (or
+    spark.pyspark.python) says otherwise; under spark-submit the cluster's settings decide."""
+    if "PYSPARK_GATEWAY_PORT" not in os.environ:
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     from pyspark.sql import SparkSession
 
     active = SparkSession.getActiveSession()
@@ -125,9 +127,9 @@ def score_with_spec(
 ) -> int:
     """Score `notes` into `output` on the executors with `spec` (its bundle already shipped or shared), in
     `partitions` tasks (default: as read, at least Spark's default parallelism)."""
-    frame = _read_notes(spark, notes)
     if Path(output).exists() and not overwrite:
         raise InvalidInputError(f"output {output} exists; remove it or pass --overwrite")
+    frame = _read_notes(spark, notes)
     # a small dataset is one file, one partition, one core: spread it over every core Spark has
     wanted = partitions or spark.sparkContext.defaultParallelism
     if frame.rdd.getNumPartitions() < wanted or partitions:
