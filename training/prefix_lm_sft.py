@@ -4,8 +4,9 @@ SFT (with optional distillation from a teacher bundle), and dev-set logits for e
 What trains: the scoring tasks (moderation, QueryCorr), whose one-token answer is read at the assistant marker
 exactly as the SDK reads it (prompts encoded by the SDK's `PromptEncoder` from the same `TaskSpec`s). The loss is
 cross-entropy over the task's own label columns (optionally class-balanced), plus, with a teacher, the KL from
-the teacher's label distribution; unlabeled platform notes scored by the teacher can be added. Generative
-SNS-Bench tasks and the CPT / DPO stages are not built for the prefix-LM yet; the stages say so when asked.
+the teacher's label distribution; unlabeled platform notes scored by the teacher can be added. The DPO stage on
+these same prompts and label columns is `prefix_lm_dpo.py`. Generative SNS-Bench tasks and the CPT stage are not
+built for the prefix-LM yet; the stages say so when asked.
 """
 
 from __future__ import annotations

@@ -244,7 +244,7 @@ def test_model_pretrained_is_checked_and_the_pipeline_refuses_stages_it_lacks_fo
     with pytest.raises(ValueError, match="pretrained_layers"):
         PipelineConfig.from_dict({"model": {"pretrained_layers": 1}})
     config = PipelineConfig.from_dict({"output_dir": str(tmp_path / "run"), "model": {"pretrained": BGE}})
-    with pytest.raises(NotImplementedError, match=r"the cpt and dpo stage\(s\) are not built for it yet"):
+    with pytest.raises(NotImplementedError, match=r"the cpt stage\(s\) are not built for it yet"):
         run_all(config)
     assert not (tmp_path / "run").exists()  # refused before the data stage
     with pytest.raises(NotImplementedError, match="--no-cpt-enabled"):

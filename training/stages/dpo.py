@@ -5,6 +5,7 @@ for generative ones); every wrong answer gives a pair: chosen = the gold answer,
 Configured extra pairs (`dpo.extra_pairs`, JSON lines of {prompt, chosen, rejected}) are added, and so are the
 review console's pairs (`dpo.feedback`, a `redone train feedback` folder: chosen = the reviewers' label, rejected
 = the model's), each `dpo.feedback_repeat` times, encoded as the bundle's moderation prompt.
+A prefix-LM config (`model.pretrained`) runs `training/prefix_lm_dpo.py` instead (the same pairs, its own loss).
 """
 
 from __future__ import annotations
@@ -147,6 +148,10 @@ def run(config: PipelineConfig) -> Path:
     from redone_sdk.training.stages.init import check_supported
 
     check_supported(config)
+    if config.model.pretrained:  # a BERT prefix-LM: one-token scoring answers, its own thin trainer
+        from redone_sdk.training.prefix_lm_dpo import run as run_prefix_lm
+
+        return run_prefix_lm(config)
     from datasets import Dataset
     from trl import DPOConfig, DPOTrainer
 

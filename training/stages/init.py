@@ -20,15 +20,16 @@ __all__ = ["check_supported", "run"]
 
 def check_supported(config: PipelineConfig) -> None:
     """Refuse what the pipeline cannot build yet, before any stage runs: on a pretrained BERT prefix-LM
-    (`model.pretrained`) only the scoring tasks train, and there is no continued pretraining or DPO stage."""
+    (`model.pretrained`) only the scoring tasks train (SFT, then optionally DPO: `training/prefix_lm_dpo.py`), and
+    there is no continued pretraining stage."""
     if not config.model.pretrained:
         return
-    missing = [name for name in ("cpt", "dpo") if getattr(config, name).enabled]
+    missing = [name for name in ("cpt",) if getattr(config, name).enabled]
     if missing:
         raise NotImplementedError(
             f"model.pretrained = {config.model.pretrained!r} (a BERT prefix-LM): the {' and '.join(missing)} "
             f"stage(s) are not built for it yet; switch them off (--no-{missing[0]}-enabled, or "
-            '"enabled": false in the config), as training/configs/qwen2-small.json does.'
+            '"enabled": false in the config), as training/configs/base.json does.'
         )
 
 
