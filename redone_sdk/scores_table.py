@@ -3,8 +3,9 @@
 
 A Parquet dataset (one file or a folder of part files), one row per note: `note_id`, `action`, `label`, one
 `score_<category>` float column per harm category of the bundle, and the bundle that made them
-(`bundle_name`, `bundle_version`, `bundle_digest`, the same on every row). Only names live here (no pyarrow at
-import): writers and readers share them.
+(`bundle_name`, `bundle_version`, `bundle_digest`, the same on every row). A pair scores table (a matcher's
+relevance, for `redone replay search --scores`) has one row per (query, note): `query`, `note_id`, `score` and
+the same bundle columns. Only names live here (no pyarrow at import): writers and readers share them.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from collections.abc import Sequence
 __all__ = [
     "BUNDLE_COLUMNS",
     "NOTE_ID",
+    "PAIR_SCORE",
+    "QUERY",
     "SCORE_PREFIX",
     "VERDICT_COLUMNS",
     "categories_of",
@@ -21,6 +24,8 @@ __all__ = [
 ]
 
 NOTE_ID = "note_id"
+QUERY = "query"
+PAIR_SCORE = "score"
 VERDICT_COLUMNS = ("action", "label")
 BUNDLE_COLUMNS = ("bundle_name", "bundle_version", "bundle_digest")
 SCORE_PREFIX = "score_"

@@ -17,8 +17,27 @@ def run(args: argparse.Namespace) -> int:
     """Score `args.input` (Parquet notes) into `args.output` with the bundle, policy and model flags in `args`."""
     from redone_sdk.inference.options import options_from_args
 
-    from .job import score_notes
+    from .job import score_notes, score_pairs
 
+    if getattr(args, "sessions", None):
+        try:
+            summary = score_pairs(
+                args.sessions,
+                args.input,
+                args.output,
+                bundle=None if args.bundle in (None, "default") else args.bundle,
+                options=options_from_args(args),
+                digest=getattr(args, "bundle_digest", None),
+                public_key=getattr(args, "bundle_public_key", None),
+                master=getattr(args, "master", None),
+                overwrite=getattr(args, "overwrite", False),
+                partitions=getattr(args, "partitions", None),
+            )
+        except (RedOneError, OSError) as exc:
+            print(f"redone: error: {exc}", file=sys.stderr)
+            return EXIT_ERROR
+        print(f"{summary.notes:,} pairs scored with {summary.bundle} (digest {summary.digest}) into {summary.output}")
+        return EXIT_OK
     try:
         summary = score_notes(
             args.input,

@@ -17,17 +17,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from redone_sdk.errors import InvalidInputError, RedOneError
-from redone_sdk.scores_table import BUNDLE_COLUMNS, NOTE_ID, VERDICT_COLUMNS, score_column
+from redone_sdk.scores_table import BUNDLE_COLUMNS, NOTE_ID, PAIR_SCORE, QUERY, VERDICT_COLUMNS, score_column
 
-from .worker import ERROR_MARK, ScoringSpec, score_batches, spec_for
+from .worker import ERROR_MARK, ScoringSpec, score_batches, score_pair_batches, spec_for
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
     from redone_sdk.inference.options import InferenceOptions
+    from redone_sdk.matcher import NoteQueryMatcher
     from redone_sdk.moderator import Moderator
 
-__all__ = ["SparkScoringError", "ScoreSummary", "get_session", "score_notes", "score_with_spec"]
+__all__ = ["SparkScoringError", "ScoreSummary", "get_session", "score_notes", "score_pairs", "score_with_spec"]
 
 TEXT_COLUMNS = ("title", "content")
 
@@ -146,7 +147,7 @@ def score_with_spec(
     return spark.read.parquet(str(output)).count()
 
 
-def ship_bundle(spark: SparkSession, moderator: Moderator, options: InferenceOptions) -> ScoringSpec:
+def ship_bundle(spark: SparkSession, moderator: Moderator | NoteQueryMatcher, options: InferenceOptions) -> ScoringSpec:
     """Ship the moderator's bundle folder to the executors; the spec that pins its digest."""
     root = Path(moderator.bundle.path).resolve()
     spark.sparkContext.addFile(str(root), recursive=True)
@@ -176,4 +177,74 @@ def score_notes(
     spark = spark or get_session(master)
     spec = ship_bundle(spark, moderator, options)
     count = score_with_spec(spark, notes, output, spec, overwrite=overwrite, partitions=partitions)
+    return ScoreSummary(notes=count, output=str(output), bundle=f"{spec.name} {spec.version}", digest=spec.digest)
+
+
+def _session_pairs(spark: SparkSession, sessions: str | Path, notes: DataFrame) -> DataFrame:
+    """The distinct (query, note) pairs of a search sessions dataset, joined with the notes' texts."""
+    from pyspark.sql import functions as F
+
+    if not Path(sessions).exists() and "://" not in str(sessions):
+        raise InvalidInputError(f"no such sessions dataset: {sessions}")
+    try:
+        frame = spark.read.parquet(str(sessions))
+    except Exception as exc:
+        raise SparkScoringError(f"cannot read sessions dataset {sessions} as Parquet: {_reason(exc)}") from None
+    missing = [c for c in (QUERY, "notes") if c not in frame.columns]
+    if missing:
+        raise InvalidInputError(
+            f"sessions dataset {sessions} has no {', '.join(missing)} column (columns: {', '.join(frame.columns)})"
+        )
+    pairs = (
+        frame.select(F.col(QUERY).cast("string").alias(QUERY), F.explode("notes").alias(NOTE_ID))
+        .where(F.col(QUERY).isNotNull() & F.col(NOTE_ID).isNotNull())
+        .select(QUERY, F.col(NOTE_ID).cast("string").alias(NOTE_ID))
+        .distinct()
+    )
+    return pairs.join(notes.dropDuplicates([NOTE_ID]), on=NOTE_ID, how="inner").select(QUERY, NOTE_ID, *TEXT_COLUMNS)
+
+
+def score_pairs(
+    sessions: str | Path,
+    notes: str | Path,
+    output: str | Path,
+    *,
+    bundle: str | Path | None = None,
+    options: InferenceOptions | None = None,
+    digest: str | None = None,
+    public_key: Any = None,
+    spark: SparkSession | None = None,
+    master: str | None = None,
+    overwrite: bool = False,
+    partitions: int | None = None,
+) -> ScoreSummary:
+    """Score the (query, note) pairs of a search sessions dataset with the bundle's matcher on Spark, into a pair
+    scores table at `output` (for `redone replay search --scores`)."""
+    from pyspark.sql.types import FloatType, StringType, StructField, StructType
+
+    from redone_sdk.inference.options import InferenceOptions
+    from redone_sdk.matcher import NoteQueryMatcher
+
+    options = options or InferenceOptions()
+    matcher = NoteQueryMatcher.load(bundle, options=options, digest=digest, public_key=public_key)
+    if Path(output).exists() and not overwrite:
+        raise InvalidInputError(f"output {output} exists; remove it or pass --overwrite")
+    spark = spark or get_session(master)
+    spec = ship_bundle(spark, matcher, options)
+    frame = _session_pairs(spark, sessions, _read_notes(spark, notes))
+    frame = frame.repartition(partitions or spark.sparkContext.defaultParallelism)
+    schema = StructType(
+        [StructField(QUERY, StringType(), False), StructField(NOTE_ID, StringType(), False)]
+        + [StructField(PAIR_SCORE, FloatType(), False)]
+        + [StructField(c, StringType(), False) for c in BUNDLE_COLUMNS]
+    )
+
+    def score(batches):
+        return score_pair_batches(spec, batches)
+
+    try:
+        frame.mapInArrow(score, schema).write.mode("overwrite" if overwrite else "errorifexists").parquet(str(output))
+    except Exception as exc:
+        raise SparkScoringError(f"scoring the pairs of {sessions} failed: {_reason(exc)}") from None
+    count = spark.read.parquet(str(output)).count()
     return ScoreSummary(notes=count, output=str(output), bundle=f"{spec.name} {spec.version}", digest=spec.digest)

@@ -290,6 +290,10 @@ def _search(args: argparse.Namespace) -> int:
     matcher = NoteQueryMatcher.load(
         None if args.bundle in (None, "default") else args.bundle, options=options_from_args(args)
     )
+    if args.scores:
+        from redone_sdk.replay.scores_table import use_pair_scores_table
+
+        matcher = use_pair_scores_table(matcher, args.scores)
     settings = SearchSettings(
         relevance_bins=args.relevance_bins,
         prior_strength=args.prior_strength,
@@ -360,6 +364,19 @@ def _score(args: argparse.Namespace) -> int:
             ) from None
         args.input, args.output = args.notes, args.out
         return int(engine(args))
+    if args.sessions:
+        from redone_sdk.matcher import NoteQueryMatcher
+        from redone_sdk.replay.scores_table import write_pair_scores_table
+
+        matcher = NoteQueryMatcher.load(
+            None if args.bundle in (None, "default") else args.bundle,
+            options=options_from_args(args),
+            **bundle_trust_from_args(args),
+        )
+        count = write_pair_scores_table(matcher, args.sessions, args.notes, args.out, overwrite=args.overwrite)
+        bundle = matcher.bundle
+        print(f"{count:,} pairs scored with {bundle.name} {bundle.version} (digest {bundle.digest}) into {args.out}")
+        return EXIT_OK
     from redone_sdk.moderator import Moderator
     from redone_sdk.replay.scores_table import write_scores_table
 
@@ -604,6 +621,13 @@ def _add_commands(commands: argparse._SubParsersAction) -> None:
     search.add_argument("--bundle", default=None, help="Matcher bundle folder (default: the shipped bundle).")
     search.add_argument("--judgments", default=None, help="Optional graded relevance (query, note_id, grade) for NDCG.")
     search.add_argument(
+        "--scores",
+        default=None,
+        metavar="TABLE",
+        help="A pair scores table (`redone replay score --sessions`) made by the matcher's bundle: its scores "
+        "instead of running the matcher.",
+    )
+    search.add_argument(
         "--relevance-bins", type=_int_at_least(1), default=10, help="Matcher-score bins of the attractiveness prior."
     )
     search.add_argument("--prior-strength", type=_positive_float, default=2.0)
@@ -654,6 +678,11 @@ def _add_commands(commands: argparse._SubParsersAction) -> None:
         "(the [spark] extra; docs/replay.md, 'Scoring on Spark').",
     )
     score.add_argument("--notes", required=True, help="Notes table (Parquet; local engine: also JSON lines).")
+    score.add_argument(
+        "--sessions",
+        default=None,
+        help="Search sessions (Parquet): score their (query, note) pairs with the matcher (for search --scores).",
+    )
     score.add_argument("--out", required=True, help="Scores table to write (local: one file; spark: a folder).")
     score.add_argument("--engine", choices=["local", "spark"], default="local")
     score.add_argument("--bundle", default=None, help="Bundle folder (default: the shipped bundle).")

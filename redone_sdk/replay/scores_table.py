@@ -22,12 +22,32 @@ import pyarrow.parquet as pq
 from redone_sdk.replay.arms import Arm, NoteScores
 from redone_sdk.replay.formats import detect_format, parquet_files
 from redone_sdk.replay.schemas import ReplayInputError
-from redone_sdk.scores_table import BUNDLE_COLUMNS, NOTE_ID, VERDICT_COLUMNS, categories_of, score_column
+from redone_sdk.scores_table import (
+    BUNDLE_COLUMNS,
+    NOTE_ID,
+    PAIR_SCORE,
+    QUERY,
+    VERDICT_COLUMNS,
+    categories_of,
+    score_column,
+)
 
 if TYPE_CHECKING:
+    from redone_sdk.matcher import NoteQueryMatcher
     from redone_sdk.moderator import Moderator
 
-__all__ = ["ScoresTable", "read_scores_table", "use_scores_tables", "write_scores_table"]
+__all__ = [
+    "PairScoresTable",
+    "ScoresTable",
+    "TablePairScorer",
+    "read_pair_scores_table",
+    "read_scores_table",
+    "session_pairs",
+    "use_pair_scores_table",
+    "use_scores_tables",
+    "write_pair_scores_table",
+    "write_scores_table",
+]
 
 log = logging.getLogger(__name__)
 
@@ -68,14 +88,7 @@ def read_scores_table(path: str | Path) -> ScoresTable:
         table = pq.read_table(path, columns=wanted)
     except (pa.ArrowException, OSError) as exc:
         raise ReplayInputError(f"cannot read scores table {path}: {exc}") from None
-    bundles = pc.unique(
-        pc.binary_join_element_wise(*(table.column(c).cast(pa.string()) for c in BUNDLE_COLUMNS), "\x1f")
-    ).to_pylist()
-    if len(bundles) != 1 or bundles[0] is None:
-        if not bundles:
-            raise ReplayInputError(f"scores table {path} is empty")
-        raise ReplayInputError(f"scores table {path} mixes the scores of {len(bundles)} bundles; score with one")
-    name, version, digest = bundles[0].split("\x1f")
+    name, version, digest = _one_bundle(table, path)
     matrix = np.stack(
         [table.column(score_column(c)).to_numpy().astype(np.float32) for c in categories], axis=1
     ).reshape(table.num_rows, len(categories))
@@ -164,3 +177,159 @@ def write_scores_table(
         shutil.rmtree(output)
     tmp.replace(output)
     return written
+
+
+@dataclass(frozen=True)
+class PairScoresTable:
+    """A pair scores table read back: the matcher bundle that made it and the relevance of each (query, note)."""
+
+    path: Path
+    bundle_name: str
+    bundle_version: str
+    digest: str
+    keys: pa.Array  # query \x1f note_id
+    scores: np.ndarray
+
+    @property
+    def bundle(self) -> str:
+        return f"{self.bundle_name} {self.bundle_version}"
+
+
+def _pair_keys(queries: pa.Array, note_ids: pa.Array) -> pa.Array:
+    return pc.binary_join_element_wise(queries.cast(pa.string()), note_ids.cast(pa.string()), "\x1f")
+
+
+def read_pair_scores_table(path: str | Path) -> PairScoresTable:
+    """Read a pair scores table (`query`, `note_id`, `score`, bundle columns); `ReplayInputError` otherwise."""
+    path = Path(path)
+    if not path.exists():
+        raise ReplayInputError(f"no such scores table: {path}")
+    try:
+        schema = pq.read_schema(path) if path.is_file() else pq.ParquetDataset(path).schema
+        missing = [c for c in (QUERY, NOTE_ID, PAIR_SCORE, *BUNDLE_COLUMNS) if c not in schema.names]
+        if missing:
+            raise ReplayInputError(
+                f"scores table {path} is not a pair scores table (`redone replay score --sessions`): it lacks "
+                f"{', '.join(missing)}"
+            )
+        table = pq.read_table(path, columns=[QUERY, NOTE_ID, PAIR_SCORE, *BUNDLE_COLUMNS])
+    except (pa.ArrowException, OSError) as exc:
+        raise ReplayInputError(f"cannot read scores table {path}: {exc}") from None
+    name, version, digest = _one_bundle(table, path)
+    keys = _pair_keys(table.column(QUERY).combine_chunks(), table.column(NOTE_ID).combine_chunks())
+    scores = table.column(PAIR_SCORE).to_numpy().astype(np.float64)
+    return PairScoresTable(path, name, version, digest, keys, scores)
+
+
+def _one_bundle(table: pa.Table, path: Path) -> tuple[str, str, str]:
+    bundles = pc.unique(
+        pc.binary_join_element_wise(*(table.column(c).cast(pa.string()) for c in BUNDLE_COLUMNS), "\x1f")
+    ).to_pylist()
+    if not bundles:
+        raise ReplayInputError(f"scores table {path} is empty")
+    if len(bundles) != 1 or bundles[0] is None:
+        raise ReplayInputError(f"scores table {path} mixes the scores of {len(bundles)} bundles; score with one")
+    name, version, digest = bundles[0].split("\x1f")
+    return name, version, digest
+
+
+class TablePairScorer:
+    """A pair scorer for `replay_search` that looks the matcher's scores up in a pair scores table."""
+
+    def __init__(self, table: PairScoresTable) -> None:
+        self.table = table
+        self.__name__ = f"{table.bundle} (scores table)"
+
+    def __call__(self, pairs: Sequence[tuple[str, object]]) -> np.ndarray:
+        queries = pa.array([q for q, _ in pairs], type=pa.string())
+        ids = pa.array([n.note_id for _, n in pairs], type=pa.string())
+        keys = _pair_keys(queries, ids)
+        rows = (
+            pc.index_in(keys, value_set=self.table.keys).cast(pa.int64()).fill_null(-1).to_numpy(zero_copy_only=False)
+        )
+        missing = np.flatnonzero(rows < 0)
+        if len(missing):
+            examples = [(pairs[int(i)][0], pairs[int(i)][1].note_id) for i in missing[:3]]
+            raise ReplayInputError(
+                f"{len(missing)} (query, note) pairs of the log have no score in {self.table.path}, e.g. {examples}"
+            )
+        return self.table.scores[rows]
+
+
+def use_pair_scores_table(matcher: object, path: str | Path) -> TablePairScorer:
+    """The table's scorer in place of `matcher` (a `NoteQueryMatcher`), when the matcher's bundle made it."""
+    table = read_pair_scores_table(path)
+    digest = matcher.bundle.digest  # type: ignore[attr-defined]
+    if table.digest != digest:
+        bundle = matcher.bundle  # type: ignore[attr-defined]
+        raise ReplayInputError(
+            f"scores table {table.path} was made by {table.bundle} digest {table.digest}, but the matcher is "
+            f"{bundle.name} {bundle.version} digest {digest}"
+        )
+    log.info("matcher: scores from %s (%s, %d pairs)", table.path, table.bundle, len(table.keys))
+    return TablePairScorer(table)
+
+
+def session_pairs(sessions: str | Path) -> tuple[pa.Array, pa.Array]:
+    """The distinct (query, note_id) pairs of a Parquet search sessions table (`query`, `notes`)."""
+    path = Path(sessions)
+    if not path.exists():
+        raise ReplayInputError(f"no such sessions table: {path}")
+    if path.is_file() and detect_format(path) != "parquet":
+        raise ReplayInputError(f"sessions table {path}: scoring pairs reads Parquet only")
+    try:
+        table = pq.read_table(path, columns=[QUERY, "notes"])
+    except (pa.ArrowException, OSError) as exc:
+        raise ReplayInputError(f"cannot read sessions table {path}: {exc}") from None
+    notes = table.column("notes").combine_chunks()
+    parents = pc.list_parent_indices(notes)
+    queries = table.column(QUERY).combine_chunks().take(parents)
+    flat = pa.table({QUERY: queries.cast(pa.string()), NOTE_ID: pc.list_flatten(notes).cast(pa.string())})
+    flat = flat.filter(pc.and_(pc.is_valid(flat.column(QUERY)), pc.is_valid(flat.column(NOTE_ID))))
+    distinct = flat.group_by([QUERY, NOTE_ID]).aggregate([])
+    return distinct.column(QUERY).combine_chunks(), distinct.column(NOTE_ID).combine_chunks()
+
+
+def write_pair_scores_table(
+    matcher: NoteQueryMatcher,
+    sessions: str | Path,
+    notes_path: str | Path,
+    output: str | Path,
+    *,
+    chunk: int = 4096,
+    overwrite: bool = False,
+) -> int:
+    """Score every distinct (query, note) pair of a sessions table whose note is in the notes table, on this
+    machine, into a pair scores table (one Parquet file); the number of pairs written."""
+    from redone_sdk.replay.notes import load_notes
+
+    output = Path(output)
+    if output.exists() and not overwrite:
+        raise ReplayInputError(f"output {output} exists; remove it or pass --overwrite")
+    queries, ids = session_pairs(sessions)
+    found = load_notes(notes_path, set(ids.to_pylist()))
+    pairs = [(q, n) for q, n in zip(queries.to_pylist(), ids.to_pylist(), strict=True) if n in found]
+    bundle = matcher.bundle
+    schema = pa.schema(
+        [pa.field(QUERY, pa.string(), nullable=False), pa.field(NOTE_ID, pa.string(), nullable=False)]
+        + [pa.field(PAIR_SCORE, pa.float32(), nullable=False)]
+        + [pa.field(c, pa.string(), nullable=False) for c in BUNDLE_COLUMNS]
+    )
+    constants = (bundle.name, str(bundle.version), bundle.digest)
+    tmp = output.with_name(output.name + ".tmp")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    with pq.ParquetWriter(tmp, schema) as writer:
+        for start in range(0, len(pairs), chunk):
+            part = pairs[start : start + chunk]
+            results = matcher.score_pairs([(q, found[n]) for q, n in part])
+            data = {
+                QUERY: [q for q, _ in part],
+                NOTE_ID: [n for _, n in part],
+                PAIR_SCORE: [r.score for r in results],
+                **{c: [v] * len(part) for c, v in zip(BUNDLE_COLUMNS, constants, strict=True)},
+            }
+            writer.write_table(pa.table(data, schema=schema))
+    if output.is_dir():
+        shutil.rmtree(output)
+    tmp.replace(output)
+    return len(pairs)

@@ -144,3 +144,68 @@ def test_score_refuses_an_existing_output_unless_overwrite(log, tmp_path: Path, 
     assert "exists" in capsys.readouterr().err
     assert main([*args, "--overwrite"]) == 0
     assert pq.read_table(table).num_rows == 24
+
+
+@pytest.fixture
+def search_log(write_rows) -> dict[str, Path]:
+    """60 page views of 6 COLD notes each over 10 queries, clicks drawn with a fixed seed."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    texts = cold_texts(60)
+    notes = [{"note_id": f"n{i}", "content": t} for i, (t, _) in enumerate(texts)]
+    sessions = []
+    for s in range(60):
+        q = s % 10
+        shown = [f"n{(q * 6 + k) % 60}" for k in rng.permutation(6)]
+        clicks = (rng.random(6) < 0.3 / np.arange(1, 7)).astype(int).tolist()
+        sessions.append({"session_id": f"s{s}", "query": f"查询 {q}", "notes": shown, "clicks": clicks})
+    return {"sessions": write_rows("sessions.parquet", sessions), "notes": write_rows("notes.parquet", notes)}
+
+
+def search_args(log: dict[str, Path], out: Path, bundle: Path) -> list[str]:
+    return [
+        "search",
+        "--sessions",
+        str(log["sessions"]),
+        "--notes",
+        str(log["notes"]),
+        "--bundle",
+        str(bundle),
+        "--out",
+        str(out),
+        "--bootstrap",
+        "0",
+        "--no-cache",
+        "--accept-unidentified",
+    ]
+
+
+def test_search_with_a_pair_scores_table_equals_scoring(search_log, tmp_path: Path, default_bundle: Path, capsys):
+    table = tmp_path / "pairs.parquet"
+    score = ["score", "--sessions", str(search_log["sessions"]), "--notes", str(search_log["notes"])]
+    assert main([*score, "--out", str(table), "--bundle", str(default_bundle)]) == 0
+    written = pq.read_table(table)
+    assert written.num_rows == 60  # 10 queries x 6 notes, each pair once
+    assert main(search_args(search_log, tmp_path / "scored", default_bundle)) in (0, 3)
+    assert main([*search_args(search_log, tmp_path / "table", default_bundle), "--scores", str(table)]) in (0, 3)
+    results = [json.loads((tmp_path / d / "search.json").read_text(encoding="utf-8")) for d in ("scored", "table")]
+    for key in ("sessions_reordered", "model_cpr_new", "change", "ndcg_new"):
+        if key in results[0]:
+            assert results[1][key] == results[0][key], key
+    assert results[0]["sessions_reordered"] > 0  # the matcher reorders pages: the comparison means something
+    assert "scores table" in results[1]["matcher"]
+
+    short = tmp_path / "short.parquet"
+    pq.write_table(written.slice(0, 50), short)
+    capsys.readouterr()
+    assert main([*search_args(search_log, tmp_path / "short", default_bundle), "--scores", str(short)]) == 2
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("redone replay: error: ")]
+    assert len(errors) == 1 and "10 (query, note) pairs of the log have no score" in errors[0]
+
+    notes_table = tmp_path / "notes-table.parquet"
+    assert main(["score", "--notes", str(search_log["notes"]), "--out", str(notes_table)]) == 0
+    capsys.readouterr()
+    assert main([*search_args(search_log, tmp_path / "wrong", default_bundle), "--scores", str(notes_table)]) == 2
+    assert "is not a pair scores table" in capsys.readouterr().err

@@ -153,3 +153,28 @@ def test_engine_usage_errors(tmp_path: Path, capsys) -> None:
         redone(["moderate", str(tmp_path)])
     assert exit_info.value.code == 2
     assert "is a directory; give a JSON-lines file" in capsys.readouterr().err
+
+
+def test_spark_pair_scores_equal_the_local_engine(scored, default_bundle: Path) -> None:
+    """`redone replay score --engine spark --sessions`: the matcher's (query, note) scores, as the local engine's."""
+    root = scored["root"]
+    sessions = [
+        {"session_id": f"s{s}", "query": f"查询 {s % 4}", "notes": [f"n{(s * 3 + k) % 40}" for k in range(5)]}
+        for s in range(12)
+    ]
+    sessions[0]["notes"].append("not-a-note")  # a logged id the notes table lacks: no pair for it
+    pq.write_table(pa.Table.from_pylist(sessions), root / "sessions.parquet")
+    common = ["score", "--sessions", str(root / "sessions.parquet"), "--notes", str(scored["notes"])]
+    common += ["--bundle", str(default_bundle)]
+    assert replay([*common, "--engine", "spark", "--out", str(root / "pairs-spark")]) == 0
+    assert replay([*common, "--out", str(root / "pairs-local.parquet")]) == 0
+
+    def by_pair(path: Path) -> dict[tuple[str, str], dict]:
+        return {(r["query"], r["note_id"]): r for r in pq.read_table(path).to_pylist()}
+
+    on_spark, local = by_pair(root / "pairs-spark"), by_pair(root / "pairs-local.parquet")
+    expected = {(s["query"], n) for s in sessions for n in s["notes"] if n != "not-a-note"}
+    assert set(on_spark) == set(local) == expected
+    for pair, row in local.items():
+        assert abs(on_spark[pair]["score"] - row["score"]) <= TOLERANCE, pair
+    assert len({round(r["score"], 4) for r in local.values()}) > 1  # real, varied scores
