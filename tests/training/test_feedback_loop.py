@@ -5,7 +5,12 @@ a new bundle; the new bundle agrees with the reviewers on the decided notes more
 
 At this scale the tiny model's scores hardly depend on the note (about 0.29 offensive on every one), so what a
 round can move is its label prior: it learns from the reviewers that most flagged notes are not offensive. The
-test measures that, through the same policy the console showed; it does not claim note-level learning."""
+test measures that, through the same policy the console showed; it does not claim note-level learning.
+
+The prefix-LM variant runs the same loop from the current bundle of the base preset cut to one layer
+(`base.json`, DPO switched on for the round: `training/prefix_lm_dpo.py`): the console queues every note (a
+policy that reviews every category from 0), and agreement is the bundle's top label (argmax over safe and the
+categories, what DPO trains) against the reviewers', on the notes trained on and, reported, on the held-out ones."""
 
 from __future__ import annotations
 
@@ -170,3 +175,93 @@ def test_reviewer_decisions_make_a_bundle_that_agrees_with_them_more(
     assert f"| all | {figures['total']['notes']} | {figures['total']['old_agreed']} |" in printed
     low, high = figures["difference_interval"]
     assert -1 <= low <= high <= 1 and 0 <= figures["mcnemar_exact_p"] <= 1
+
+
+# --- the same loop on the BERT prefix-LM (the shipped bundles' recipe) -------------------------------------------
+
+QUEUE_ALL = Policy(name="all", default=CategoryRule(review=0.0))  # every note to review, labelled by its top category
+
+
+def _prefix_lm_config(out: Path, data_dir: Path, **overrides) -> PipelineConfig:
+    """The base preset cut down as in test_prefix_lm_pipeline.py: one layer, a few SFT steps, small dev sets."""
+    return PipelineConfig.from_file(
+        PRESETS_DIR / "base.json",
+        output_dir=str(out),
+        data__data_dir=str(data_dir),
+        data__max_eval_examples=24,
+        data__max_per_task=60,
+        model__pretrained_layers=1,
+        sft__max_steps=8,
+        sft__batch_size=8,
+        sft__learning_rate=3e-4,
+        **overrides,
+    )
+
+
+def _top_labels(bundle: Path, texts: list[str]) -> list[str]:
+    """The bundle's most probable label per note (safe = 1 - the categories' scores)."""
+    labels = []
+    for result in Moderator.load(bundle).classify_batch(texts):
+        category, score = max(result.scores.items(), key=lambda item: item[1])
+        labels.append(category if score > 1 - sum(result.scores.values()) else "safe")
+    return labels
+
+
+@pytest.mark.registry
+def test_a_prefix_lm_round_from_the_current_bundle_agrees_with_the_reviewers_more(
+    data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from redone_sdk.training.pipeline import run_all
+
+    run = tmp_path / "run"
+    old_bundle = run_all(_prefix_lm_config(run, data_dir), skip=("eval",))  # DPO off, as base.json ships
+    kept = tmp_path / "bundle-before-feedback"
+    shutil.copytree(old_bundle, kept)
+    notes = _notes(run)
+    settings = ServeSettings(db=f"sqlite:///{tmp_path / 'serve.sqlite3'}", key_cache_s=0.0, review_cookie_secure=False)
+    database = Database(settings.db)
+    database.connect()
+    keys = KeyStore(database, cache_s=0.0, grace_s=settings.key_grace_s)
+    app = create_app(Moderator.load(kept), settings, keys, policies={"all": QUEUE_ALL})
+    service = Service(app, keys, settings)
+    service.start()
+    try:
+        body = {"input": [{"note_id": n["note_id"], "content": n["content"]} for n in notes], "policy": "all"}
+        answer = service.post("/v1/classify", body, key=service.key())
+        assert answer.status_code == 200 and {r["action"] for r in answer.json()["results"]} == {"review"}
+        assert _review(service, notes) == len(notes)
+    finally:
+        service.stop()
+    feedback = tmp_path / "feedback"
+    assert train_main(["train", "feedback", "--db", settings.db, "--out", str(feedback), "--holdout", "0.25"]) == 0
+    manifest = json.loads((feedback / "manifest.json").read_text())
+    assert manifest["counts"]["dpo"] > 0
+
+    config = _prefix_lm_config(
+        run,
+        data_dir,
+        bundle_version="0.0.2",
+        dpo__enabled=True,
+        dpo__feedback=str(feedback),
+        dpo__mine_examples=60,
+        dpo__max_pairs=16,
+        dpo__feedback_repeat=3,
+        dpo__epochs=2.0,
+        dpo__learning_rate=1e-4,
+    )
+    run_stage("dpo", config)
+    done = json.loads((run / "dpo" / "DONE.json").read_text())
+    assert done["mined"]["feedback/pairs"] == manifest["counts"]["dpo"] and done["mined"]["feedback/skipped"] == 0
+    new_bundle = run_stage("export", config)
+    assert json.loads((new_bundle / "manifest.json").read_text())["version"] == "0.0.2"
+
+    trained = decisions.read_rows(feedback, "train")
+    texts = [r["text"] for r in trained]
+    result = decisions.compare(trained, _top_labels(kept, texts), _top_labels(new_bundle, texts), split="train")
+    held = decisions.read_rows(feedback, "holdout")
+    held_texts = [r["text"] for r in held]
+    held_result = decisions.compare(held, _top_labels(kept, held_texts), _top_labels(new_bundle, held_texts))
+    with capsys.disabled():
+        print("\n" + result.table() + "\n" + held_result.table())
+    assert result.total.new > result.total.old, result.table()
+    assert result.only_new > result.only_old
