@@ -30,12 +30,14 @@ from typing import Any
 import numpy as np
 
 from redone_sdk.bundle.manifest import TaskSpec
+from redone_sdk.errors import RedOneError
 from redone_sdk.inference.encoding import pad_batch
 from redone_sdk.training.config import DPOStageConfig, PipelineConfig
 from redone_sdk.training.prefix_lm_sft import ScoringItem, _batches, _label_token_ids, encode_rows
 from redone_sdk.training.stages.common import log
 
 __all__ = [
+    "PreferenceConfigError",
     "PreferencePair",
     "feedback_pairs",
     "label_logprobs",
@@ -45,6 +47,10 @@ __all__ = [
     "run",
     "train_preferences",
 ]
+
+
+class PreferenceConfigError(RedOneError, ValueError):
+    """The DPO round asks for something the prefix-LM's stage does not take (the CLI prints it in one line)."""
 
 
 @dataclass(frozen=True)
@@ -332,7 +338,7 @@ def run(config: PipelineConfig) -> Path:
 
     cfg = config.dpo
     if cfg.extra_pairs:
-        raise ValueError(
+        raise PreferenceConfigError(
             "dpo.extra_pairs holds chat prompts for the Qwen2 pipeline; the prefix-LM's DPO takes scoring pairs "
             "only: give reviewer pairs as a feedback folder (dpo.feedback) instead"
         )

@@ -219,10 +219,18 @@ def test_feedback_pairs_the_task_cannot_answer_are_counted_not_trained(
     assert len(pairs) == 3 and {(names[p.chosen], names[p.rejected]) for p in pairs} == {("safe", "hate")}
 
 
-def test_the_prefix_lm_dpo_refuses_chat_extra_pairs(tmp_path: Path, data_dir: Path) -> None:
+def test_the_prefix_lm_dpo_refuses_chat_extra_pairs_in_one_line(
+    tmp_path: Path, data_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from redone_sdk.cli import main
     from redone_sdk.training.pipeline import run_stage
+    from redone_sdk.training.prefix_lm_dpo import PreferenceConfigError
 
     config = _config(tmp_path / "run", data_dir, dpo__extra_pairs=str(tmp_path / "pairs.jsonl"))
-    with pytest.raises(ValueError, match=r"dpo\.feedback"):
+    with pytest.raises(PreferenceConfigError, match=r"dpo\.feedback"):
         run_stage("dpo", config)
+    argv = ["train", "dpo", "--config", str(PRESETS_DIR / "base.json"), "--output-dir", str(tmp_path / "run")]
+    assert main([*argv, "--enabled", "--extra-pairs", str(tmp_path / "pairs.jsonl")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("redone: error: dpo.extra_pairs") and "\n" not in err and "Traceback" not in err
     assert not (tmp_path / "run").exists()
