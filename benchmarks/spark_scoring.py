@@ -137,7 +137,7 @@ def _exposure(folder: Path, out: Path, extra: list[str]) -> dict:
     }
 
 
-def bench_replay(folder: Path, impressions: int, notes: int, spark_master: str) -> dict:
+def bench_replay(folder: Path, impressions: int, notes: int, spark_master: str, *, table_only: bool = False) -> dict:
     sys.path.insert(0, str(ROOT))
     from benchmarks.replay_bench import generate
     from redone_sdk.adapters.spark.job import get_session, score_notes
@@ -151,9 +151,9 @@ def bench_replay(folder: Path, impressions: int, notes: int, spark_master: str) 
     spark_s = time.perf_counter() - started
     spark.stop()
     policy = ["--policy", f"redone={strict_policy(log / 'scores', folder / 'policy.json')}"]
-    scoring = _exposure(log, folder / "scoring", policy)
+    scoring = None if table_only else _exposure(log, folder / "scoring", policy)
     table = _exposure(log, folder / "table", [*policy, "--scores", str(log / "scores")])
-    assert table["notes_actioned"] == scoring["notes_actioned"], (table, scoring)
+    assert scoring is None or table["notes_actioned"] == scoring["notes_actioned"], (table, scoring)
     return {
         "impressions": impressions,
         "notes": notes,
@@ -172,21 +172,30 @@ def main() -> int:
     parser.add_argument("--impressions", type=int, default=10_000_000, help="Impressions of the replay (0: skip).")
     parser.add_argument("--replay-notes", type=int, default=20_000, help="Distinct notes of the replay's log.")
     parser.add_argument("--master", default="local[2]")
+    parser.add_argument("--notes-only", action="store_true", help="Skip the throughput comparison (replay only).")
+    parser.add_argument(
+        "--table-only", action="store_true", help="Replay only with the scores table (not the arm scoring itself)."
+    )
     parser.add_argument("--keep", default=None, help="Work in this folder and keep it (default: a temporary one).")
     args = parser.parse_args()
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     folder = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="spark-bench-"))
     try:
-        report = {"scoring": bench_scoring(folder / "scoring", args.notes, args.master)}
-        print(json.dumps(report["scoring"], indent=2), flush=True)
+        report = {}
+        if not args.notes_only:
+            report["scoring"] = bench_scoring(folder / "scoring", args.notes, args.master)
+            print(json.dumps(report["scoring"], indent=2), flush=True)
         if args.impressions:
-            report["replay"] = bench_replay(folder / "replay", args.impressions, args.replay_notes, args.master)
+            report["replay"] = bench_replay(
+                folder / "replay", args.impressions, args.replay_notes, args.master, table_only=args.table_only
+            )
             print(json.dumps(report["replay"], indent=2), flush=True)
     finally:
         if not args.keep:
             shutil.rmtree(folder, ignore_errors=True)
-    ratio = report["scoring"]["ratio_warm"]
-    print(f"Spark {args.master} warm / classify_batch: {ratio} ({'meets' if ratio >= 0.8 else 'MISSES'} 0.8)")
+    if "scoring" in report:
+        ratio = report["scoring"]["ratio_warm"]
+        print(f"Spark {args.master} warm / classify_batch: {ratio} ({'meets' if ratio >= 0.8 else 'MISSES'} 0.8)")
     return 0
 
 
