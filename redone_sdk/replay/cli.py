@@ -1,4 +1,4 @@
-"""`redone replay …` (also `python -m redone_sdk.replay …`): synth, exposure, search, report, demo.
+"""`redone replay …` (also `python -m redone_sdk.replay …`): synth, exposure, search, score, decisions, report, demo.
 
 Registered through the `redone_sdk.cli` entry-point group: `register(subparsers)` adds the `replay`
 parser and sets `handler=run`.
