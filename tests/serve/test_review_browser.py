@@ -3,6 +3,7 @@ by scripts/setup) driven by Playwright for Python; `playwright install` is never
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from collections.abc import Callable, Iterator
@@ -120,6 +121,20 @@ def test_decide_by_clicks_and_keys_relabel_and_log_out(  # type: ignore[no-untyp
         expected = {"approve": "safe", "remove": item.label, "relabel": category}[decision]
         assert item.reviewer_label == expected
     assert [e.username for e in store.audit_trail() if e.event == "decide"] == ["alice"] * 5
+
+    # the first step of the training loop: these clicks become SFT rows (the reviewer's label as gold) and DPO
+    # pairs where the reviewer and the model disagree (tests/training/test_feedback_loop.py runs the round)
+    from redone_sdk.training.feedback import export_feedback
+
+    export_feedback(console.store.database.url.render_as_string(hide_password=False), tmp_path / "feedback", holdout=0)
+    items = {store.get(i).note_id: store.get(i) for i in done}  # type: ignore[union-attr]
+    sft = [json.loads(line) for line in (tmp_path / "feedback" / "sft.jsonl").read_text().splitlines()]
+    assert {row["note_id"]: row["label"] for row in sft} == {n: item.reviewer_label for n, item in items.items()}
+    pairs = [json.loads(line) for line in (tmp_path / "feedback" / "dpo.jsonl").read_text().splitlines()]
+    assert {(row["note_id"], row["chosen"], row["rejected"]) for row in pairs} == {
+        (n, item.reviewer_label, item.label) for n, item in items.items() if item.reviewer_label != item.label
+    }
+    assert pairs and all("alice" not in json.dumps(row) for row in sft + pairs)  # no reviewer identities
 
     act(page, "#logout")
     assert page.url.endswith("/review/login")
