@@ -17,16 +17,18 @@ import json
 import math
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 from pydantic import BaseModel, Field
 
 from redone_sdk.replay.bootstrap import Estimate
 from redone_sdk.replay.exposure import ExposureResult
-from redone_sdk.replay.schemas import TableIssues
+from redone_sdk.replay.schemas import ReplayInputError, TableIssues
 from redone_sdk.replay.search import SearchResult
 
 __all__ = ["Figure", "Series", "write_report", "load_results", "render_figure"]
+
+ResultT = TypeVar("ResultT", bound=BaseModel)
 
 
 class Series(BaseModel):
@@ -909,12 +911,30 @@ def _to_html(title: str, blocks: list[Block]) -> str:
 def load_results(out_dir: str | Path) -> tuple[ExposureResult | None, SearchResult | None]:
     """Read `exposure.json` and `search.json` from a report folder (each may be absent)."""
     out = Path(out_dir)
-    exposure = search = None
-    if (out / "exposure.json").is_file():
-        exposure = ExposureResult.model_validate_json((out / "exposure.json").read_text(encoding="utf-8"))
-    if (out / "search.json").is_file():
-        search = SearchResult.model_validate_json((out / "search.json").read_text(encoding="utf-8"))
+    exposure = _read_result(out / "exposure.json", ExposureResult)
+    search = _read_result(out / "search.json", SearchResult)
     return exposure, search
+
+
+def _read_result(path: Path, model: type[ResultT]) -> ResultT | None:
+    """One results file (None if absent); a file this version cannot read (not JSON, or written by another
+    version whose fields differ) is a one-line `ReplayInputError` naming the file and its first problem."""
+    from pydantic import ValidationError
+
+    if not path.is_file():
+        return None
+    try:
+        return model.model_validate_json(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ReplayInputError(f"{path} is not UTF-8 text: {exc}") from None
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "(top level)"
+        problem = "not valid JSON" if first["type"] == "json_invalid" else f"{where}: {first['msg']}"
+        raise ReplayInputError(
+            f"{path} is not a {model.__name__} this version of redone-sdk reads ({exc.error_count()} problem(s), "
+            f"first: {problem}); it may come from another version: run the replay again to rewrite it"
+        ) from None
 
 
 def write_report(

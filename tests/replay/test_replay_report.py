@@ -117,3 +117,29 @@ def test_results_round_trip_and_rerender(results, tmp_path: Path) -> None:
     assert (out / "report.html").stat().st_size > 1000
     with pytest.raises(FileNotFoundError):
         write_report(tmp_path / "empty")
+
+
+def test_report_on_results_of_another_version_is_one_line(results, tmp_path: Path, capsys) -> None:
+    """An old or damaged search.json / exposure.json: `redone replay report` says which file and why, exit 2."""
+    from redone_sdk.cli import main as redone_main
+    from redone_sdk.replay.cli import main as replay_main
+    from redone_sdk.replay.schemas import ReplayInputError
+
+    exposure, search = results
+    out = tmp_path / "r"
+    write_report(out, exposure=exposure, search=search)
+    old = json.loads((out / "search.json").read_text())
+    del old["sessions"]  # a field this version requires, as if written before it existed
+    old["legacy_field"] = 1
+    (out / "search.json").write_text(json.dumps(old))
+    with pytest.raises(ReplayInputError, match=r"search\.json is not a SearchResult .*first: sessions: Field required"):
+        load_results(out)
+    for main, argv in ((replay_main, ["report", str(out)]), (redone_main, ["replay", "report", str(out)])):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "search.json" in err and "Traceback" not in err, err
+    (out / "search.json").unlink()
+    (out / "exposure.json").write_text('{"settings": ')  # cut short
+    assert replay_main(["report", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "exposure.json" in err and "not valid JSON" in err, err
