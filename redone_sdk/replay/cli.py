@@ -579,7 +579,7 @@ def _add_commands(commands: argparse._SubParsersAction) -> None:
         default=(),
         metavar="DIMS",
         help="Breakdowns in the same run, comma-separated: lang (the note's), category (its ground truth), "
-        "cohort (a user-hash bucket).",
+        "cohort (a user-hash bucket), surface (the impression's).",
     )
     exposure.add_argument("--cohorts", type=_int_at_least(1), default=4, help="User cohorts of --segment cohort.")
     exposure.add_argument(

@@ -101,21 +101,24 @@ def _effective(exposures) -> float | None:
 
 
 def _segment_codes(
-    settings: ExposureSettings, notes: str | Path, notes_index, labels: Labels | None
+    settings: ExposureSettings, notes: str | Path, notes_index, labels: Labels | None, surfaces: tuple[str, ...]
 ) -> tuple[SegmentCodes, dict[str, list[str]]]:
-    """The levels pass 2 counts by, and their names, for the segments asked for."""
-    from redone_sdk.replay.segments import cohort_levels, note_levels
+    """The levels pass 2 counts by, and their names, for the segments asked for (`surfaces`: pass 1's)."""
+    from redone_sdk.replay.segments import cohort_levels, note_levels, surface_levels
 
-    by_note, names = {}, {}
+    by_note, names, surface_codes = {}, {}, None
     for dim in settings.segments:
         if dim == "cohort":
             names[dim] = cohort_levels(settings.cohorts)
+            continue
+        if dim == "surface":
+            surface_codes, names[dim] = surface_levels(surfaces)
             continue
         levels = note_levels(dim, notes, notes_index, labels)
         by_note[dim] = (levels.codes, len(levels.names))
         names[dim] = levels.names
     cohorts = settings.cohorts if "cohort" in settings.segments else 0
-    return SegmentCodes(by_note, cohorts), names
+    return SegmentCodes(by_note, cohorts, surface_codes), names
 
 
 def replay_exposure(
@@ -173,7 +176,7 @@ def replay_exposure(
 
         t0 = time.perf_counter()
         removal = removal_rules(arms, decided.actions, notes_index, truth, logged, settings)
-        codes, segment_levels = _segment_codes(settings, notes, notes_index, label_table)
+        codes, segment_levels = _segment_codes(settings, notes, notes_index, label_table, logged.surfaces)
         cells = count_cells(
             spill,
             logged,

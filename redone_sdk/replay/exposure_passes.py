@@ -1,7 +1,8 @@
 """The two passes of the exposure replay over the impression log.
 
 Pass 1 validates the log, counts exposures per note, finds each note's first exposure, the period and the
-distinct users, and spills three compact columns (note row, timestamp, user cluster) to a temporary folder.
+distinct users, and spills three compact columns (note row, timestamp, user cluster; a fourth, the surface
+code, when the surface segment is asked for) to a temporary folder.
 Pass 2 streams those columns and counts logged and removed exposures per (user bucket, note bucket, UTC day,
 ground truth) cell for every arm (the two-way bootstrap's cells), and per note the exposures after each review
 delay. Memory depends on the batch size, the number of notes and buckets, not on the log's length.
@@ -23,7 +24,7 @@ from redone_sdk.replay.arms import BLOCK, REVIEW, Arm
 from redone_sdk.replay.columns import NO_TIME
 from redone_sdk.replay.exposure_results import ExposureSettings
 from redone_sdk.replay.hashing import string_hash64
-from redone_sdk.replay.impressions import iter_impressions
+from redone_sdk.replay.impressions import SurfaceCodes, iter_impressions
 from redone_sdk.replay.labels import Labels
 from redone_sdk.replay.notes import NotesIndex
 from redone_sdk.replay.schemas import TableIssues
@@ -95,18 +96,29 @@ class _DistinctCounter:
 
 
 class Spill:
-    """Pass 1 writes the columns pass 2 needs (note row, timestamp, user bucket) to raw files, so pass 2
-    streams compact arrays instead of reading and validating the log again. Memory stays bounded."""
+    """Pass 1 writes the columns pass 2 needs (note row, timestamp, user bucket; optionally the surface code)
+    to raw files, so pass 2 streams compact arrays instead of reading and validating the log again. Memory
+    stays bounded."""
 
     COLUMNS = (("note", np.int32), ("timestamp", np.int64), ("bucket", np.int32))
+    OPTIONAL = (("surface", np.int16),)  # written only when pass 1 is given them (from the first batch on)
 
     def __init__(self, directory: Path) -> None:
+        self.directory = directory
         self.paths = {name: directory / f"{name}.bin" for name, _ in self.COLUMNS}
         self.handles = {name: open(path, "wb") for name, path in self.paths.items()}  # noqa: SIM115
         self.rows = 0
+        self.columns = list(self.COLUMNS)
 
-    def write(self, **columns: np.ndarray) -> None:
-        for name, dtype in self.COLUMNS:
+    def write(self, **columns: np.ndarray | None) -> None:
+        for name, dtype in self.OPTIONAL:
+            if columns.get(name) is not None and name not in self.handles:
+                if self.rows:
+                    raise ValueError(f"spill column {name!r} must be written from the first batch on")
+                self.paths[name] = self.directory / f"{name}.bin"
+                self.handles[name] = open(self.paths[name], "wb")  # noqa: SIM115
+                self.columns.append((name, dtype))
+        for name, dtype in self.columns:
             self.handles[name].write(np.ascontiguousarray(columns[name], dtype=dtype).tobytes())
         self.rows += len(columns["note"])
 
@@ -120,7 +132,7 @@ class Spill:
             done = 0
             while done < self.rows:
                 count = min(batch_rows, self.rows - done)
-                yield {name: np.fromfile(handles[name], dtype=dtype, count=count) for name, dtype in self.COLUMNS}
+                yield {name: np.fromfile(handles[name], dtype=dtype, count=count) for name, dtype in self.columns}
                 done += count
         finally:
             for handle in handles.values():
@@ -130,7 +142,8 @@ class Spill:
 @dataclass(frozen=True)
 class LoggedExposures:
     """What pass 1 found: the accounting of the log, exposures and first exposure per note row, the period
-    (epoch seconds of the first and last valid impression) and the distinct users (estimated)."""
+    (epoch seconds of the first and last valid impression), the distinct users (estimated) and, with the surface
+    segment, the surfaces' names in the order of their spilled codes."""
 
     issues: TableIssues
     exposures: np.ndarray
@@ -138,6 +151,7 @@ class LoggedExposures:
     ts_min: int
     ts_max: int
     users: int
+    surfaces: tuple[str, ...] = ()
 
     @cached_property
     def seen(self) -> np.ndarray:
@@ -164,6 +178,7 @@ def count_exposures(
     ts_min, ts_max = np.iinfo(np.int64).max, np.iinfo(np.int64).min
     users = _DistinctCounter()
     buckets = np.uint64(settings.user_buckets)
+    surface_codes = SurfaceCodes() if "surface" in settings.segments else None
     try:
         for batch in iter_impressions(
             impressions,
@@ -172,6 +187,7 @@ def count_exposures(
             batch_rows=settings.batch_rows,
             surfaces=settings.surfaces,
             period=settings.period,
+            surface_codes=surface_codes,
         ):
             if not len(batch):
                 continue
@@ -181,10 +197,11 @@ def count_exposures(
             ts_max = max(ts_max, int(batch.timestamp.max()))
             users.add(batch.user_hash)
             bucket = (batch.user_hash >> np.uint64(32)) % buckets
-            spill.write(note=batch.note, timestamp=batch.timestamp, bucket=bucket)
+            spill.write(note=batch.note, timestamp=batch.timestamp, bucket=bucket, surface=batch.surface)
     finally:
         spill.close()
-    return LoggedExposures(issues, exposures, first, ts_min, ts_max, users.count())
+    surfaces = tuple(surface_codes.names) if surface_codes is not None else ()
+    return LoggedExposures(issues, exposures, first, ts_min, ts_max, users.count(), surfaces)
 
 
 @dataclass(frozen=True)
@@ -241,11 +258,13 @@ class Cells:
 
 @dataclass(frozen=True)
 class SegmentCodes:
-    """Levels to count pass 2's cells by: per note row (`notes`: dimension -> (codes, number of levels)) and
-    the user cohort (user bucket modulo `cohorts`; 0: none)."""
+    """Levels to count pass 2's cells by: per note row (`notes`: dimension -> (codes, number of levels)), the
+    user cohort (user bucket modulo `cohorts`; 0: none) and the impression's surface (`surfaces`: the level of
+    each spilled surface code; None: none)."""
 
     notes: dict[str, tuple[np.ndarray, int]] = field(default_factory=dict)
     cohorts: int = 0
+    surfaces: np.ndarray | None = None
 
 
 def count_cells(
@@ -265,6 +284,8 @@ def count_cells(
     levels = {d: n for d, (_, n) in segments.notes.items()}
     if segments.cohorts:
         levels["cohort"] = segments.cohorts
+    if segments.surfaces is not None:
+        levels["surface"] = len(segments.surfaces)
     n_pairs = settings.user_buckets * settings.note_buckets
     seg_type = np.int64 if label_weight is None else np.float64
     seg_logged = {d: np.zeros(n_pairs * n * 3, dtype=seg_type) for d, n in levels.items()}
@@ -295,6 +316,8 @@ def count_cells(
         for dim, n_levels in levels.items():
             if dim == "cohort":
                 code = chunk["bucket"].astype(np.int64) % n_levels
+            elif dim == "surface":
+                code = segments.surfaces[chunk["surface"].astype(np.int64)]
             else:
                 code = segments.notes[dim][0][note].astype(np.int64)
             seg_cell[dim] = (pair * n_levels + code) * 3 + note_truth

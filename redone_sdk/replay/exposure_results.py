@@ -58,8 +58,9 @@ class ExposureSettings(BaseModel):
     user_buckets: int = Field(default=256, ge=1, description="Users are hashed into this many bootstrap clusters.")
     note_buckets: int = Field(default=64, ge=1, description="Notes are hashed into this many bootstrap clusters.")
     power: PowerSettings = Field(default_factory=PowerSettings, description="The follow-up online test sized.")
-    segments: tuple[Literal["lang", "category", "cohort"], ...] = Field(
-        default=(), description="Breakdowns: the note's language, its ground-truth category, the user's cohort."
+    segments: tuple[Literal["lang", "category", "cohort", "surface"], ...] = Field(
+        default=(),
+        description="Breakdowns: the note's language, its ground-truth category, the user's cohort, the surface.",
     )
     cohorts: int = Field(default=4, ge=1, description="User cohorts of the `cohort` segment (user bucket modulo).")
     stratum_sizes: dict[str, int] | None = Field(

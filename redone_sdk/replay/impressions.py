@@ -41,7 +41,7 @@ from redone_sdk.replay.hashing import string_hash64
 from redone_sdk.replay.notes import NotesIndex
 from redone_sdk.replay.schemas import IMPRESSION_COLUMNS, ReplayInputError, TableIssues
 
-__all__ = ["DEFAULT_BATCH_ROWS", "ImpressionBatch", "iter_impressions"]
+__all__ = ["DEFAULT_BATCH_ROWS", "ImpressionBatch", "SurfaceCodes", "iter_impressions"]
 
 DEFAULT_BATCH_ROWS = 1 << 18
 
@@ -55,6 +55,7 @@ class ImpressionBatch:
     note: np.ndarray  # int64 row of the note in the `NotesIndex`
     position: np.ndarray  # int32, 1-based
     click: np.ndarray  # bool
+    surface: np.ndarray | None = None  # int16 code in the log's `SurfaceCodes` (None: not asked for)
 
     def __len__(self) -> int:
         return len(self.timestamp)
@@ -101,12 +102,48 @@ def _surface_mask(array: pa.Array, surfaces: tuple[str, ...]) -> np.ndarray:
     return keep.fill_null(False).to_numpy(zero_copy_only=False)
 
 
+class SurfaceCodes:
+    """Surface names of one log as int16 codes, numbered in order of first sighting (stable across batches), so
+    pass 2 can count cells per surface from a compact spilled column."""
+
+    LIMIT = int(np.iinfo(np.int16).max)
+
+    def __init__(self) -> None:
+        self.names: list[str] = []
+        self._index: dict[str, int] = {}
+
+    def _code(self, name: str | None) -> int:
+        if name is None:
+            return -1
+        code = self._index.get(name)
+        if code is None:
+            if len(self.names) >= self.LIMIT:
+                raise ReplayInputError(f"more than {self.LIMIT} distinct surfaces: too many for --segment surface")
+            code = self._index[name] = len(self.names)
+            self.names.append(name)
+        return code
+
+    def __call__(self, array: pa.Array) -> np.ndarray:
+        """Codes of a surface column (dictionary-encoded or text); a missing surface gets -1."""
+        encoded = array if pa.types.is_dictionary(array.type) else pc.dictionary_encode(array)
+        missing = null_mask(encoded)
+        indices = encoded.indices.fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
+        values = encoded.dictionary.cast(pa.string()).to_pylist()
+        lookup = np.full(len(values), -1, dtype=np.int16)
+        for i in np.unique(indices[~missing]).tolist():  # only the values present: a dictionary may hold more
+            lookup[i] = self._code(values[i])
+        return np.where(missing, np.int16(-1), lookup[indices] if len(values) else np.int16(-1)).astype(np.int16)
+
+
 class _BatchValidator:
     """Checks batches of one log against the notes table; a dictionary-encoded id column is mapped (note rows)
     or hashed (users) once per dictionary, for as long as the following batches carry an equal one."""
 
-    def __init__(self, notes: NotesIndex, issues: TableIssues, scan: ScanFilter) -> None:
+    def __init__(
+        self, notes: NotesIndex, issues: TableIssues, scan: ScanFilter, surface_codes: SurfaceCodes | None = None
+    ) -> None:
         self.issues = issues
+        self.surface_codes = surface_codes
         self.surfaces = scan.surfaces
         self.period_s: tuple[int, int] | None = None
         if scan.period is not None:
@@ -170,13 +207,22 @@ class _BatchValidator:
             issues.rows_filtered += int((good & ~in_period).sum())
             good &= in_period
         issues.rows_used += int(good.sum())
+        codes = self.surface_codes  # coded on kept rows only: a filtered-out surface gets no level
         if good.all():
             user_hash = self.user_hashes(user)
-            return ImpressionBatch(seconds, user_hash, note_row, position.astype(np.int32), click.astype(bool))
+            surface_code = codes(surface) if codes is not None else None
+            return ImpressionBatch(
+                seconds, user_hash, note_row, position.astype(np.int32), click.astype(bool), surface_code
+            )
         keep = np.flatnonzero(good)
         user_hash = self.user_hashes(user.take(pa.array(keep))) if len(keep) else np.zeros(0, dtype=np.uint64)
         return ImpressionBatch(
-            seconds[keep], user_hash, note_row[keep], position[keep].astype(np.int32), click[keep].astype(bool)
+            seconds[keep],
+            user_hash,
+            note_row[keep],
+            position[keep].astype(np.int32),
+            click[keep].astype(bool),
+            codes(surface.take(pa.array(keep, type=pa.int64()))) if codes is not None else None,
         )
 
 
@@ -347,6 +393,7 @@ def iter_impressions(
     batch_rows: int = DEFAULT_BATCH_ROWS,
     surfaces: Iterable[str] | None = None,
     period: tuple[date, date] | None = None,
+    surface_codes: SurfaceCodes | None = None,
 ) -> Iterator[ImpressionBatch]:
     """Stream the impression log in batches of valid rows; bad rows are counted in `issues`.
 
@@ -355,11 +402,12 @@ def iter_impressions(
     partitions outside `period` / `surfaces` (`period=2026-01-05/`, `surface=feed/`) are never opened, and
     the rows read are checked against both (rows outside count as filtered). Note ids are read
     dictionary-encoded (the dictionary is mapped to notes once), user ids as plain text (hashed). CSV and JSON
-    lines are converted into the same canonical batches.
+    lines are converted into the same canonical batches. With `surface_codes`, each batch carries its rows'
+    surface codes (names in `surface_codes.names`).
     """
     path = Path(path)
     scan = ScanFilter(period=period, surfaces=tuple(surfaces) if surfaces is not None else None)
-    validate = _BatchValidator(notes, issues, scan)
+    validate = _BatchValidator(notes, issues, scan, surface_codes)
     fmt = detect_format(path)
     if fmt == "jsonl":
         for batch, pre, lines in _jsonl_batches(path, issues, batch_rows):

@@ -1,9 +1,10 @@
 """Per-segment breakdowns of the exposure replay: each impression gets a level per dimension — the note's
-language (`lang` of the notes table), the note's ground-truth category (`category`), or the user's cohort (a
-user-hash bucket: `cohort`) — and pass 2 counts cells per (user bucket, note bucket, level, ground truth), the
-same mergeable sums as the overall cells, so the two-way bootstrap reads every segment in the same run.
+language (`lang` of the notes table), the note's ground-truth category (`category`), the user's cohort (a
+user-hash bucket: `cohort`) or the impression's surface (`surface` of the log, coded in pass 1) — and pass 2
+counts cells per (user bucket, note bucket, level, ground truth), the same mergeable sums as the overall
+cells, so the two-way bootstrap reads every segment in the same run.
 
-`lang` and `cohort` are filters: a level's rate is its harmful exposures over its labeled exposures.
+`lang`, `cohort` and `surface` are filters: a level's rate is its harmful exposures over its labeled exposures.
 `category` splits the numerator: a level's rate is the exposures of that category over all labeled exposures, so
 the harmful categories' rates add up to the overall rate.
 """
@@ -22,9 +23,17 @@ from redone_sdk.replay.labels import Labels
 from redone_sdk.replay.notes import NotesIndex
 from redone_sdk.replay.schemas import ReplayInputError, TableIssues
 
-__all__ = ["SEGMENT_DIMENSIONS", "NoteLevels", "note_levels", "cohort_levels", "category_cells", "parse_segments"]
+__all__ = [
+    "SEGMENT_DIMENSIONS",
+    "NoteLevels",
+    "note_levels",
+    "cohort_levels",
+    "surface_levels",
+    "category_cells",
+    "parse_segments",
+]
 
-SEGMENT_DIMENSIONS = ("lang", "category", "cohort")
+SEGMENT_DIMENSIONS = ("lang", "category", "cohort", "surface")
 NO_LEVEL = "(none)"
 
 
@@ -97,6 +106,14 @@ def note_levels(dimension: str, notes_path: str | Path, notes: NotesIndex, label
 
 def cohort_levels(cohorts: int) -> list[str]:
     return [str(i) for i in range(cohorts)]
+
+
+def surface_levels(spilled: tuple[str, ...] | list[str]) -> tuple[np.ndarray, list[str]]:
+    """The surfaces pass 1 coded (in order of first sighting) -> (level of each spilled code, the level names
+    sorted)."""
+    names = sorted(spilled)
+    lookup = {name: i for i, name in enumerate(names)}
+    return np.array([lookup[s] for s in spilled], dtype=np.int64), names
 
 
 def category_cells(cells: np.ndarray, names: list[str]) -> tuple[np.ndarray, list[str]]:

@@ -1,5 +1,5 @@
-"""Per-segment breakdowns of the exposure replay: note language, ground-truth category and user cohort, each
-checked against counts made by hand from the rows."""
+"""Per-segment breakdowns of the exposure replay: note language, ground-truth category, user cohort and surface,
+each checked against counts made by hand from the rows."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from redone_sdk.replay.segments import parse_segments
 
 CATS = ("offensive", "hate", "sexism")
 LANGS = ("en", "zh", "fr")
+SURFACES = ("homefeed", "search", "profile")
 
 
 @pytest.fixture()
@@ -33,18 +34,20 @@ def log(write_rows):
             "timestamp": f"2025-01-{6 + int(rng.integers(0, 2)):02d}T{int(rng.integers(0, 24)):02d}:00:00Z",
             "user": f"u{int(rng.integers(0, 300))}",
             "note": f"n{n}",
-            "surface": "homefeed",
+            "surface": SURFACES[k % 3 if k % 7 else 1],  # uneven shares
             "position": 1,
             "click": 0,
         }
-        for n in picks
+        for k, n in enumerate(picks)
     ]
+    surface = [row["surface"] for row in rows]
     scores = NoteScores.from_mapping(
         {f"n{i}": {c: (0.95 if i % 4 == 0 else 0.1) for c in CATS} for i in range(n_notes)}, CATS
     )
     paths = [write_rows("i.parquet", rows), write_rows("n.jsonl", notes), write_rows("l.jsonl", labels)]
+    write_rows("i.jsonl", rows)  # the same log as JSON lines (surfaces as text, not dictionary-encoded)
     blocked = {f"n{i}" for i in range(n_notes) if i % 4 == 0}
-    return paths, scores, picks, lang, label, blocked
+    return paths, scores, picks, lang, label, blocked, surface
 
 
 def _run(log, **kw):
@@ -55,7 +58,7 @@ def _run(log, **kw):
 
 
 def test_language_and_category_breakdowns_match_hand_counts(log):
-    _, _, picks, lang, label, blocked = log
+    _, _, picks, lang, label, blocked, _ = log
     result = _run(log, segments=("lang", "category", "cohort"), cohorts=3)
     by = {(s.dimension, s.level): s for s in result.segments}
     assert {lv for d, lv in by if d == "lang"} == set(LANGS)
@@ -90,12 +93,61 @@ def test_language_and_category_breakdowns_match_hand_counts(log):
         assert got == pytest.approx(e.sum() ** 2 / (e**2).sum())
 
 
+def _hand_rate(rows: list[int], label: list, blocked: set[str]) -> tuple[float, float]:
+    """(control, strict) harmful exposure rate of these impressions' notes, counted from the rows."""
+    out = []
+    for kept in (rows, [n for n in rows if f"n{n}" not in blocked]):
+        labeled = [n for n in kept if label[n] is not None]
+        out.append(sum(label[n] != "safe" for n in labeled) / len(labeled))
+    return out[0], out[1]
+
+
+@pytest.mark.parametrize("log_file", ["i.parquet", "i.jsonl"])
+def test_surface_breakdown_matches_hand_counts(log, log_file):
+    paths, _, picks, _, label, blocked, surface = log
+    log = ([paths[0].with_name(log_file), *paths[1:]], *log[1:])
+    result = _run(log, segments=("surface", "lang"))
+    by = {s.level: s for s in result.segments if s.dimension == "surface"}
+    assert sorted(by) == sorted(SURFACES)  # levels named, sorted
+    for name in SURFACES:
+        shown = [n for n, s in zip(picks, surface, strict=True) if s == name]
+        assert by[name].logged_exposures == len(shown)
+        control, strict = _hand_rate(shown, label, blocked)
+        assert by[name].arms["control"].harmful_exposure_rate.value == pytest.approx(control)
+        assert by[name].arms["strict"].harmful_exposure_rate.value == pytest.approx(strict)
+        assert by[name].arms["strict"].change_vs_control.value == pytest.approx(strict / control - 1)
+        kept = sum(f"n{n}" not in blocked for n in shown)
+        assert by[name].arms["strict"].exposures == kept
+    assert sum(s.logged_exposures for s in by.values()) == result.logged_exposures
+    assert {c.segment for c in result.comparisons if c.segment and c.segment.startswith("surface=")} == {
+        f"surface={s}" for s in SURFACES
+    }
+    # The lang levels of the same run are unchanged by the surface segment beside them.
+    alone = {s.level: s for s in _run(log, segments=("lang",)).segments}
+    for s in result.segments:
+        if s.dimension == "lang":
+            assert s.arms["strict"].harmful_exposure_rate == alone[s.level].arms["strict"].harmful_exposure_rate
+
+
+def test_surface_breakdown_with_a_surface_filter(log):
+    _, _, picks, _, label, blocked, surface = log
+    result = _run(log, segments=("surface",), surfaces=("search", "profile"))
+    by = {s.level: s for s in result.segments}
+    assert sorted(by) == ["profile", "search"]
+    shown = [n for n, s in zip(picks, surface, strict=True) if s == "profile"]
+    assert by["profile"].logged_exposures == len(shown)
+    assert by["profile"].arms["strict"].harmful_exposure_rate.value == pytest.approx(
+        _hand_rate(shown, label, blocked)[1]
+    )
+    assert result.logged_exposures == sum(s != "homefeed" for s in surface)
+
+
 def test_no_segments_by_default(log):
     result = _run(log)
     assert result.segments == [] and all(c.segment is None for c in result.comparisons)
 
 
 def test_unknown_segment_is_a_clear_error():
-    assert parse_segments("lang, cohort,lang") == ("lang", "cohort")
-    with pytest.raises(ReplayInputError, match="surface"):
-        parse_segments("lang,surface")
+    assert parse_segments("lang, cohort,lang,surface") == ("lang", "cohort", "surface")
+    with pytest.raises(ReplayInputError, match="device"):
+        parse_segments("lang,device")
