@@ -130,6 +130,15 @@ class SweepPoint(BaseModel):
     harmful_exposure_rate_hi: float | None = None
     benign_removed_share_lo: float | None = None
     benign_removed_share_hi: float | None = None
+    change_vs_control: float | None = Field(
+        default=None, description="Relative change of the harmful exposure rate vs the control arm."
+    )
+    change_vs_control_se: float | None = Field(default=None, description="Its SE: bootstrap over notes, paired.")
+    p_value: float | None = Field(default=None, description="Two-sided, normal, against no change vs control.")
+    p_adjusted: float | None = Field(
+        default=None, description="Corrected (the run's correction) across every point of every sweep."
+    )
+    significant: bool | None = Field(default=None, description="p_adjusted below 1 − confidence.")
 
 
 class Sweep(BaseModel):

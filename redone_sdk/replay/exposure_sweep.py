@@ -7,6 +7,11 @@ benign exposures (0.1 % … 100 %, spread evenly on a log scale) and of the harm
 whole over-removal range; it ends at t = 1 and then "off" (nothing actioned: the log as it is). Each point has
 a percentile interval from a Poisson bootstrap over notes (note rows grouped into `NOTE_BUCKETS` clusters): it
 shows how much the curve depends on which notes the log happened to hold, not the users' correlation.
+
+Each point is also tested against the control arm: the relative change rate(t) / rate(control) − 1, its standard
+error from the same replicates (paired: the control's removals are weighted alike), a two-sided normal p-value,
+and every point of every sweep corrected together as one family (Holm or Benjamini–Hochberg, the run's
+`correction`). Like the interval, the test is over notes only: users' correlated impressions are not resampled.
 """
 
 from __future__ import annotations
@@ -21,13 +26,15 @@ from redone_sdk.replay.exposure_metrics import ExposureState
 from redone_sdk.replay.exposure_passes import BENIGN, HARMFUL, UNLABELED
 from redone_sdk.replay.exposure_results import Sweep, SweepPoint
 from redone_sdk.replay.exposure_scoring import ScoredSource
+from redone_sdk.replay.multiple_testing import adjust, t_p_value
 
-__all__ = ["SWEEP_RULE", "SWEEP_INTERVAL", "NOTE_BUCKETS", "threshold_grid", "threshold_sweeps"]
+__all__ = ["SWEEP_RULE", "SWEEP_INTERVAL", "SWEEP_TEST", "NOTE_BUCKETS", "threshold_grid", "threshold_sweeps"]
 
 SWEEP_RULE = (
     "every category blocks at t; review thresholds above t are lowered to t; the last point (t off) actions nothing"
 )
 SWEEP_INTERVAL = "Poisson bootstrap over notes"
+SWEEP_TEST = "relative change vs control, normal p-value with the bootstrap-over-notes SE, corrected across points"
 NOTE_BUCKETS = 1024  # bootstrap clusters of the sweep: note row modulo this
 
 
@@ -131,7 +138,7 @@ class _BucketSums:
     """Per note bucket, exposures logged and removed by each sweep point ([buckets] and [buckets, points]): all
     the bootstrap over notes needs, kept instead of a per-note vector per point."""
 
-    def __init__(self, state: ExposureState) -> None:
+    def __init__(self, state: ExposureState, control_removed: np.ndarray) -> None:
         truth, exposures = state.truth, state.logged.exposures
         self.bucket = np.arange(len(truth), dtype=np.int64) % NOTE_BUCKETS  # notes are the independent units
         self.benign, self.harmful = truth == BENIGN, truth == HARMFUL
@@ -139,6 +146,8 @@ class _BucketSums:
         self.harmful_logged = self._sum(np.where(self.harmful, exposures, 0))
         self.benign_removed: list[np.ndarray] = []
         self.harmful_removed: list[np.ndarray] = []
+        self.control_benign_removed = self._sum(np.where(self.benign, control_removed, 0))
+        self.control_harmful_removed = self._sum(np.where(self.harmful, control_removed, 0))
 
     def _sum(self, values: np.ndarray) -> np.ndarray:
         return np.bincount(self.bucket, weights=values, minlength=NOTE_BUCKETS)
@@ -148,10 +157,21 @@ class _BucketSums:
         self.harmful_removed.append(self._sum(np.where(self.harmful, removed, 0)))
 
 
-def _with_intervals(points: list[SweepPoint], sums: _BucketSums, state: ExposureState) -> list[SweepPoint]:
-    """Each point's percentile interval from a Poisson bootstrap over note buckets: the per-bucket sums of
-    logged and removed exposures are weighted by one Poisson(1) draw per bucket and replicate."""
+def _change(rate: float | None, control: float | None) -> float | None:
+    return rate / control - 1.0 if rate is not None and control else None
+
+
+def _with_intervals(
+    points: list[SweepPoint], sums: _BucketSums, state: ExposureState, control: SweepPoint
+) -> list[SweepPoint]:
+    """Each point's percentile interval from a Poisson bootstrap over note buckets (the per-bucket sums of
+    logged and removed exposures are weighted by one Poisson(1) draw per bucket and replicate), its change vs
+    `control` and that change's uncorrected p-value (normal, SE of the paired replicates)."""
     settings = state.settings
+    points = [
+        p.model_copy(update={"change_vs_control": _change(p.harmful_exposure_rate, control.harmful_exposure_rate)})
+        for p in points
+    ]
     if not settings.bootstrap or not points:
         return points
     benign_logged, harmful_logged = sums.benign_logged, sums.harmful_logged
@@ -162,14 +182,22 @@ def _with_intervals(points: list[SweepPoint], sums: _BucketSums, state: Exposure
     w_benign, w_harmful = weights @ benign_logged, weights @ harmful_logged
     w_benign_removed, w_harmful_removed = weights @ benign_removed, weights @ harmful_removed
     kept = (w_benign + w_harmful)[:, None] - w_benign_removed - w_harmful_removed
+    c_harmful_removed = weights @ sums.control_harmful_removed
+    c_kept = w_benign + w_harmful - weights @ sums.control_benign_removed - c_harmful_removed
     with np.errstate(divide="ignore", invalid="ignore"):
         rate = np.where(kept > 0, (w_harmful[:, None] - w_harmful_removed) / kept, np.nan)
         share = np.where(w_benign[:, None] > 0, w_benign_removed / w_benign[:, None], np.nan)
+        c_rate = np.where(c_kept > 0, (w_harmful - c_harmful_removed) / c_kept, np.nan)
+        change = np.where(c_rate[:, None] > 0, rate / c_rate[:, None] - 1.0, np.nan)
     rate_lo, rate_hi = _percentiles(rate, settings.confidence)
     share_lo, share_hi = _percentiles(share, settings.confidence)
 
     def value(x: float) -> float | None:
         return float(x) if np.isfinite(x) else None
+
+    def se(j: int) -> float | None:
+        finite = change[np.isfinite(change[:, j]), j]
+        return float(finite.std(ddof=1)) if len(finite) >= 2 else None
 
     return [
         p.model_copy(
@@ -178,6 +206,8 @@ def _with_intervals(points: list[SweepPoint], sums: _BucketSums, state: Exposure
                 "harmful_exposure_rate_hi": value(rate_hi[j]),
                 "benign_removed_share_lo": value(share_lo[j]),
                 "benign_removed_share_hi": value(share_hi[j]),
+                "change_vs_control_se": se(j),
+                "p_value": t_p_value(p.change_vs_control, se(j), None),
             }
         )
         for j, p in enumerate(points)
@@ -194,7 +224,13 @@ def _sweep(state: ExposureState, source: str, scored: ScoredSource) -> Sweep:
     seen = state.logged.seen
     top = matrix.max(axis=1) if matrix.size else np.zeros(len(seen))
     grid = threshold_grid(top, state.logged.exposures[seen], state.truth[seen], settings.sweep_points)
-    points, sums, actions_at = [], _BucketSums(state), _SweepActions(base, categories, matrix)
+    control_actions = state.decided.actions.get(state.control)  # None: the control actions nothing
+    if control_actions is None:
+        control_actions = np.full(len(state.truth), ALLOW, dtype=np.int8)
+    control_after = after_counts[removal.delays[state.control]]
+    control = _point(None, control_actions, state, control_after)
+    points, actions_at = [], _SweepActions(base, categories, matrix)
+    sums = _BucketSums(state, _removed(control_actions, state, control_after))
     for t in grid.tolist():
         full = np.zeros(len(state.truth), dtype=np.int8)
         full[seen] = actions_at(t)
@@ -208,10 +244,29 @@ def _sweep(state: ExposureState, source: str, scored: ScoredSource) -> Sweep:
         for a in members
     }
     return Sweep(
-        source=scored.label, rule=SWEEP_RULE, points=_with_intervals(points, sums, state), arm_points=arm_points
+        source=scored.label,
+        rule=SWEEP_RULE,
+        points=_with_intervals(points, sums, state, control),
+        arm_points=arm_points,
     )
 
 
+def _corrected(sweeps: list[Sweep], state: ExposureState) -> list[Sweep]:
+    """The points' p-values corrected as one family across every sweep; significant: corrected p < 1 − confidence."""
+    raw = [p.p_value for sweep in sweeps for p in sweep.points]
+    adjusted = iter(adjust(raw, state.settings.correction))
+    level = 1.0 - state.settings.confidence
+    out = []
+    for sweep in sweeps:
+        points = []
+        for p in sweep.points:
+            q = next(adjusted)
+            points.append(p.model_copy(update={"p_adjusted": q, "significant": q is not None and q < level}))
+        out.append(sweep.model_copy(update={"points": points}))
+    return out
+
+
 def threshold_sweeps(state: ExposureState) -> list[Sweep]:
-    """One sweep per score source, with the arms that use it marked on the curve."""
-    return [_sweep(state, source, scored) for source, scored in state.decided.sources.items()]
+    """One sweep per score source, with the arms that use it marked on the curve; every point tested against
+    the control arm."""
+    return _corrected([_sweep(state, source, scored) for source, scored in state.decided.sources.items()], state)

@@ -483,7 +483,8 @@ def _statistics_blocks(result: ExposureResult) -> list[Block]:
                 f"Two-sided t-test of 'no change vs {result.control}' for each arm, overall and per day, and per "
                 f"segment level ({len(result.comparisons)} tests); p-values corrected ({method}) across arms and "
                 f"days together, and across segment levels as a second family; significant: corrected p < "
-                f"{1 - s.confidence:.2g}. The threshold sweep is not tested.",
+                f"{1 - s.confidence:.2g}. Threshold sweep points are tested against {result.control} as a third "
+                "family (in the sweep's table).",
             )
         )
         rows = [
@@ -617,12 +618,30 @@ def _exposure_blocks(result: ExposureResult, figures: list[Figure]) -> list[Bloc
         )
     )
     blocks.append(("h", 3, "Threshold sweep"))
+    method = {"holm": "Holm", "bh": "Benjamini–Hochberg"}[s.correction]
+    tested = sum(p.p_value is not None for sweep in result.sweeps for p in sweep.points)
+    if tested:
+        blocks.append(
+            (
+                "p",
+                f"Each point's change is rate(t) / rate({result.control}) − 1; p: two-sided normal test with the "
+                f"SE of the bootstrap over notes (paired with {result.control}; users are not resampled, so read "
+                f"it as optimistic), corrected ({method}) across the {tested} points of every sweep as one family.",
+            )
+        )
     for sweep in result.sweeps:
         blocks.append(("p", f"{sweep.source}: {sweep.rule}."))
         blocks.append(
             (
                 "table",
-                ["block threshold t", "harmful exposure rate", "benign exposures removed", "notes actioned"],
+                [
+                    "block threshold t",
+                    "harmful exposure rate",
+                    "benign exposures removed",
+                    "notes actioned",
+                    f"change vs {result.control}",
+                    f"p ({method})",
+                ],
                 [
                     [
                         "off (nothing actioned)" if p.threshold is None else f"{p.threshold:.4f}",
@@ -630,6 +649,8 @@ def _exposure_blocks(result: ExposureResult, figures: list[Figure]) -> list[Bloc
                         f"{p.benign_exposures_removed:,} ({_pct(p.benign_removed_share)}"
                         f"{_range(p.benign_removed_share_lo, p.benign_removed_share_hi, percent=True)})",
                         f"{p.notes_actioned:,}",
+                        _pct(p.change_vs_control),
+                        _p(p.p_adjusted) + (" *" if p.significant else ""),
                     ]
                     for p in sweep.points
                 ],
