@@ -13,6 +13,16 @@ __all__ = ["main", "run"]
 EXIT_OK, EXIT_ERROR = 0, 2
 
 
+def _report_bad_rows(summary, what: str) -> None:
+    """Invalid notes were skipped, as the local engine skips them: say how many and where they are listed."""
+    if summary.bad_rows:
+        print(
+            f"redone: {summary.bad_rows:,} {what} failed validation and were skipped; their ids and reasons are "
+            f"in {summary.bad_rows_path}",
+            file=sys.stderr,
+        )
+
+
 def run(args: argparse.Namespace) -> int:
     """Score `args.input` (Parquet notes) into `args.output` with the bundle, policy and model flags in `args`."""
     from redone_sdk.inference.options import options_from_args
@@ -37,6 +47,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"redone: error: {exc}", file=sys.stderr)
             return EXIT_ERROR
         print(f"{summary.notes:,} pairs scored with {summary.bundle} (digest {summary.digest}) into {summary.output}")
+        _report_bad_rows(summary, "notes")
         return EXIT_OK
     try:
         summary = score_notes(
@@ -55,6 +66,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"redone: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
     print(f"{summary.notes:,} notes scored with {summary.bundle} (digest {summary.digest}) into {summary.output}")
+    _report_bad_rows(summary, "notes")
     return EXIT_OK
 
 

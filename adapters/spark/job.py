@@ -4,6 +4,10 @@ table (`redone_sdk.scores_table`).
 The driver loads and verifies the bundle (digest pin, signature) once, ships its folder to the executors with
 `SparkContext.addFile` and pins its digest in the task: each Python worker verifies its copy before scoring
 (worker.py). Notes go through `mapInArrow` in Arrow batches of `spark.sql.execution.arrow.maxRecordsPerBatch`.
+
+Bad input rows never stop the job: each note is validated first (`worker.check_batches`, the `Note` rules of the
+local engine); an invalid one is skipped, counted (`ScoreSummary.bad_rows`) and written with its reason to
+`OUTPUT/_bad_rows` (note_id, error), a folder Spark's and pyarrow's dataset readers leave out of the table.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from redone_sdk.errors import InvalidInputError, RedOneError
 from redone_sdk.scores_table import BUNDLE_COLUMNS, NOTE_ID, PAIR_SCORE, QUERY, VERDICT_COLUMNS, score_column
 
-from .worker import ERROR_MARK, ScoringSpec, score_batches, score_pair_batches, spec_for
+from .worker import ERROR_COLUMN, ERROR_MARK, ScoringSpec, check_batches, score_batches, score_pair_batches, spec_for
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -28,9 +32,19 @@ if TYPE_CHECKING:
     from redone_sdk.matcher import NoteQueryMatcher
     from redone_sdk.moderator import Moderator
 
-__all__ = ["SparkScoringError", "ScoreSummary", "get_session", "score_notes", "score_pairs", "score_with_spec"]
+__all__ = [
+    "SparkScoringError",
+    "ScoreSummary",
+    "bad_rows_path",
+    "get_session",
+    "score_checked",
+    "score_notes",
+    "score_pairs",
+    "score_with_spec",
+]
 
 TEXT_COLUMNS = ("title", "content")
+BAD_ROWS = "_bad_rows"  # under the output: the notes set aside, with why
 
 
 class SparkScoringError(RedOneError):
@@ -43,6 +57,8 @@ class ScoreSummary:
     output: str
     bundle: str
     digest: str
+    bad_rows: int = 0  # notes that failed validation: skipped, listed in `bad_rows_path`
+    bad_rows_path: str | None = None
 
 
 def get_session(master: str | None = None, app_name: str = "redone-score") -> SparkSession:
@@ -99,6 +115,32 @@ def _read_notes(spark: SparkSession, notes: str | Path) -> DataFrame:
     )
 
 
+def _checked(frame: DataFrame) -> tuple[DataFrame, DataFrame]:
+    """(valid notes, (note_id, error) of the invalid ones): each row validated once per use on the executors."""
+    from pyspark.sql import functions as F
+    from pyspark.sql.types import StringType, StructField, StructType
+
+    schema = StructType([*frame.schema.fields, StructField(ERROR_COLUMN, StringType(), True)])
+    checked = frame.mapInArrow(check_batches, schema)
+    good = checked.where(F.col(ERROR_COLUMN).isNull()).drop(ERROR_COLUMN)
+    return good, checked.where(F.col(ERROR_COLUMN).isNotNull()).select(NOTE_ID, ERROR_COLUMN)
+
+
+def bad_rows_path(output: str | Path) -> str:
+    return f"{str(output).rstrip('/')}/{BAD_ROWS}"
+
+
+def _write_bad_rows(bad: DataFrame, output: str | Path, what: str) -> int:
+    """Write the invalid notes (if any) under the output; their number."""
+    try:
+        count = bad.count()
+        if count:
+            bad.coalesce(1).write.mode("overwrite").parquet(bad_rows_path(output))
+    except Exception as exc:
+        raise SparkScoringError(f"writing the bad rows of {what} failed: {_reason(exc)}") from None
+    return count
+
+
 def _output_schema(spec: ScoringSpec):
     from pyspark.sql.types import FloatType, StringType, StructField, StructType
 
@@ -127,7 +169,21 @@ def score_with_spec(
     partitions: int | None = None,
 ) -> int:
     """Score `notes` into `output` on the executors with `spec` (its bundle already shipped or shared), in
-    `partitions` tasks (default: as read, at least Spark's default parallelism)."""
+    `partitions` tasks (default: as read, at least Spark's default parallelism); the number of notes written
+    (invalid notes are skipped and written to `OUTPUT/_bad_rows`, see `score_checked`)."""
+    return score_checked(spark, notes, output, spec, overwrite=overwrite, partitions=partitions)[0]
+
+
+def score_checked(
+    spark: SparkSession,
+    notes: str | Path,
+    output: str | Path,
+    spec: ScoringSpec,
+    *,
+    overwrite: bool = False,
+    partitions: int | None = None,
+) -> tuple[int, int]:
+    """`score_with_spec`, returning (notes written, invalid notes skipped and written to `OUTPUT/_bad_rows`)."""
     if Path(output).exists() and not overwrite:
         raise InvalidInputError(f"output {output} exists; remove it or pass --overwrite")
     frame = _read_notes(spark, notes)
@@ -139,12 +195,14 @@ def score_with_spec(
     def score(batches):
         return score_batches(spec, batches)
 
-    scored = frame.mapInArrow(score, _output_schema(spec))
+    good, bad = _checked(frame)
+    scored = good.mapInArrow(score, _output_schema(spec))
     try:
         scored.write.mode("overwrite" if overwrite else "errorifexists").parquet(str(output))
     except Exception as exc:  # Py4JJavaError, PythonException, SparkException: one line, not the JVM's trace
         raise SparkScoringError(f"scoring {notes} failed: {_reason(exc)}") from None
-    return spark.read.parquet(str(output)).count()
+    skipped = _write_bad_rows(bad, output, str(notes))
+    return spark.read.parquet(str(output)).count(), skipped
 
 
 def ship_bundle(spark: SparkSession, moderator: Moderator | NoteQueryMatcher, options: InferenceOptions) -> ScoringSpec:
@@ -176,8 +234,15 @@ def score_notes(
     moderator = Moderator.load(bundle, policy=policy, options=options, digest=digest, public_key=public_key)
     spark = spark or get_session(master)
     spec = ship_bundle(spark, moderator, options)
-    count = score_with_spec(spark, notes, output, spec, overwrite=overwrite, partitions=partitions)
-    return ScoreSummary(notes=count, output=str(output), bundle=f"{spec.name} {spec.version}", digest=spec.digest)
+    count, skipped = score_checked(spark, notes, output, spec, overwrite=overwrite, partitions=partitions)
+    return ScoreSummary(
+        notes=count,
+        output=str(output),
+        bundle=f"{spec.name} {spec.version}",
+        digest=spec.digest,
+        bad_rows=skipped,
+        bad_rows_path=bad_rows_path(output) if skipped else None,
+    )
 
 
 def _session_pairs(spark: SparkSession, sessions: str | Path, notes: DataFrame) -> DataFrame:
@@ -231,7 +296,8 @@ def score_pairs(
         raise InvalidInputError(f"output {output} exists; remove it or pass --overwrite")
     spark = spark or get_session(master)
     spec = ship_bundle(spark, matcher, options)
-    frame = _session_pairs(spark, sessions, _read_notes(spark, notes))
+    valid, bad = _checked(_read_notes(spark, notes))
+    frame = _session_pairs(spark, sessions, valid)
     frame = frame.repartition(partitions or spark.sparkContext.defaultParallelism)
     schema = StructType(
         [StructField(QUERY, StringType(), False), StructField(NOTE_ID, StringType(), False)]
@@ -246,5 +312,13 @@ def score_pairs(
         frame.mapInArrow(score, schema).write.mode("overwrite" if overwrite else "errorifexists").parquet(str(output))
     except Exception as exc:
         raise SparkScoringError(f"scoring the pairs of {sessions} failed: {_reason(exc)}") from None
+    skipped = _write_bad_rows(bad, output, str(notes))
     count = spark.read.parquet(str(output)).count()
-    return ScoreSummary(notes=count, output=str(output), bundle=f"{spec.name} {spec.version}", digest=spec.digest)
+    return ScoreSummary(
+        notes=count,
+        output=str(output),
+        bundle=f"{spec.name} {spec.version}",
+        digest=spec.digest,
+        bad_rows=skipped,
+        bad_rows_path=bad_rows_path(output) if skipped else None,
+    )

@@ -2,7 +2,9 @@
 
 Everything here runs in Spark's Python workers: the `ScoringSpec` travels with the task closure (plain data,
 no model), the bundle folder travels with `SparkContext.addFile`, and each worker loads it once (cached by
-path and digest), refusing it unless its digest is the one the driver pinned.
+path and digest), refusing it unless its digest is the one the driver pinned. Before scoring, `check_batches`
+validates each note as the local engine does (`Note`): an invalid note is set aside with its reason, not scored
+and not allowed to stop the job.
 """
 
 from __future__ import annotations
@@ -21,7 +23,9 @@ if TYPE_CHECKING:
     from redone_sdk.moderator import Moderator
 
 __all__ = [
+    "ERROR_COLUMN",
     "ERROR_MARK",
+    "check_batches",
     "ScoringSpec",
     "load_model",
     "load_moderator",
@@ -30,6 +34,7 @@ __all__ = [
     "spec_for",
 ]
 
+ERROR_COLUMN = "error"  # why a note was set aside (null: valid); the bad-rows table's reason column
 ERROR_MARK = "redone-spark-error: "  # the driver finds the one-line reason after this mark in a failed job's trace
 
 _MODELS: dict[tuple[str, str, str], Moderator | NoteQueryMatcher] = {}
@@ -94,6 +99,35 @@ def _texts(batch: pa.RecordBatch) -> list[dict[str, str]]:
     titles = columns.get("title") or [None] * len(ids)
     contents = columns.get("content") or [None] * len(ids)
     return [{NOTE_ID: i, "title": t or "", "content": c or ""} for i, t, c in zip(ids, titles, contents, strict=True)]
+
+
+def _note_error(note: dict[str, Any]) -> str | None:
+    """Why `Note` refuses this (note_id, title, content) row, in one line; None when it is a valid note."""
+    from pydantic import ValidationError
+
+    from redone_sdk.schemas import Note
+
+    try:
+        Note.model_validate({k: v for k, v in note.items() if v is not None})
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        return f"{'.'.join(str(p) for p in first['loc']) or 'note'}: {first['msg']}"
+    return None
+
+
+def check_batches(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    """`mapInArrow`'s function: each (note_id, title, content, ...) batch comes back with an `error` column, the
+    reason `Note` refuses the row (null: a valid note), so invalid notes are skipped and reported, not scored."""
+    import pyarrow as pa
+
+    for batch in batches:
+        columns = batch.to_pydict()
+        ids = columns[NOTE_ID]
+        rows = [{name: columns[name][i] for name in columns} for i in range(len(ids))]
+        errors = [_note_error({k: r.get(k) for k in (NOTE_ID, "title", "content")}) for r in rows]
+        yield pa.RecordBatch.from_arrays(
+            [*batch.columns, pa.array(errors, pa.string())], names=[*batch.schema.names, ERROR_COLUMN]
+        )
 
 
 def score_batches(spec: ScoringSpec, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:

@@ -178,3 +178,47 @@ def test_spark_pair_scores_equal_the_local_engine(scored, default_bundle: Path) 
     for pair, row in local.items():
         assert abs(on_spark[pair]["score"] - row["score"]) <= TOLERANCE, pair
     assert len({round(r["score"], 4) for r in local.values()}) > 1  # real, varied scores
+
+
+def test_invalid_notes_are_skipped_counted_and_listed_like_the_local_engine(
+    spark, tmp_path: Path, default_bundle: Path, capsys
+) -> None:
+    """A note the local engine skips (no id, no text, an id over 256 characters) does not stop the Spark job: it
+    is left out of the scores table, counted on stderr, and listed with its reason in OUTPUT/_bad_rows."""
+    from redone_sdk.replay.scores_table import read_scores_table
+
+    good = _notes(6)
+    bad = [
+        {"note_id": None, "title": "a title with no id", "content": None},
+        {"note_id": "empty", "title": "", "content": "   "},
+        {"note_id": "x" * 300, "title": None, "content": "a long enough body"},
+    ]
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    pq.write_table(pa.Table.from_pylist(good[:3] + bad[:2]), notes / "part-0.parquet")
+    pq.write_table(pa.Table.from_pylist(bad[2:] + good[3:]), notes / "part-1.parquet")
+    out, local = tmp_path / "spark-scores", tmp_path / "local.parquet"
+    assert redone(["moderate", "--engine", "spark", str(notes), str(out), "--bundle", str(default_bundle)]) == 0
+    captured = capsys.readouterr()
+    assert "6 notes scored" in captured.out
+    assert len(captured.err.strip().splitlines()) == 1
+    assert "3 notes failed validation and were skipped" in captured.err and "_bad_rows" in captured.err
+    assert replay(["score", "--notes", str(notes), "--out", str(local), "--bundle", str(default_bundle)]) == 0
+    ids = sorted(n["note_id"] for n in good)
+    assert sorted(_by_id(out)) == sorted(_by_id(local)) == ids  # pyarrow's reader leaves _bad_rows out
+    assert sorted(spark.read.parquet(str(out)).toPandas()["note_id"]) == ids  # and so does Spark's
+    assert sorted(read_scores_table(out).scores.note_ids.to_pylist()) == ids
+    listed = {r["note_id"]: r["error"] for r in pq.read_table(out / "_bad_rows").to_pylist()}
+    assert set(listed) == {None, "empty", "x" * 300}
+    assert listed[None] == "note_id: Field required"
+    assert listed["x" * 300] == "note_id: String should have at most 256 characters"
+    assert "needs a non-empty title or content" in listed["empty"]
+    # Pairs: a session showing an invalid note gets no pair for it; the note is listed the same way.
+    sessions = tmp_path / "sessions.parquet"
+    pq.write_table(pa.Table.from_pylist([{"query": "查询", "notes": ["n0", "empty", "n4"]}]), sessions)
+    pairs = tmp_path / "pairs"
+    common = ["score", "--sessions", str(sessions), "--notes", str(notes), "--bundle", str(default_bundle)]
+    assert replay([*common, "--engine", "spark", "--out", str(pairs)]) == 0
+    assert "3 notes failed validation" in capsys.readouterr().err
+    assert sorted(r["note_id"] for r in pq.read_table(pairs).to_pylist()) == ["n0", "n4"]
+    assert len(pq.read_table(pairs / "_bad_rows")) == 3
