@@ -232,6 +232,10 @@ def _exposure(args: argparse.Namespace) -> int:
         from redone_sdk.replay.scores_table import use_scores_tables
 
         arms = use_scores_tables(arms, args.scores)
+    if args.users is not None and "cohort" not in args.segment:
+        from redone_sdk.replay.schemas import ReplayInputError
+
+        raise ReplayInputError("--users gives the cohort segment's levels: add --segment cohort")
     settings = ExposureSettings(
         review_delay=args.review_delay,
         review_clock=args.review_clock,
@@ -249,6 +253,7 @@ def _exposure(args: argparse.Namespace) -> int:
         ),
         segments=args.segment,
         cohorts=args.cohorts,
+        users_table=args.users,
         stratum_sizes=args.stratum_sizes,
         batch_rows=args.batch_rows,
         surfaces=tuple(args.surface) if args.surface else None,
@@ -582,6 +587,13 @@ def _add_commands(commands: argparse._SubParsersAction) -> None:
         "cohort (a user-hash bucket), surface (the impression's).",
     )
     exposure.add_argument("--cohorts", type=_int_at_least(1), default=4, help="User cohorts of --segment cohort.")
+    exposure.add_argument(
+        "--users",
+        default=None,
+        metavar="TABLE",
+        help="Users table (user, cohort): --segment cohort's levels are its cohorts (users not in it: '(none)') "
+        "instead of --cohorts user-hash buckets.",
+    )
     exposure.add_argument(
         "--stratum-sizes",
         type=_stratum_sizes,

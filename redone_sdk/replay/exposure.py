@@ -101,24 +101,27 @@ def _effective(exposures) -> float | None:
 
 
 def _segment_codes(
-    settings: ExposureSettings, notes: str | Path, notes_index, labels: Labels | None, surfaces: tuple[str, ...]
+    settings: ExposureSettings, notes: str | Path, notes_index, labels: Labels | None, logged
 ) -> tuple[SegmentCodes, dict[str, list[str]]]:
-    """The levels pass 2 counts by, and their names, for the segments asked for (`surfaces`: pass 1's)."""
+    """The levels pass 2 counts by, and their names, for the segments asked for (surfaces and a users table's
+    cohorts: what pass 1 found)."""
     from redone_sdk.replay.segments import cohort_levels, note_levels, surface_levels
 
     by_note, names, surface_codes = {}, {}, None
     for dim in settings.segments:
         if dim == "cohort":
-            names[dim] = cohort_levels(settings.cohorts)
+            user_cohorts = logged.user_cohorts
+            names[dim] = user_cohorts.names if user_cohorts is not None else cohort_levels(settings.cohorts)
             continue
         if dim == "surface":
-            surface_codes, names[dim] = surface_levels(surfaces)
+            surface_codes, names[dim] = surface_levels(logged.surfaces)
             continue
         levels = note_levels(dim, notes, notes_index, labels)
         by_note[dim] = (levels.codes, len(levels.names))
         names[dim] = levels.names
-    cohorts = settings.cohorts if "cohort" in settings.segments else 0
-    return SegmentCodes(by_note, cohorts, surface_codes), names
+    cohorts = settings.cohorts if "cohort" in settings.segments and logged.user_cohorts is None else 0
+    user_cohorts = len(logged.user_cohorts.names) if logged.user_cohorts is not None else 0
+    return SegmentCodes(by_note, cohorts, surface_codes, user_cohorts), names
 
 
 def replay_exposure(
@@ -176,7 +179,7 @@ def replay_exposure(
 
         t0 = time.perf_counter()
         removal = removal_rules(arms, decided.actions, notes_index, truth, logged, settings)
-        codes, segment_levels = _segment_codes(settings, notes, notes_index, label_table, logged.surfaces)
+        codes, segment_levels = _segment_codes(settings, notes, notes_index, label_table, logged)
         cells = count_cells(
             spill,
             logged,
@@ -205,6 +208,8 @@ def replay_exposure(
     inputs = {"impressions": logged.issues, "notes": notes_index.issues}
     if label_table is not None:
         inputs["labels"] = label_table.issues
+    if logged.user_cohorts is not None:
+        inputs["users"] = logged.user_cohorts.issues
     return ExposureResult(
         settings=settings,
         control=control,

@@ -15,6 +15,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
@@ -28,6 +29,9 @@ from redone_sdk.replay.impressions import SurfaceCodes, iter_impressions
 from redone_sdk.replay.labels import Labels
 from redone_sdk.replay.notes import NotesIndex
 from redone_sdk.replay.schemas import TableIssues
+
+if TYPE_CHECKING:
+    from redone_sdk.replay.segments import UserCohorts
 
 __all__ = [
     "DAY_S",
@@ -101,7 +105,8 @@ class Spill:
     stays bounded."""
 
     COLUMNS = (("note", np.int32), ("timestamp", np.int64), ("bucket", np.int32))
-    OPTIONAL = (("surface", np.int16),)  # written only when pass 1 is given them (from the first batch on)
+    # written only when pass 1 is given them (from the first batch on)
+    OPTIONAL = (("surface", np.int16), ("cohort", np.int16))
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
@@ -152,6 +157,7 @@ class LoggedExposures:
     ts_max: int
     users: int
     surfaces: tuple[str, ...] = ()
+    user_cohorts: UserCohorts | None = None  # from a users table, when the cohort segment reads one
 
     @cached_property
     def seen(self) -> np.ndarray:
@@ -179,6 +185,11 @@ def count_exposures(
     users = _DistinctCounter()
     buckets = np.uint64(settings.user_buckets)
     surface_codes = SurfaceCodes() if "surface" in settings.segments else None
+    user_cohorts = None
+    if settings.users_table is not None and "cohort" in settings.segments:
+        from redone_sdk.replay.segments import read_user_cohorts
+
+        user_cohorts = read_user_cohorts(settings.users_table)
     try:
         for batch in iter_impressions(
             impressions,
@@ -197,11 +208,12 @@ def count_exposures(
             ts_max = max(ts_max, int(batch.timestamp.max()))
             users.add(batch.user_hash)
             bucket = (batch.user_hash >> np.uint64(32)) % buckets
-            spill.write(note=batch.note, timestamp=batch.timestamp, bucket=bucket, surface=batch.surface)
+            cohort = user_cohorts(batch.user_hash) if user_cohorts is not None else None
+            spill.write(note=batch.note, timestamp=batch.timestamp, bucket=bucket, surface=batch.surface, cohort=cohort)
     finally:
         spill.close()
     surfaces = tuple(surface_codes.names) if surface_codes is not None else ()
-    return LoggedExposures(issues, exposures, first, ts_min, ts_max, users.count(), surfaces)
+    return LoggedExposures(issues, exposures, first, ts_min, ts_max, users.count(), surfaces, user_cohorts)
 
 
 @dataclass(frozen=True)
@@ -259,12 +271,14 @@ class Cells:
 @dataclass(frozen=True)
 class SegmentCodes:
     """Levels to count pass 2's cells by: per note row (`notes`: dimension -> (codes, number of levels)), the
-    user cohort (user bucket modulo `cohorts`; 0: none) and the impression's surface (`surfaces`: the level of
+    user cohort (user bucket modulo `cohorts`; 0: none, or `user_cohorts` levels read from the spilled cohort
+    code of a users table) and the impression's surface (`surfaces`: the level of
     each spilled surface code; None: none)."""
 
     notes: dict[str, tuple[np.ndarray, int]] = field(default_factory=dict)
     cohorts: int = 0
     surfaces: np.ndarray | None = None
+    user_cohorts: int = 0
 
 
 def count_cells(
@@ -282,8 +296,8 @@ def count_cells(
     (inverse probability of its label being drawn; 1 for unlabeled notes), None: unweighted."""
     segments = segments or SegmentCodes()
     levels = {d: n for d, (_, n) in segments.notes.items()}
-    if segments.cohorts:
-        levels["cohort"] = segments.cohorts
+    if segments.cohorts or segments.user_cohorts:
+        levels["cohort"] = segments.user_cohorts or segments.cohorts
     if segments.surfaces is not None:
         levels["surface"] = len(segments.surfaces)
     n_pairs = settings.user_buckets * settings.note_buckets
@@ -314,7 +328,9 @@ def count_cells(
         weight = label_weight[note] if label_weight is not None else None
         seg_cell = {}
         for dim, n_levels in levels.items():
-            if dim == "cohort":
+            if dim == "cohort" and segments.user_cohorts:
+                code = chunk["cohort"].astype(np.int64)
+            elif dim == "cohort":
                 code = chunk["bucket"].astype(np.int64) % n_levels
             elif dim == "surface":
                 code = segments.surfaces[chunk["surface"].astype(np.int64)]

@@ -63,6 +63,10 @@ class ExposureSettings(BaseModel):
         description="Breakdowns: the note's language, its ground-truth category, the user's cohort, the surface.",
     )
     cohorts: int = Field(default=4, ge=1, description="User cohorts of the `cohort` segment (user bucket modulo).")
+    users_table: str | None = Field(
+        default=None,
+        description="A users table (user, cohort): the `cohort` segment's levels, instead of user-hash buckets.",
+    )
     stratum_sizes: dict[str, int] | None = Field(
         default=None,
         description="Notes per stratum in the population, for labels drawn by stratum (labels table `stratum`).",

@@ -1,8 +1,8 @@
 """Per-segment breakdowns of the exposure replay: each impression gets a level per dimension — the note's
 language (`lang` of the notes table), the note's ground-truth category (`category`), the user's cohort (a
-user-hash bucket: `cohort`) or the impression's surface (`surface` of the log, coded in pass 1) — and pass 2
-counts cells per (user bucket, note bucket, level, ground truth), the same mergeable sums as the overall
-cells, so the two-way bootstrap reads every segment in the same run.
+user-hash bucket, or the user's row in a users table: `cohort`) or the impression's surface (`surface` of the
+log, coded in pass 1) — and pass 2 counts cells per (user bucket, note bucket, level, ground truth), the same
+mergeable sums as the overall cells, so the two-way bootstrap reads every segment in the same run.
 
 `lang`, `cohort` and `surface` are filters: a level's rate is its harmful exposures over its labeled exposures.
 `category` splits the numerator: a level's rate is the exposures of that category over all labeled exposures, so
@@ -18,7 +18,8 @@ import numpy as np
 import pyarrow as pa
 
 from redone_sdk.replay.exposure_passes import BENIGN, HARMFUL, UNLABELED
-from redone_sdk.replay.formats import detect_format, iter_dict_rows, open_dataset, scan_batches
+from redone_sdk.replay.formats import detect_format, iter_dict_rows, open_dataset, require_columns, scan_batches
+from redone_sdk.replay.hashing import string_hash64
 from redone_sdk.replay.labels import Labels
 from redone_sdk.replay.notes import NotesIndex
 from redone_sdk.replay.schemas import ReplayInputError, TableIssues
@@ -28,6 +29,8 @@ __all__ = [
     "NoteLevels",
     "note_levels",
     "cohort_levels",
+    "UserCohorts",
+    "read_user_cohorts",
     "surface_levels",
     "category_cells",
     "parse_segments",
@@ -106,6 +109,66 @@ def note_levels(dimension: str, notes_path: str | Path, notes: NotesIndex, label
 
 def cohort_levels(cohorts: int) -> list[str]:
     return [str(i) for i in range(cohorts)]
+
+
+@dataclass(frozen=True)
+class UserCohorts:
+    """Each user's cohort from a users table (`user`, `cohort`), looked up by the user's 64-bit id hash (the one
+    pass 1 already computes); users not in the table get the level `(none)`."""
+
+    hashes: np.ndarray  # uint64, sorted
+    codes: np.ndarray  # int16: the level of each hash
+    names: list[str]  # the levels: the cohorts sorted, then `(none)`
+    issues: TableIssues
+
+    def __call__(self, user_hash: np.ndarray) -> np.ndarray:
+        missing = np.int16(len(self.names) - 1)
+        if not len(self.hashes):
+            return np.full(len(user_hash), missing, dtype=np.int16)
+        at = np.minimum(np.searchsorted(self.hashes, user_hash), len(self.hashes) - 1)
+        return np.where(self.hashes[at] == user_hash, self.codes[at], missing).astype(np.int16)
+
+
+def _id_text(value: object) -> str | None:
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        return None
+    text = str(value)
+    return text if text.strip() else None
+
+
+def read_user_cohorts(path: str | Path, *, batch_rows: int = 65_536) -> UserCohorts:
+    """Read a users table (Parquet, JSON lines or CSV) with `user` and `cohort` columns. A row without a user or a
+    cohort, or repeating a user (the first row counts), is counted as bad; no valid row at all is an error."""
+    path = Path(path)
+    issues = TableIssues(table="users", source=str(path))
+    require_columns(path, ("user", "cohort"), "users")
+    users: list[str] = []
+    cohorts: list[str] = []
+    for row, record in iter_dict_rows(path, issues, ("user", "cohort"), batch_rows):
+        user, cohort = _id_text(record.get("user")), _id_text(record.get("cohort"))
+        if user is None:
+            issues.add("missing user", row=row, value=str(record.get("user")))
+        elif cohort is None:
+            issues.add("missing cohort", row=row, value=user)
+        else:
+            users.append(user)
+            cohorts.append(cohort)
+    hashes = string_hash64(pa.array(users, type=pa.string()))
+    _, first = np.unique(hashes, return_index=True)
+    if len(first) < len(users):
+        issues.add("user listed more than once (first row kept)", len(users) - len(first))
+    issues.rows_used = len(first)
+    if not len(first):
+        raise ReplayInputError(f"users table {path} has no valid row ({issues.summary()})")
+    names = sorted({cohorts[i] for i in first.tolist()})
+    if NO_LEVEL in names:
+        raise ReplayInputError(f"users table {path}: {NO_LEVEL!r} is reserved for users not in the table")
+    lookup = {name: i for i, name in enumerate(names)}
+    if len(names) + 1 > np.iinfo(np.int16).max:
+        raise ReplayInputError(f"users table {path} has {len(names)} cohorts; at most {np.iinfo(np.int16).max - 1}")
+    order = first[np.argsort(hashes[first], kind="stable")]
+    codes = np.array([lookup[cohorts[i]] for i in order.tolist()], dtype=np.int16)
+    return UserCohorts(hashes[order], codes, [*names, NO_LEVEL], issues)
 
 
 def surface_levels(spilled: tuple[str, ...] | list[str]) -> tuple[np.ndarray, list[str]]:

@@ -3,8 +3,10 @@ each checked against counts made by hand from the rows."""
 
 from __future__ import annotations
 
+import csv
 from collections import Counter
 from datetime import timedelta
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -41,13 +43,14 @@ def log(write_rows):
         for k, n in enumerate(picks)
     ]
     surface = [row["surface"] for row in rows]
+    user = [row["user"] for row in rows]
     scores = NoteScores.from_mapping(
         {f"n{i}": {c: (0.95 if i % 4 == 0 else 0.1) for c in CATS} for i in range(n_notes)}, CATS
     )
     paths = [write_rows("i.parquet", rows), write_rows("n.jsonl", notes), write_rows("l.jsonl", labels)]
     write_rows("i.jsonl", rows)  # the same log as JSON lines (surfaces as text, not dictionary-encoded)
     blocked = {f"n{i}" for i in range(n_notes) if i % 4 == 0}
-    return paths, scores, picks, lang, label, blocked, surface
+    return paths, scores, picks, lang, label, blocked, surface, user
 
 
 def _run(log, **kw):
@@ -58,7 +61,7 @@ def _run(log, **kw):
 
 
 def test_language_and_category_breakdowns_match_hand_counts(log):
-    _, _, picks, lang, label, blocked, _ = log
+    _, _, picks, lang, label, blocked, *_ = log
     result = _run(log, segments=("lang", "category", "cohort"), cohorts=3)
     by = {(s.dimension, s.level): s for s in result.segments}
     assert {lv for d, lv in by if d == "lang"} == set(LANGS)
@@ -104,7 +107,7 @@ def _hand_rate(rows: list[int], label: list, blocked: set[str]) -> tuple[float, 
 
 @pytest.mark.parametrize("log_file", ["i.parquet", "i.jsonl"])
 def test_surface_breakdown_matches_hand_counts(log, log_file):
-    paths, _, picks, _, label, blocked, surface = log
+    paths, _, picks, _, label, blocked, surface, _ = log
     log = ([paths[0].with_name(log_file), *paths[1:]], *log[1:])
     result = _run(log, segments=("surface", "lang"))
     by = {s.level: s for s in result.segments if s.dimension == "surface"}
@@ -130,7 +133,7 @@ def test_surface_breakdown_matches_hand_counts(log, log_file):
 
 
 def test_surface_breakdown_with_a_surface_filter(log):
-    _, _, picks, _, label, blocked, surface = log
+    _, _, picks, _, label, blocked, surface, _ = log
     result = _run(log, segments=("surface",), surfaces=("search", "profile"))
     by = {s.level: s for s in result.segments}
     assert sorted(by) == ["profile", "search"]
@@ -140,6 +143,59 @@ def test_surface_breakdown_with_a_surface_filter(log):
         _hand_rate(shown, label, blocked)[1]
     )
     assert result.logged_exposures == sum(s != "homefeed" for s in surface)
+
+
+def _write_table(write_rows, name: str, rows: list[dict]) -> Path:
+    """`write_rows` for Parquet and JSON lines; CSV written here (empty cell for None)."""
+    if not name.endswith(".csv"):
+        return write_rows(name, rows)
+    path = write_rows(name, [])
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def _cohort_of(user: str) -> str | None:
+    number = int(user[1:])
+    return "A" if number < 100 else "B" if number < 250 else None  # u250… are not in the users table
+
+
+@pytest.mark.parametrize("table", ["users.jsonl", "users.parquet", "users.csv"])
+def test_cohorts_from_a_users_table_match_hand_counts(log, write_rows, table):
+    _, _, picks, _, label, blocked, _, user = log
+    rows = [{"user": f"u{i}", "cohort": _cohort_of(f"u{i}")} for i in range(250)]
+    rows += [{"user": "u0", "cohort": "B"}, {"user": "u5", "cohort": None}, {"user": None, "cohort": "A"}]
+    users = _write_table(write_rows, table, rows)
+    result = _run(log, segments=("cohort",), users_table=str(users))
+    by = {s.level: s for s in result.segments}
+    assert list(by) == ["A", "B", "(none)"]
+    for level, cohort in (("A", "A"), ("B", "B"), ("(none)", None)):
+        shown = [n for n, u in zip(picks, user, strict=True) if _cohort_of(u) == cohort]
+        assert by[level].logged_exposures == len(shown)
+        control, strict = _hand_rate(shown, label, blocked)
+        assert by[level].arms["control"].harmful_exposure_rate.value == pytest.approx(control)
+        assert by[level].arms["strict"].harmful_exposure_rate.value == pytest.approx(strict)
+    issues = result.inputs["users"]
+    assert issues.rows_used == 250 and issues.bad_rows == 3  # u0 again (first row kept), no cohort, no user
+    assert issues.reasons["user listed more than once (first row kept)"] == 1
+
+
+def test_users_table_errors_are_one_line(log, write_rows, tmp_path, capsys):
+    from redone_sdk.replay.cli import main
+    from redone_sdk.replay.segments import read_user_cohorts
+
+    with pytest.raises(ReplayInputError, match="lacks column"):
+        read_user_cohorts(_write_table(write_rows, "u.csv", [{"user": "u1", "group": "A"}]))
+    with pytest.raises(ReplayInputError, match="no valid row"):
+        read_user_cohorts(write_rows("u.jsonl", [{"user": "u1", "cohort": ""}]))
+    paths = log[0]
+    common = ["exposure", "--impressions", str(paths[0]), "--notes", str(paths[1]), "--out", str(tmp_path / "o")]
+    users = write_rows("users.jsonl", [{"user": "u1", "cohort": "A"}])
+    assert main([*common, "--users", str(users)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "add --segment cohort" in err
 
 
 def test_no_segments_by_default(log):
