@@ -10,17 +10,20 @@ from redone_sdk.errors import RedOneError
 
 __all__ = ["main", "run"]
 
-EXIT_OK, EXIT_ERROR = 0, 2
+EXIT_OK, EXIT_BAD_ROWS, EXIT_ERROR = 0, 1, 2  # as `redone moderate`: 1 = bad rows skipped and listed
 
 
-def _report_bad_rows(summary, what: str) -> None:
-    """Invalid notes were skipped, as the local engine skips them: say how many and where they are listed."""
-    if summary.bad_rows:
-        print(
-            f"redone: {summary.bad_rows:,} {what} failed validation and were skipped; their ids and reasons are "
-            f"in {summary.bad_rows_path}",
-            file=sys.stderr,
-        )
+def _report_bad_rows(summary, what: str) -> int:
+    """Invalid notes were skipped, as the local engine skips them: say how many and where they are listed; the
+    exit status (1 when any was skipped, as `redone moderate` does for bad lines)."""
+    if not summary.bad_rows:
+        return EXIT_OK
+    print(
+        f"redone: {summary.bad_rows:,} {what} failed validation and were skipped; their ids and reasons are "
+        f"in {summary.bad_rows_path}",
+        file=sys.stderr,
+    )
+    return EXIT_BAD_ROWS
 
 
 def run(args: argparse.Namespace) -> int:
@@ -47,8 +50,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"redone: error: {exc}", file=sys.stderr)
             return EXIT_ERROR
         print(f"{summary.notes:,} pairs scored with {summary.bundle} (digest {summary.digest}) into {summary.output}")
-        _report_bad_rows(summary, "notes")
-        return EXIT_OK
+        return _report_bad_rows(summary, "notes")
     try:
         summary = score_notes(
             args.input,
@@ -66,8 +68,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"redone: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
     print(f"{summary.notes:,} notes scored with {summary.bundle} (digest {summary.digest}) into {summary.output}")
-    _report_bad_rows(summary, "notes")
-    return EXIT_OK
+    return _report_bad_rows(summary, "notes")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -391,9 +391,14 @@ def _score(args: argparse.Namespace) -> int:
         options=options_from_args(args),
         **bundle_trust_from_args(args),
     )
-    count = write_scores_table(moderator, args.notes, args.out, overwrite=args.overwrite)
+    count, issues = write_scores_table(moderator, args.notes, args.out, overwrite=args.overwrite)
     bundle = moderator.bundle
     print(f"{count:,} notes scored with {bundle.name} {bundle.version} (digest {bundle.digest}) into {args.out}")
+    if issues.bad_rows:  # left out of the table, as `redone moderate` leaves out bad lines: said, and exit 1
+        print(f"  {issues.summary()}", file=sys.stderr)
+        for example in issues.examples:
+            print(f"  row {example.row}: {example.reason}: {example.value}", file=sys.stderr)
+        return EXIT_BAD_ROWS
     return EXIT_OK
 
 

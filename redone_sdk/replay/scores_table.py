@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 
 from redone_sdk.replay.arms import Arm, NoteScores
 from redone_sdk.replay.formats import detect_format, parquet_files
-from redone_sdk.replay.schemas import ReplayInputError
+from redone_sdk.replay.schemas import ReplayInputError, TableIssues
 from redone_sdk.scores_table import (
     BUNDLE_COLUMNS,
     NOTE_ID,
@@ -130,9 +130,10 @@ def use_scores_tables(arms: Sequence[Arm], paths: Sequence[str | Path]) -> list[
 
 def write_scores_table(
     moderator: Moderator, notes_path: str | Path, output: str | Path, *, chunk: int = 20_000, overwrite: bool = False
-) -> int:
+) -> tuple[int, TableIssues]:
     """Score every valid note of a notes table with `moderator` on this machine and write a scores table
-    (one Parquet file); the number of notes written."""
+    (one Parquet file); the number of notes written and what reading the notes found (bad rows by reason:
+    they are left out of the table, never silently)."""
     from redone_sdk.replay.notes import iter_notes, read_notes
 
     output = Path(output)
@@ -176,7 +177,7 @@ def write_scores_table(
     if output.is_dir():
         shutil.rmtree(output)
     tmp.replace(output)
-    return written
+    return written, index.issues
 
 
 @dataclass(frozen=True)

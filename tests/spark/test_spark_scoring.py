@@ -198,12 +198,15 @@ def test_invalid_notes_are_skipped_counted_and_listed_like_the_local_engine(
     pq.write_table(pa.Table.from_pylist(good[:3] + bad[:2]), notes / "part-0.parquet")
     pq.write_table(pa.Table.from_pylist(bad[2:] + good[3:]), notes / "part-1.parquet")
     out, local = tmp_path / "spark-scores", tmp_path / "local.parquet"
-    assert redone(["moderate", "--engine", "spark", str(notes), str(out), "--bundle", str(default_bundle)]) == 0
+    # exit 1: notes were skipped (listed), as `redone moderate` exits 1 on bad lines
+    assert redone(["moderate", "--engine", "spark", str(notes), str(out), "--bundle", str(default_bundle)]) == 1
     captured = capsys.readouterr()
     assert "6 notes scored" in captured.out
     assert len(captured.err.strip().splitlines()) == 1
     assert "3 notes failed validation and were skipped" in captured.err and "_bad_rows" in captured.err
-    assert replay(["score", "--notes", str(notes), "--out", str(local), "--bundle", str(default_bundle)]) == 0
+    assert replay(["score", "--notes", str(notes), "--out", str(local), "--bundle", str(default_bundle)]) == 1
+    local_err = capsys.readouterr().err  # the local engine says so too: the count by reason and each row
+    assert "notes: 9 rows read, 6 used, 3 bad" in local_err and "String should have at most 256" in local_err
     ids = sorted(n["note_id"] for n in good)
     assert sorted(_by_id(out)) == sorted(_by_id(local)) == ids  # pyarrow's reader leaves _bad_rows out
     assert sorted(spark.read.parquet(str(out)).toPandas()["note_id"]) == ids  # and so does Spark's
@@ -218,7 +221,7 @@ def test_invalid_notes_are_skipped_counted_and_listed_like_the_local_engine(
     pq.write_table(pa.Table.from_pylist([{"query": "查询", "notes": ["n0", "empty", "n4"]}]), sessions)
     pairs = tmp_path / "pairs"
     common = ["score", "--sessions", str(sessions), "--notes", str(notes), "--bundle", str(default_bundle)]
-    assert replay([*common, "--engine", "spark", "--out", str(pairs)]) == 0
+    assert replay([*common, "--engine", "spark", "--out", str(pairs)]) == 1
     assert "3 notes failed validation" in capsys.readouterr().err
     assert sorted(r["note_id"] for r in pq.read_table(pairs).to_pylist()) == ["n0", "n4"]
     assert len(pq.read_table(pairs / "_bad_rows")) == 3
