@@ -207,7 +207,16 @@ class DPOStageConfig(TrainerConfig):
         "only): the weight of the reviewers' decisions against the mined mistakes.",
     )
 
+    anchor_weight: float = _f(
+        0.0,
+        "Prefix-LM: weight of a cross-entropy term on the gold labels of the rows mining checked (right and "
+        "wrong), one batch of them per step beside the pairs, class-weighted as SFT was (sft.class_balance). Mined "
+        "pairs are mistakes only, mostly of one kind, so DPO alone shifts the label prior; this keeps it. 0: off.",
+    )
+
     def __post_init__(self) -> None:
+        if self.anchor_weight < 0:
+            raise ValueError(f"dpo.anchor_weight must be 0 or more, got {self.anchor_weight}")
         if self.feedback_repeat < 1:
             raise ValueError(f"dpo.feedback_repeat must be 1 or more, got {self.feedback_repeat}")
         if self.beta <= 0:

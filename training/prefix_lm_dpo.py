@@ -33,7 +33,7 @@ from redone_sdk.bundle.manifest import TaskSpec
 from redone_sdk.errors import RedOneError
 from redone_sdk.inference.encoding import pad_batch
 from redone_sdk.training.config import DPOStageConfig, PipelineConfig
-from redone_sdk.training.prefix_lm_sft import ScoringItem, _batches, _label_token_ids, encode_rows
+from redone_sdk.training.prefix_lm_sft import ScoringItem, _batches, _label_token_ids, class_weights, encode_rows
 from redone_sdk.training.stages.common import log
 
 __all__ = [
@@ -142,9 +142,10 @@ def mine_pairs(
     cfg: DPOStageConfig,
     *,
     seed: int,
-) -> tuple[list[PreferencePair], dict[str, int]]:
+) -> tuple[list[PreferencePair], dict[str, int], list[ScoringItem]]:
     """The model's mistakes on a sample of `cfg.mine_examples` labelled scoring rows: chosen = gold, rejected =
-    its argmax; at most `cfg.max_pairs` of them (a seeded sample). Also counts, per task, rows checked and wrong."""
+    its argmax; at most `cfg.max_pairs` of them (a seeded sample). Also counts, per task, rows checked and wrong,
+    and the checked rows as `ScoringItem`s (the anchor rows of `dpo.anchor_weight`)."""
     rng = random.Random(seed)
     labelled = [r for r in rows if r.get("label") is not None]
     sample = rng.sample(labelled, min(cfg.mine_examples, len(labelled)))
@@ -159,7 +160,7 @@ def mine_pairs(
         stats[f"{item.task}/wrong"] += 1
         pairs.append(PreferencePair(item.ids, item.task, item.target, guess, "mined", dict(row["fields"])))
     rng.shuffle(pairs)
-    return pairs[: cfg.max_pairs], dict(sorted(stats.items()))
+    return pairs[: cfg.max_pairs], dict(sorted(stats.items())), items
 
 
 def feedback_pairs(
@@ -216,10 +217,14 @@ def train_preferences(
     cfg: DPOStageConfig,
     *,
     seed: int,
+    anchor: Sequence[ScoringItem] = (),
+    anchor_class_weights: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Train on `pairs` with `preference_loss` (`reference` [n, 2]: the frozen reference's log-probabilities of
     each pair's chosen and rejected label): AdamW, linear warm-up then cosine decay, gradient clipping, dropout
-    off, `cfg.gradient_accumulation` batches per optimizer step. Returns a summary (steps, losses, reward
+    off, `cfg.gradient_accumulation` batches per optimizer step. With `cfg.anchor_weight` > 0 each batch adds
+    that weight x the cross-entropy of a batch of `anchor` rows (gold labels; `anchor_class_weights` per task,
+    as SFT weighted them). Returns a summary (steps, losses, reward
     accuracy of the first and last steps, seconds); leaves the model in eval mode."""
     import torch
     import torch.nn.functional as F
@@ -246,6 +251,14 @@ def train_preferences(
         return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
 
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    anchored = [item for item in anchor if item.target >= 0] if cfg.anchor_weight > 0 else []
+    anchor_rng = random.Random(seed + 1)
+
+    def anchor_batches() -> Any:
+        while True:
+            yield from _batches(anchored, cfg.batch_size, anchor_rng)
+
+    anchor_stream = anchor_batches() if anchored else None
     model.eval()  # dropout off: the policy starts equal to the reference (trl's disable_dropout)
     losses: list[float] = []
     accuracies: list[float] = []
@@ -269,6 +282,14 @@ def train_preferences(
                 beta=cfg.beta,
                 sft_weight=cfg.sft_weight,
             )
+            if anchor_stream is not None:
+                rows = [anchored[i] for i in next(anchor_stream)]
+                row_task = rows[0].task
+                ids, mask = pad_batch([item.ids for item in rows], 0)
+                row_logits = scorer(torch.from_numpy(ids), torch.from_numpy(mask))[:, columns[row_task]]
+                weight = None if anchor_class_weights is None else anchor_class_weights[row_task].float()
+                gold = torch.tensor([item.target for item in rows])
+                loss = loss + cfg.anchor_weight * F.cross_entropy(row_logits.float(), gold, weight=weight)
             (loss / accumulate).backward()
             window_loss += float(loss.detach()) / accumulate
             window_margins.append(margins)
@@ -352,7 +373,7 @@ def run(config: PipelineConfig) -> Path:
     model, tokenizer = load_prefix_lm(start)
     specs = task_specs(tokenizer, config)
     scoring, _, _ = training_mixture(config)
-    pairs, stats = mine_pairs(model, tokenizer, specs, distinct(scoring), cfg, seed=config.seed + 1)
+    pairs, stats, checked = mine_pairs(model, tokenizer, specs, distinct(scoring), cfg, seed=config.seed + 1)
     log.info("dpo: %d pairs mined: %s", len(pairs), stats)
     if reviewed_rows is not None:
         reviewed, feedback_stats = feedback_pairs(tokenizer, specs, reviewed_rows, cfg.feedback_repeat)
@@ -375,13 +396,23 @@ def run(config: PipelineConfig) -> Path:
                 for p in pairs
             ],
         )
-    summary: dict[str, Any] = {"pairs": len(pairs), "mined": stats, "sft_average": cfg.sft_average}
+    summary: dict[str, Any] = {
+        "pairs": len(pairs),
+        "mined": stats,
+        "sft_average": cfg.sft_average,
+        "anchor_rows": len(checked) if cfg.anchor_weight > 0 else 0,
+    }
     if pairs:
         reference = pair_logprobs(model, pairs, specs)  # the frozen SFT model, once
         snapshot = (
             {name: weight.detach().clone() for name, weight in model.named_parameters()} if cfg.sft_average > 0 else {}
         )
-        summary.update(train_preferences(model, pairs, reference, specs, cfg, seed=config.seed))
+        weights = class_weights(checked, specs, config.sft.class_balance)
+        summary.update(
+            train_preferences(
+                model, pairs, reference, specs, cfg, seed=config.seed, anchor=checked, anchor_class_weights=weights
+            )
+        )
         average_with_start(model, snapshot, cfg.sft_average)
         summary["measured"] = _measured(reference, pair_logprobs(model, pairs, specs))
     else:

@@ -234,3 +234,33 @@ def test_the_prefix_lm_dpo_refuses_chat_extra_pairs_in_one_line(
     err = capsys.readouterr().err.strip()
     assert err.startswith("redone: error: dpo.extra_pairs") and "\n" not in err and "Traceback" not in err
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.registry
+def test_the_anchor_term_keeps_the_checked_rows_gold_labels(dpo_run: tuple[Path, int], data_dir: Path) -> None:
+    """The same round from the SFT checkpoint with and without `dpo.anchor_weight`: the anchored model keeps a
+    lower cross-entropy on the gold labels of the rows mining checked (what the term adds to the loss)."""
+    import dataclasses
+
+    from redone_sdk.training.prefix_lm_dpo import label_logprobs, mine_pairs, pair_logprobs, train_preferences
+    from redone_sdk.training.prefix_lm_sft import class_weights, load_prefix_lm, task_specs
+    from redone_sdk.training.stages.data import distinct, training_mixture
+
+    out, _ = dpo_run
+    config = _config(out, data_dir)
+    gold_nll = {}
+    for weight in (0.0, 2.0):
+        model, tokenizer = load_prefix_lm(out / "sft" / "model")
+        specs = task_specs(tokenizer, config)
+        cfg = dataclasses.replace(config.dpo, anchor_weight=weight, sft_average=0.0)
+        pairs, _, checked = mine_pairs(model, tokenizer, specs, distinct(training_mixture(config)[0]), cfg, seed=14)
+        assert pairs and len(checked) == 40
+        reference = pair_logprobs(model, pairs, specs)
+        weights = class_weights(checked, specs, config.sft.class_balance)
+        train_preferences(model, pairs, reference, specs, cfg, seed=13, anchor=checked, anchor_class_weights=weights)
+        rows = label_logprobs(model, checked, specs)
+        gold_nll[weight] = float(np.mean([-row[item.target] for item, row in zip(checked, rows, strict=True)]))
+    print(
+        f"\ngold NLL of the checked rows after the round: plain DPO {gold_nll[0.0]:.4f}, anchored {gold_nll[2.0]:.4f}"
+    )
+    assert gold_nll[2.0] < gold_nll[0.0]

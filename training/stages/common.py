@@ -60,6 +60,7 @@ _LATER_FIELDS = (
     ("sft", "distill_texts", 0),
     ("dpo", "feedback", ""),
     ("dpo", "feedback_repeat", 4),
+    ("dpo", "anchor_weight", 0.0),
 )
 
 
