@@ -260,7 +260,6 @@ def _exposure(args: argparse.Namespace) -> int:
         period=args.period,
         sweep_points=args.sweep_points,
         spill_dir=args.spill_dir,
-        engine=args.engine,
     )
     result = replay_exposure(
         args.impressions, args.notes, arms, labels=args.labels, control=control, settings=settings, cache=_cache(args)
@@ -614,12 +613,6 @@ def _add_commands(commands: argparse._SubParsersAction) -> None:
     )
     exposure.add_argument(
         "--spill-dir", default=None, help="Folder for the temporary columns of pass 1 (default: TMPDIR)."
-    )
-    exposure.add_argument(
-        "--engine",
-        choices=["python", "duckdb"],
-        default="python",
-        help="What aggregates pass 2: numpy, or one DuckDB query over the same columns (needs duckdb); same results.",
     )
     exposure.add_argument(
         "--scores",

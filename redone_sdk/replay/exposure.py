@@ -180,11 +180,7 @@ def replay_exposure(
         t0 = time.perf_counter()
         removal = removal_rules(arms, decided.actions, notes_index, truth, logged, settings)
         codes, segment_levels = _segment_codes(settings, notes, notes_index, label_table, logged)
-        if settings.engine == "duckdb":
-            from redone_sdk.replay.exposure_sql import count_cells_duckdb as aggregate
-        else:
-            aggregate = count_cells
-        cells = aggregate(
+        cells = count_cells(
             spill,
             logged,
             truth,

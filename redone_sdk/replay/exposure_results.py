@@ -80,11 +80,6 @@ class ExposureSettings(BaseModel):
     spill_dir: str | None = Field(
         default=None, description="Folder for pass 1's temporary columns (default: the system's)."
     )
-    engine: Literal["python", "duckdb"] = Field(
-        default="python",
-        description="What computes pass 2's sums: numpy (python) or one DuckDB query over the same columns "
-        "(duckdb: needs the duckdb package); the results are the same.",
-    )
 
 
 class ArmResult(BaseModel):

@@ -1,5 +1,6 @@
-"""`ExposureSettings.engine="duckdb"` (pass 2 as one DuckDB query) gives the Python engine's results: the same
-cells, and the same exposure.json numbers — counts exactly, label-weighted sums to float rounding."""
+"""benchmarks/replay_sql.py's pass 2 in SQL (`count_cells_duckdb`) computes what the replay's numpy pass does:
+the same cells, and the same exposure.json numbers — counts exactly, label-weighted sums to float rounding — so
+the benchmark times the same work."""
 
 from __future__ import annotations
 
@@ -14,8 +15,10 @@ pytest.importorskip("duckdb")
 pa = pytest.importorskip("pyarrow")
 pq = pytest.importorskip("pyarrow.parquet")
 
+from redone_sdk.benchmarks.replay_sql import count_cells_duckdb  # noqa: E402
 from redone_sdk.policy import CategoryRule, Policy  # noqa: E402
 from redone_sdk.replay import Arm, ExposureSettings, NoteScores, replay_exposure  # noqa: E402
+from redone_sdk.replay import exposure as exposure_module  # noqa: E402
 from redone_sdk.replay.synth import write_impressions  # noqa: E402
 
 CATEGORIES = ("offensive", "hate", "sexism")
@@ -93,17 +96,20 @@ def _scores(ids: list[str], matrix: np.ndarray) -> NoteScores:
 
 
 def _run(log: dict, engine: str, labels: str = "labels.parquet", **settings) -> dict:
+    """The replay's exposure.json numbers (bar timings), with pass 2 in numpy or in SQL."""
     folder = log["folder"]
-    result = replay_exposure(
-        folder / "impressions.parquet",
-        folder / "notes.parquet",
-        log["arms"],
-        labels=folder / labels,
-        settings=ExposureSettings(bootstrap=60, user_buckets=16, note_buckets=8, engine=engine, **settings),
-    )
+    with pytest.MonkeyPatch.context() as mp:
+        if engine == "duckdb":
+            mp.setattr(exposure_module, "count_cells", count_cells_duckdb)
+        result = replay_exposure(
+            folder / "impressions.parquet",
+            folder / "notes.parquet",
+            log["arms"],
+            labels=folder / labels,
+            settings=ExposureSettings(bootstrap=60, user_buckets=16, note_buckets=8, **settings),
+        )
     data = json.loads(result.model_dump_json())
     data.pop("timings_s")
-    assert data["settings"].pop("engine") == engine
     return data
 
 
@@ -149,9 +155,6 @@ def test_label_weighted_results_match_to_float_rounding(log):
 
 def test_cells_equal_the_python_pass(log):
     """The arrays pass 2 hands to the metrics, compared directly (catches a wrong cell that the metrics hide)."""
-    from redone_sdk.replay import exposure as exposure_module
-    from redone_sdk.replay import exposure_sql
-
     captured: dict[str, object] = {}
 
     def spy(name, function):
@@ -161,14 +164,17 @@ def test_cells_equal_the_python_pass(log):
 
         return wrapped
 
-    mp = pytest.MonkeyPatch()
-    try:
-        mp.setattr(exposure_module, "count_cells", spy("python", exposure_module.count_cells))
-        mp.setattr(exposure_sql, "count_cells_duckdb", spy("duckdb", exposure_sql.count_cells_duckdb))
-        _run(log, "python", segments=("surface",))
-        _run(log, "duckdb", segments=("surface",))
-    finally:
-        mp.undo()
+    folder = log["folder"]
+    for name, function in (("python", exposure_module.count_cells), ("duckdb", count_cells_duckdb)):
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(exposure_module, "count_cells", spy(name, function))
+            replay_exposure(
+                folder / "impressions.parquet",
+                folder / "notes.parquet",
+                log["arms"],
+                labels=folder / "labels.parquet",
+                settings=ExposureSettings(bootstrap=0, user_buckets=16, note_buckets=8, segments=("surface",)),
+            )
     python, duck = captured["python"], captured["duckdb"]
     assert python.logged.sum() > 0
     np.testing.assert_array_equal(python.logged, duck.logged)
@@ -184,32 +190,3 @@ def test_cells_equal_the_python_pass(log):
     for arm in python.removed:
         np.testing.assert_allclose(surface_python[1][arm], surface_duck[1][arm], rtol=1e-12)
         np.testing.assert_allclose(python.weighted[1][arm], duck.weighted[1][arm], rtol=1e-12)
-
-
-def test_cli_engine_option(hand_log, tiny_bundle, tmp_path, monkeypatch):
-    """`redone replay exposure --engine duckdb` writes the exposure.json of the default engine (bar timings and
-    where the scores came from)."""
-    from redone_sdk.replay.cli import main
-
-    monkeypatch.setenv("REDONE_CACHE_DIR", str(tmp_path / "cache"))
-    results = {}
-    for engine in ("python", "duckdb"):
-        out = tmp_path / engine
-        command = [
-            "exposure",
-            "--impressions", str(hand_log["impressions"]),
-            "--notes", str(hand_log["notes"]),
-            "--labels", str(hand_log["labels"]),
-            "--arm", f"redone={tiny_bundle}",
-            "--review-delay", "2h",
-            "--bootstrap", "20",
-            "--engine", engine,
-            "--out", str(out),
-        ]  # fmt: skip
-        assert main(command) == 0
-        results[engine] = json.loads((out / "exposure.json").read_text())
-        results[engine].pop("timings_s")
-        assert results[engine]["settings"].pop("engine") == engine
-        results[engine].pop("scoring")  # the first run scores the notes, the second reads the shared cache
-    assert results["python"]["logged_exposures"] == 15
-    assert _differences(results["python"], results["duckdb"]) == []
