@@ -27,47 +27,31 @@ def _report_bad_rows(summary, what: str) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Score `args.input` (Parquet notes) into `args.output` with the bundle, policy and model flags in `args`."""
+    """Score `args.input` (Parquet notes) into `args.output` with the bundle, policy and model flags in `args`;
+    with `args.sessions`, the (query, note) pairs of a sessions table with the matcher instead."""
     from redone_sdk.inference.options import options_from_args
 
     from .job import score_notes, score_pairs
 
-    if getattr(args, "sessions", None):
-        try:
-            summary = score_pairs(
-                args.sessions,
-                args.input,
-                args.output,
-                bundle=None if args.bundle in (None, "default") else args.bundle,
-                options=options_from_args(args),
-                digest=getattr(args, "bundle_digest", None),
-                public_key=getattr(args, "bundle_public_key", None),
-                master=getattr(args, "master", None),
-                overwrite=getattr(args, "overwrite", False),
-                partitions=getattr(args, "partitions", None),
-            )
-        except (RedOneError, OSError) as exc:
-            print(f"redone: error: {exc}", file=sys.stderr)
-            return EXIT_ERROR
-        print(f"{summary.notes:,} pairs scored with {summary.bundle} (digest {summary.digest}) into {summary.output}")
-        return _report_bad_rows(summary, "notes")
+    common = {
+        "bundle": None if args.bundle in (None, "default") else args.bundle,
+        "options": options_from_args(args),
+        "digest": getattr(args, "bundle_digest", None),
+        "public_key": getattr(args, "bundle_public_key", None),
+        "master": getattr(args, "master", None),
+        "overwrite": getattr(args, "overwrite", False),
+        "partitions": getattr(args, "partitions", None),
+    }
+    sessions = getattr(args, "sessions", None)
     try:
-        summary = score_notes(
-            args.input,
-            args.output,
-            bundle=None if args.bundle in (None, "default") else args.bundle,
-            policy=args.policy,
-            options=options_from_args(args),
-            digest=getattr(args, "bundle_digest", None),
-            public_key=getattr(args, "bundle_public_key", None),
-            master=getattr(args, "master", None),
-            overwrite=getattr(args, "overwrite", False),
-            partitions=getattr(args, "partitions", None),
-        )
+        if sessions:
+            summary, what = score_pairs(sessions, args.input, args.output, **common), "pairs"
+        else:
+            summary, what = score_notes(args.input, args.output, policy=args.policy, **common), "notes"
     except (RedOneError, OSError) as exc:
         print(f"redone: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
-    print(f"{summary.notes:,} notes scored with {summary.bundle} (digest {summary.digest}) into {summary.output}")
+    print(f"{summary.notes:,} {what} scored with {summary.bundle} (digest {summary.digest}) into {summary.output}")
     return _report_bad_rows(summary, "notes")
 
 
