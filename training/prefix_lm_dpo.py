@@ -224,8 +224,8 @@ def train_preferences(
     each pair's chosen and rejected label): AdamW, linear warm-up then cosine decay, gradient clipping, dropout
     off, `cfg.gradient_accumulation` batches per optimizer step. With `cfg.anchor_weight` > 0 each batch adds
     that weight x the cross-entropy of a batch of `anchor` rows (gold labels; `anchor_class_weights` per task,
-    as SFT weighted them). Returns a summary (steps, losses, reward
-    accuracy of the first and last steps, seconds); leaves the model in eval mode."""
+    as SFT weighted them). Returns a summary (steps, losses, reward accuracy of the first and last steps,
+    seconds); leaves the model in eval mode."""
     import torch
     import torch.nn.functional as F
 
