@@ -6,7 +6,8 @@ exported to ONNX as a bundle the SDK loads, and a small one-token-answer fine-tu
 Why no attention code of our own: `BertLMHeadModel` (`is_decoder=True`) takes a (batch, T, T) mask, so the
 prefix-LM is only a mask. The scoring graph reads the first answer token's distribution at the last prompt
 position (`<|assistant|>`), which under that mask sees the whole prompt both ways; it is therefore the plain
-bidirectional encoder over the right-padded prompt. Not wired into the pipeline stages (CPT/SFT/DPO).
+bidirectional encoder over the right-padded prompt. The stages that train it: training/prefix_lm_sft.py (SFT) and
+training/prefix_lm_dpo.py (DPO); CPT is not built for it.
 """
 
 from __future__ import annotations
