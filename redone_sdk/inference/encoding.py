@@ -95,8 +95,8 @@ class PromptEncoder:
 
 
 # What one forward pass costs beyond its padded tokens, in token slots (a batch of n items padded to length L
-# costs about CALL_COST + n * L), fitted on redone-base int8 with one intra-op thread per pass; what the cuts
-# gain over one pass per worker: `python -m benchmarks.bucketing`, figures in benchmarks/results/speed.md.
+# costs about CALL_COST + n * L), fitted on redone-base int8 with one intra-op thread per pass at batch size 64;
+# what the cuts gain over one pass per worker: `python -m benchmarks.bucketing` (benchmarks/results/speed.md).
 CALL_COST = 48
 
 
