@@ -47,6 +47,7 @@ from .metrics import CONTENT_TYPE_LATEST, ServeMetrics
 from .openai_compat import CategoryMap
 from .ratelimit import RateLimiter
 from .review import ReviewStore, add_review_routes
+from .review.throttle import LoginThrottle
 from .schemas import (
     ClassifyRequest,
     ClassifyResponse,
@@ -370,8 +371,17 @@ def create_app(
 
     session = None
     if state.review is not None:
+        throttle = LoginThrottle(
+            max_per_user=settings.review_login_max_per_user,
+            max_per_client=settings.review_login_max_per_client,
+            window_s=settings.review_login_window_s,
+        )
         session = add_review_routes(
-            app, state.review, secret=settings.review_secret, secure_cookie=settings.review_cookie_secure
+            app,
+            state.review,
+            secret=settings.review_secret,
+            secure_cookie=settings.review_cookie_secure,
+            throttle=throttle,
         )
 
     # every route but the probes needs a caller (serve/auth.py); checked after the body guard (413/408 first)

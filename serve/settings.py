@@ -79,6 +79,15 @@ class ServeSettings(BaseModel):
     review_cookie_secure: bool = Field(
         default=True, description="Mark console cookies Secure (sent over HTTPS only; browsers exempt localhost)."
     )
+    review_login_max_per_user: int = Field(
+        default=5, ge=1, description="Failed console logins of one name within the window before 429."
+    )
+    review_login_max_per_client: int = Field(
+        default=20, ge=1, description="Failed console logins from one client address within the window before 429."
+    )
+    review_login_window_s: float = Field(
+        default=900.0, gt=0, description="The window of the failed-login limits, in seconds (per process)."
+    )
 
     @field_validator("db")
     @classmethod

@@ -107,6 +107,21 @@ def test_failed_logins_are_throttled_per_username(console_service: Service) -> N
         console.close()
 
 
+def test_the_login_limits_are_settings(make_service: Callable[..., Service]) -> None:
+    """REDONE_SERVE_REVIEW_LOGIN_* (or ServeSettings): two failures of a name within a minute, then 429."""
+    service = make_service(review_cookie_secure=False, review_login_max_per_user=2, review_login_window_s=60.0)
+    _add_reviewer(service, "erin")
+    console = Console(service)
+    try:
+        for _ in range(2):
+            assert console.login("erin", "wrong password").status_code == 401
+        throttled = console.login("erin", PASSWORD)
+        assert throttled.status_code == 429 and 1 <= int(throttled.headers["Retry-After"]) <= 60
+        assert "try again in 1 minute." in throttled.text
+    finally:
+        console.close()
+
+
 def test_failed_logins_are_throttled_per_client(console_service: Service) -> None:
     _add_reviewer(console_service, "carol")
     console = Console(console_service)
