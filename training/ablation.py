@@ -5,6 +5,8 @@ Variants, all from the same tokenizer and initial weights:
 - `cpt_sft`      — continued pretraining, then the same SFT;
 - `cpt_sft_dpo`  — the full recipe, DPO on the SFT model's own mistakes;
 - `single_task`  — each task fine-tuned alone from the initial model (one model per task).
+On a pretrained backbone (`model.pretrained`: the prefix-LM presets, which have no CPT stage) the ablation is
+`backbone` instead (`backbone_ablation.py`): prefix-LM vs causal LM vs a plain classifier head on that backbone.
 Stages that `redone train all` already finished in the same output folder with the same configuration are
 reused (linked), so the ablation after a pipeline run trains only what the pipeline did not.
 Plus the cross-set check: the full recipe (CPT, SFT, DPO) with SWSR left out of its harm data, scored after SFT
@@ -29,7 +31,7 @@ from redone_sdk.training.stages.evaluate import evaluate_model
 __all__ = ["PARTS", "VARIANTS", "run_ablation", "render_table"]
 
 VARIANTS = ("sft_only", "cpt_sft", "cpt_sft_dpo", "single_task")
-PARTS = (*VARIANTS, "cross_set")
+PARTS = (*VARIANTS, "cross_set", "backbone")
 _CROSS_COLUMNS = (
     ("model_cpt_sft", "model (CPT+SFT)"),
     ("model_cpt_sft_dpo", "model (CPT+SFT+DPO)"),
@@ -48,7 +50,7 @@ def _link_upstream(source: PipelineConfig, target: PipelineConfig, stages: tuple
             raise RuntimeError(f"ablation: stage {name} of {source.output_dir} does not fit {target.output_dir}")
 
 
-def _reuse_finished(source: PipelineConfig, target: PipelineConfig, stages: tuple[str, ...]) -> list[str]:
+def reuse_finished(source: PipelineConfig, target: PipelineConfig, stages: tuple[str, ...]) -> list[str]:
     """Link the stages `redone train all` already finished in `source` (same fingerprint) into `target`."""
     reused: list[str] = []
     for name in stages:
@@ -60,12 +62,12 @@ def _reuse_finished(source: PipelineConfig, target: PipelineConfig, stages: tupl
     return reused
 
 
-def _ensure(config: PipelineConfig, name: str) -> None:
+def ensure_stage(config: PipelineConfig, name: str) -> None:
     if not is_done(config, name):
         run_stage(name, config)
 
 
-def _flatten(metrics: dict[str, Any]) -> dict[str, float]:
+def flatten_metrics(metrics: dict[str, Any]) -> dict[str, float]:
     row: dict[str, float] = {}
     for set_name, values in metrics["scoring"].items():
         row[set_name] = values["macro_f1"]
@@ -92,7 +94,7 @@ def _tfidf_cross_set(config: PipelineConfig, harm_sources: tuple[str, ...]) -> d
     return out
 
 
-def _stage_summary(config: PipelineConfig, name: str) -> dict[str, Any]:
+def stage_summary(config: PipelineConfig, name: str) -> dict[str, Any]:
     """Steps, first/final loss and runtime a stage recorded in its DONE.json (what CPT's loss fell to, say)."""
     marker = stage_dir(config, name) / "DONE.json"
     if not marker.is_file():
@@ -127,6 +129,10 @@ def run_ablation(
     unknown = set(parts or ()) - set(PARTS)
     if unknown:
         raise ValueError(f"unknown ablation parts {sorted(unknown)}; choose from {PARTS}")
+    if config.model.pretrained:
+        return _run_pretrained_ablation(config, parts)
+    if parts and "backbone" in parts:
+        raise ValueError("the backbone part compares ways of post-training a pretrained backbone: set model.pretrained")
     wanted = set(parts or PARTS)
     started = time.monotonic()
     root = Path(config.output_dir) / "ablation"
@@ -155,26 +161,26 @@ def run_ablation(
         return result
 
     pipeline = config.replace(cpt={"enabled": True}, sft={"enabled": True}, dpo={"enabled": True})
-    table["reused_from_pipeline_run"] = _reuse_finished(pipeline, full, ("data", "init", "cpt", "sft", "dpo"))
+    table["reused_from_pipeline_run"] = reuse_finished(pipeline, full, ("data", "init", "cpt", "sft", "dpo"))
     needed = ("data", "init", "cpt", "sft", "dpo") if wanted & {"cpt_sft", "cpt_sft_dpo"} else ("data", "init")
     if "cross_set" in wanted and len(needed) == 2:
         needed = ("data", "init", "cpt")
     for name in needed:
-        timed(f"train/{name}", lambda name=name: _ensure(full, name))
-        table["stages"][name] = _stage_summary(full, name)
+        timed(f"train/{name}", lambda name=name: ensure_stage(full, name))
+        table["stages"][name] = stage_summary(full, name)
     results: dict[str, dict[str, float]] = table["variants"]
     for variant, stage in (("cpt_sft", "sft"), ("cpt_sft_dpo", "dpo")):
         if variant in wanted:
             model_dir = stage_dir(full, stage) / "model"
-            results[variant] = _flatten(timed(f"eval/{variant}", lambda d=model_dir: evaluate_model(d, full)))
+            results[variant] = flatten_metrics(timed(f"eval/{variant}", lambda d=model_dir: evaluate_model(d, full)))
             write()
 
     if "sft_only" in wanted:
         sft_only = full.replace(output_dir=str(root / "sft_only"), cpt={"enabled": False}, dpo={"enabled": False})
         _link_upstream(full, sft_only, ("data", "init"))
-        timed("train/sft_only", lambda: _ensure(sft_only, "sft"))
-        table["stages"]["sft_only/sft"] = _stage_summary(sft_only, "sft")
-        results["sft_only"] = _flatten(
+        timed("train/sft_only", lambda: ensure_stage(sft_only, "sft"))
+        table["stages"]["sft_only/sft"] = stage_summary(sft_only, "sft")
+        results["sft_only"] = flatten_metrics(
             timed("eval/sft_only", lambda: evaluate_model(stage_dir(sft_only, "sft") / "model", sft_only))
         )
         write()
@@ -183,8 +189,8 @@ def run_ablation(
         without = tuple(s for s in full.data.harm_sources if s != "swsr")
         cross = full.replace(output_dir=str(root / "cross_no_swsr"), data={"harm_sources": list(without)})
         _link_upstream(full, cross, ("data", "init", "cpt"))
-        timed("train/cross_no_swsr", lambda: _ensure(cross, "sft"))
-        timed("train/cross_no_swsr_dpo", lambda: _ensure(cross, "dpo"))  # pairs mined without SWSR too
+        timed("train/cross_no_swsr", lambda: ensure_stage(cross, "sft"))
+        timed("train/cross_no_swsr_dpo", lambda: ensure_stage(cross, "dpo"))  # pairs mined without SWSR too
         model_cross, model_cross_dpo = (
             evaluate_model(stage_dir(cross, stage) / "model", cross, tasks={"moderation"})["scoring"]
             for stage in ("sft", "dpo")
@@ -204,6 +210,31 @@ def run_ablation(
         _run_single_tasks(full, root, table, single_tasks, timed, write)
     table["complete"] = _is_complete(table, full)
     write()
+    log.info("ablation written to %s in %.0f s", root, time.monotonic() - started)
+    return root
+
+
+def _run_pretrained_ablation(config: PipelineConfig, parts: tuple[str, ...] | None) -> Path:
+    """The ablation of a pretrained-backbone preset: the backbone part (the prefix-LM has no CPT stage, so the
+    CPT variants and the cross-set check's CPT model do not apply; the cross-set check is a `--data-harm-sources`
+    run of the pipeline)."""
+    from redone_sdk.training.backbone_ablation import run_backbone_ablation
+
+    other = set(parts or ("backbone",)) - {"backbone"}
+    if other:
+        raise ValueError(
+            f"ablation parts {sorted(other)} need continued pretraining, which the pretrained prefix-LM presets do not "
+            "have; run --parts backbone"
+        )
+    started = time.monotonic()
+    root = Path(config.output_dir) / "ablation"
+    table: dict[str, Any] = {"machine": _machine(), "config": config.to_dict(), "complete": False}
+    table["backbone"] = run_backbone_ablation(config, root / "backbone")
+    table["complete"] = True
+    table["seconds"] = {"total": round(time.monotonic() - started, 1)}
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "table.json").write_text(json.dumps(table, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    (root / "table.md").write_text(render_table(table), encoding="utf-8")
     log.info("ablation written to %s in %.0f s", root, time.monotonic() - started)
     return root
 
@@ -238,12 +269,12 @@ def _run_single_tasks(
     for task in single_tasks or tuple(sorted(counts)):
         alone = sft_only.replace(output_dir=str(root / "single" / task), data={"sft_tasks": [task]})
         _link_upstream(full, alone, ("data", "init"))
-        timed(f"train/single/{task}", lambda alone=alone: _ensure(alone, "sft"))
+        timed(f"train/single/{task}", lambda alone=alone: ensure_stage(alone, "sft"))
         metrics = evaluate_model(stage_dir(alone, "sft") / "model", alone, tasks={task})
         single.update(
             {
                 k: v
-                for k, v in _flatten(metrics).items()
+                for k, v in flatten_metrics(metrics).items()
                 if k not in ("snsbench_average", "harm_macro_f1", "translation")
             }
         )
@@ -260,6 +291,12 @@ def _run_single_tasks(
 
 
 def render_table(table: dict[str, Any]) -> str:
+    if "backbone" in table:
+        from redone_sdk.training.backbone_ablation import render_backbone
+
+        machine = table.get("machine", {})
+        head = [f"Machine: {machine.get('device')}, torch {machine.get('torch')}.", ""] if machine else []
+        return "\n".join([*head, *render_backbone(table["backbone"])])
     variants = [v for v in VARIANTS if v in table["variants"]]
     rows = sorted({k for v in variants for k in table["variants"][v]})
     summary = [r for r in ("snsbench_average", "harm_macro_f1", "translation") if r in rows]

@@ -172,14 +172,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     everything.add_argument("--force", action="store_true", help="Run every stage even if done before.")
     everything.add_argument("--install-to", default=None, help="Also copy the shipped bundle to this folder.")
     everything.set_defaults(handler=_run_all)
-    ablation = steps.add_parser("ablation", help="SFT only / CPT+SFT / CPT+SFT+DPO / single-task, in one table.")
+    ablation = steps.add_parser(
+        "ablation",
+        help="SFT only / CPT+SFT / CPT+SFT+DPO / single-task, in one table; on a pretrained backbone: prefix-LM vs "
+        "causal LM vs classifier head.",
+    )
     add_section_arguments(ablation, None, all_sections())
     ablation.add_argument("--single-tasks", default=None, help="Comma list of tasks for the single-task column.")
     ablation.add_argument(
         "--parts",
         default=None,
         help="Comma list of sft_only, cpt_sft, cpt_sft_dpo, single_task, cross_set: run only these and merge them "
-        "into the table already there (default: all).",
+        "into the table already there (default: all); backbone (the default and only part with model.pretrained).",
     )
     ablation.set_defaults(handler=_run_ablation)
     bundle_eval = steps.add_parser("eval-bundle", help="Dev metrics of an existing bundle's scoring tasks (ONNX).")

@@ -22,7 +22,7 @@ import typing
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 __all__ = [
     "PRESETS_DIR",
@@ -133,10 +133,23 @@ class TrainerConfig:
 
 @dataclass(frozen=True)
 class CPTConfig(TrainerConfig):
-    """Stage 2: continued pretraining, causal LM on the packed corpus."""
+    """Stage 2: continued pretraining on the packed corpus (causal LM; on a pretrained BERT prefix-LM also
+    prefix-LM or whole-span masked LM, see `training/prefix_lm_cpt.py`)."""
 
     epochs: float = _default(TrainerConfig, "epochs", 3.0)
     seq_length: int = _f(256, "Tokens per packed block.")
+    objective: Literal["causal", "prefix", "span_mlm"] = _f(
+        "causal",
+        "causal: next token everywhere (the only one for the Qwen2 models); prefix: bidirectional before a random "
+        "split, next token after it; span_mlm: whole spans masked, predicted from both sides (prefix-LM presets).",
+    )
+    mask_share: float = _f(0.15, "span_mlm: share of each block's tokens chosen for prediction.")
+
+    def __post_init__(self) -> None:
+        if self.objective not in ("causal", "prefix", "span_mlm"):
+            raise ValueError(f"cpt.objective must be causal, prefix or span_mlm, got {self.objective!r}")
+        if not 0 < self.mask_share < 1:
+            raise ValueError(f"cpt.mask_share must be in (0, 1), got {self.mask_share}")
 
 
 @dataclass(frozen=True)
@@ -355,6 +368,10 @@ def _build(cls: type, data: dict[str, Any], where: str) -> Any:
 
 def _coerce(kind: Any, value: Any, where: str) -> Any:
     origin = typing.get_origin(kind)
+    if origin is Literal:
+        if value not in typing.get_args(kind):
+            raise ValueError(f"{where} must be one of {', '.join(map(str, typing.get_args(kind)))}, got {value!r}")
+        return value
     if origin is tuple:
         if isinstance(value, str):
             value = [v.strip() for v in value.split(",") if v.strip()]
@@ -387,6 +404,8 @@ def _add_field(group: Any, f: dataclasses.Field, kind: Any, flag: str, dest: str
         group.add_argument(flag, dest=dest, action=argparse.BooleanOptionalAction, default=None, help=help_text)
     elif typing.get_origin(kind) in (tuple, dict):
         group.add_argument(flag, dest=dest, default=None, help=help_text + " (comma list or JSON)")
+    elif typing.get_origin(kind) is Literal:
+        group.add_argument(flag, dest=dest, default=None, choices=typing.get_args(kind), help=help_text)
     else:
         group.add_argument(flag, dest=dest, type=kind, default=None, help=help_text)
 

@@ -266,11 +266,18 @@ def prefix_lm_batch(
 # --- scoring --------------------------------------------------------------------------------------------------
 
 
-def build_prefix_lm_scorer(model: Any, label_token_ids: Sequence[int]) -> Any:
+def build_prefix_lm_scorer(
+    model: Any, label_token_ids: Sequence[int], *, attention: Literal["prefix", "causal"] = "prefix"
+) -> Any:
     """(input_ids, attention_mask) right-padded -> logits of the label tokens at the last real token: the
     prefix-LM's first answer distribution for a one-token answer. The whole input is prompt, so the mask is the
-    padding mask on every row (bidirectional) and segment ids are zero. Shares the model's parameters."""
+    padding mask on every row (bidirectional) and segment ids are zero. Shares the model's parameters.
+    `attention="causal"` reads the same position under a lower-triangular mask (the backbone ablation's
+    decoder-only variant; never exported)."""
     import torch
+
+    if attention not in ("prefix", "causal"):
+        raise PrefixLMError(f"attention must be 'prefix' or 'causal', got {attention!r}")
 
     ids = list(label_token_ids)
 
@@ -286,6 +293,8 @@ def build_prefix_lm_scorer(model: Any, label_token_ids: Sequence[int]) -> Any:
         def forward(self, input_ids: Any, attention_mask: Any) -> Any:
             batch, width = input_ids.shape
             full = attention_mask[:, None, :].expand(batch, width, width)
+            if attention == "causal":
+                full = full * torch.tril(torch.ones(width, width, dtype=full.dtype, device=full.device))
             states = self.bert(
                 input_ids=input_ids,
                 attention_mask=full,

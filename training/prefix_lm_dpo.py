@@ -33,7 +33,14 @@ from redone_sdk.bundle.manifest import TaskSpec
 from redone_sdk.errors import RedOneError
 from redone_sdk.inference.encoding import pad_batch
 from redone_sdk.training.config import DPOStageConfig, PipelineConfig
-from redone_sdk.training.prefix_lm_sft import ScoringItem, _batches, _label_token_ids, class_weights, encode_rows
+from redone_sdk.training.prefix_lm_sft import (
+    ScoringItem,
+    _batches,
+    adamw_warmup_cosine,
+    class_weights,
+    encode_rows,
+    label_token_ids,
+)
 from redone_sdk.training.stages.common import log
 
 __all__ = [
@@ -107,7 +114,7 @@ def label_logprobs(
 
     from redone_sdk.training.prefix_lm import build_prefix_lm_scorer
 
-    scorer = build_prefix_lm_scorer(model, _label_token_ids(specs))
+    scorer = build_prefix_lm_scorer(model, label_token_ids(specs))
     out: list[np.ndarray | None] = [None] * len(items)
     by_task: dict[str, list[int]] = {}
     for i, item in enumerate(items):
@@ -237,20 +244,12 @@ def train_preferences(
     ref = torch.from_numpy(np.asarray(reference, dtype=np.float32))
     rng = random.Random(seed)
     torch.manual_seed(seed)
-    scorer = build_prefix_lm_scorer(model, _label_token_ids(specs))
+    scorer = build_prefix_lm_scorer(model, label_token_ids(specs))
     accumulate = max(1, cfg.gradient_accumulation)
     per_epoch = math.ceil(len(_batches(pairs, cfg.batch_size, random.Random(seed))) / accumulate)
     total = cfg.max_steps if cfg.max_steps > 0 else max(1, math.ceil(per_epoch * cfg.epochs))
-    warmup = max(1, round(total * cfg.warmup_ratio))
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
-
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    optimizer, schedule = adamw_warmup_cosine(params, cfg, total)
     anchored = [item for item in anchor if item.target >= 0] if cfg.anchor_weight > 0 else []
     anchor_rng = random.Random(seed + 1)
 

@@ -25,7 +25,7 @@ import numpy as np
 
 from redone_sdk.bundle.manifest import TaskSpec
 from redone_sdk.inference.encoding import PromptEncoder, pad_batch
-from redone_sdk.training.config import PipelineConfig, SFTStageConfig
+from redone_sdk.training.config import PipelineConfig, SFTStageConfig, TrainerConfig
 from redone_sdk.training.prefix_lm import (
     build_prefix_lm,
     build_prefix_lm_scorer,
@@ -41,6 +41,8 @@ __all__ = [
     "encode_rows",
     "init_prefix_lm",
     "is_prefix_lm",
+    "adamw_warmup_cosine",
+    "label_token_ids",
     "load_prefix_lm",
     "save_prefix_lm",
     "task_specs",
@@ -172,6 +174,22 @@ def teacher_probabilities(teacher: str, task: str, records: Sequence[Mapping[str
 # --- training -------------------------------------------------------------------------------------------------
 
 
+def adamw_warmup_cosine(params: Sequence[Any], cfg: TrainerConfig, total: int) -> tuple[Any, Any]:
+    """AdamW at `cfg.learning_rate` / `cfg.weight_decay` with linear warm-up over `cfg.warmup_ratio` of `total`
+    steps, then cosine decay to zero: the schedule of every prefix-LM loop (CPT, SFT, DPO)."""
+    import torch
+
+    warmup = max(1, round(total * cfg.warmup_ratio))
+    optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
+
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
 def _batches(items: Sequence[ScoringItem], batch_size: int, rng: random.Random) -> list[list[int]]:
     """Single-task batches of similar length (little padding on CPU), in random order."""
     batches: list[list[int]] = []
@@ -214,11 +232,13 @@ def train_scoring(
     cfg: SFTStageConfig,
     *,
     seed: int,
+    scorer: Any | None = None,
 ) -> dict[str, Any]:
     """Train the scoring position on `items`: AdamW, linear warm-up then cosine decay, gradient clipping.
     Loss per batch: (1 - d) * class-weighted CE on gold + d * KL(teacher || model) where a teacher scored the
-    item (`d` = `cfg.distill_weight`; gold-only items take CE alone, unlabeled ones KL alone). Returns a summary
-    (steps, losses, seconds); leaves the model in eval mode."""
+    item (`d` = `cfg.distill_weight`; gold-only items take CE alone, unlabeled ones KL alone). `scorer` replaces
+    the prefix-LM's (the backbone ablation's variants; its own parameters train too). Returns a summary (steps,
+    losses, seconds); leaves the model in eval mode."""
     import time
 
     import torch
@@ -229,20 +249,13 @@ def train_scoring(
     weights = class_weights(items, specs, cfg.class_balance)
     rng = random.Random(seed)
     torch.manual_seed(seed)
-    scorer = build_prefix_lm_scorer(model, _label_token_ids(specs))
+    scorer = scorer if scorer is not None else build_prefix_lm_scorer(model, label_token_ids(specs))
     per_epoch = len(_batches(items, cfg.batch_size, random.Random(seed)))
     total = cfg.max_steps if cfg.max_steps > 0 else max(1, math.ceil(per_epoch * cfg.epochs))
-    warmup = max(1, round(total * cfg.warmup_ratio))
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
-
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    params = list({id(p): p for p in [*model.parameters(), *scorer.parameters()] if p.requires_grad}.values())
+    optimizer, schedule = adamw_warmup_cosine(params, cfg, total)
     model.train()
+    scorer.train()
     losses: list[float] = []
     started = time.monotonic()
     step = 0
@@ -266,6 +279,7 @@ def train_scoring(
                 rate = step * cfg.batch_size / (time.monotonic() - started)
                 log.info("sft: step %d/%d loss %.4f (%.0f examples/s)", step, total, np.mean(losses[-50:]), rate)
     model.eval()
+    scorer.eval()
     tail = losses[-max(1, len(losses) // 10) :]
     return {
         "steps": step,
@@ -293,7 +307,8 @@ def _loss(logits: Any, items: Sequence[ScoringItem], weight: Any, distill: float
     return sum(w * t for w, t in terms)
 
 
-def _label_token_ids(specs: Mapping[str, TaskSpec]) -> list[int]:
+def label_token_ids(specs: Mapping[str, TaskSpec]) -> list[int]:
+    """The token id of each label column, in column order, across the bundle's tasks."""
     columns: dict[int, int] = {}
     for spec in specs.values():
         for label in spec.labels:
@@ -305,12 +320,18 @@ def _label_token_ids(specs: Mapping[str, TaskSpec]) -> list[int]:
 
 
 def dev_logits(
-    model: Any, tokenizer: Any, specs: Mapping[str, TaskSpec], rows: Sequence[Mapping[str, Any]], batch_size: int = 64
+    model: Any,
+    tokenizer: Any,
+    specs: Mapping[str, TaskSpec],
+    rows: Sequence[Mapping[str, Any]],
+    batch_size: int = 64,
+    scorer: Any | None = None,
 ) -> dict[str, tuple[np.ndarray, list[str], str]]:
-    """Per dev set: (logits over the task's labels [n, labels], gold labels, task) from the torch scorer."""
+    """Per dev set: (logits over the task's labels [n, labels], gold labels, task) from the torch scorer (the
+    prefix-LM's unless `scorer` is given)."""
     import torch
 
-    scorer = build_prefix_lm_scorer(model, _label_token_ids(specs)).eval()
+    scorer = (scorer if scorer is not None else build_prefix_lm_scorer(model, label_token_ids(specs))).eval()
     out: dict[str, tuple[np.ndarray, list[str], str]] = {}
     for set_name in sorted({r["set"] for r in rows}):
         chosen = [r for r in rows if r["set"] == set_name]

@@ -173,8 +173,10 @@ def test_every_field_of_a_section_is_a_flag(tmp_path: Path) -> None:
                 argv = [flag, "bge-small-zh-v1.5"]
             elif f.name == "pretrained_layers":  # a cut of a pretrained source
                 argv = [flag, "2", "--model-pretrained", "bge-small-zh-v1.5"]
-            elif f.name == "distill_weight":
+            elif f.name in ("distill_weight", "mask_share"):
                 argv = [flag, "0.25"]
+            elif f.name == "objective":  # a Literal: its choices, and the bert-only ones need model.pretrained
+                argv = [flag, "span_mlm", "--model-pretrained", "bge-small-zh-v1.5"]
             else:
                 argv = [flag, "7"]
             config = config_from_args(parser.parse_args(["train", "all", *argv]))

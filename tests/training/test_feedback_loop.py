@@ -182,22 +182,6 @@ def test_reviewer_decisions_make_a_bundle_that_agrees_with_them_more(
 QUEUE_ALL = Policy(name="all", default=CategoryRule(review=0.0))  # every note to review, labelled by its top category
 
 
-def _prefix_lm_config(out: Path, data_dir: Path, **overrides) -> PipelineConfig:
-    """The base preset cut down as in test_prefix_lm_pipeline.py: one layer, a few SFT steps, small dev sets."""
-    return PipelineConfig.from_file(
-        PRESETS_DIR / "base.json",
-        output_dir=str(out),
-        data__data_dir=str(data_dir),
-        data__max_eval_examples=24,
-        data__max_per_task=60,
-        model__pretrained_layers=1,
-        sft__max_steps=8,
-        sft__batch_size=8,
-        sft__learning_rate=3e-4,
-        **overrides,
-    )
-
-
 def _top_labels(bundle: Path, texts: list[str]) -> list[str]:
     """The bundle's most probable label per note (safe = 1 - the categories' scores)."""
     labels = []
@@ -209,12 +193,12 @@ def _top_labels(bundle: Path, texts: list[str]) -> list[str]:
 
 @pytest.mark.registry
 def test_a_prefix_lm_round_from_the_current_bundle_agrees_with_the_reviewers_more(
-    data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    cut_base_config, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from redone_sdk.training.pipeline import run_all
 
     run = tmp_path / "run"
-    old_bundle = run_all(_prefix_lm_config(run, data_dir), skip=("eval",))  # DPO off, as base.json ships
+    old_bundle = run_all(cut_base_config(run), skip=("eval",))  # DPO off, as base.json ships
     kept = tmp_path / "bundle-before-feedback"
     shutil.copytree(old_bundle, kept)
     notes = _notes(run)
@@ -237,9 +221,8 @@ def test_a_prefix_lm_round_from_the_current_bundle_agrees_with_the_reviewers_mor
     manifest = json.loads((feedback / "manifest.json").read_text())
     assert manifest["counts"]["dpo"] > 0
 
-    config = _prefix_lm_config(
+    config = cut_base_config(
         run,
-        data_dir,
         bundle_version="0.0.2",
         dpo__enabled=True,
         dpo__feedback=str(feedback),

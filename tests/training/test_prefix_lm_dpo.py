@@ -22,27 +22,21 @@ from redone_sdk.training.config import PRESETS_DIR, PipelineConfig
 REPEAT = 2
 
 
-def _config(out: Path, data_dir: Path, **overrides) -> PipelineConfig:
-    """The shipped base preset cut down for a test (one layer, a few SFT steps), with a small DPO round on."""
-    return PipelineConfig.from_file(
-        PRESETS_DIR / "base.json",
-        output_dir=str(out),
-        data__data_dir=str(data_dir),
-        data__max_eval_examples=24,
-        data__max_per_task=60,
-        model__pretrained_layers=1,
-        sft__max_steps=8,
-        sft__batch_size=8,
-        sft__learning_rate=3e-4,
-        dpo__enabled=True,
-        dpo__mine_examples=40,
-        dpo__max_pairs=12,
-        dpo__batch_size=8,
-        dpo__max_steps=8,
-        dpo__learning_rate=1e-4,
-        dpo__feedback_repeat=REPEAT,
-        **overrides,
-    )
+DPO_ROUND = {
+    "dpo__enabled": True,
+    "dpo__mine_examples": 40,
+    "dpo__max_pairs": 12,
+    "dpo__batch_size": 8,
+    "dpo__max_steps": 8,
+    "dpo__learning_rate": 1e-4,
+    "dpo__feedback_repeat": REPEAT,
+}
+
+
+@pytest.fixture(scope="session")
+def dpo_config(cut_base_config):
+    """Factory: the cut-down base preset (tests/training/conftest.py) with a small DPO round on."""
+    return lambda out, **overrides: cut_base_config(out, **{**DPO_ROUND, **overrides})
 
 
 # --- the loss -------------------------------------------------------------------------------------------------
@@ -114,15 +108,15 @@ def _feedback_folder(run: Path, folder: Path) -> tuple[Path, int]:
 
 
 @pytest.fixture(scope="module")
-def dpo_run(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> tuple[Path, int]:
+def dpo_run(tmp_path_factory: pytest.TempPathFactory, dpo_config) -> tuple[Path, int]:
     """data, init and SFT of the cut-down base preset; a DPO round on mined + reviewer pairs; export (no eval)."""
     from redone_sdk.training.pipeline import run_all, run_stage
 
     root = tmp_path_factory.mktemp("prefix-lm-dpo")
     out = root / "run"
-    run_all(_config(out, data_dir), skip=("dpo", "eval", "export"))
+    run_all(dpo_config(out), skip=("dpo", "eval", "export"))
     feedback, usable = _feedback_folder(out, root / "feedback")
-    config = _config(out, data_dir, dpo__feedback=str(feedback))
+    config = dpo_config(out, dpo__feedback=str(feedback))
     run_stage("dpo", config)
     run_stage("export", config)
     return out, usable
@@ -147,12 +141,12 @@ def _pair_logprobs(model_dir: Path, config: PipelineConfig, rows: list[dict]) ->
 
 @pytest.mark.registry
 def test_a_dpo_round_raises_the_chosen_labels_and_the_sdk_loads_its_bundle(
-    dpo_run: tuple[Path, int], data_dir: Path
+    dpo_run: tuple[Path, int], dpo_config
 ) -> None:
     from redone_sdk import Moderator
 
     out, usable = dpo_run
-    config = _config(out, data_dir)
+    config = dpo_config(out)
     done = json.loads((out / "dpo" / "DONE.json").read_text())
     stats = done["mined"]
     assert stats["feedback/pairs"] == usable and stats["feedback/skipped"] == 2
@@ -191,16 +185,14 @@ def test_a_dpo_round_raises_the_chosen_labels_and_the_sdk_loads_its_bundle(
 
 
 @pytest.mark.registry
-def test_feedback_pairs_the_task_cannot_answer_are_counted_not_trained(
-    dpo_run: tuple[Path, int], data_dir: Path
-) -> None:
+def test_feedback_pairs_the_task_cannot_answer_are_counted_not_trained(dpo_run: tuple[Path, int], dpo_config) -> None:
     from redone_sdk.bundle.tokenizer import load_tokenizer
     from redone_sdk.training.prefix_lm_dpo import feedback_pairs
     from redone_sdk.training.prefix_lm_sft import task_specs
 
     out, _ = dpo_run
     tokenizer = load_tokenizer(out / "sft" / "model" / "tokenizer.json")
-    specs = task_specs(tokenizer, _config(out, data_dir))
+    specs = task_specs(tokenizer, dpo_config(out))
     rows = [
         {"task": "moderation", "text": "a", "chosen": "safe", "rejected": "hate"},
         {"task": "moderation", "text": "b", "chosen": "spam", "rejected": "safe"},
@@ -220,13 +212,13 @@ def test_feedback_pairs_the_task_cannot_answer_are_counted_not_trained(
 
 
 def test_the_prefix_lm_dpo_refuses_chat_extra_pairs_in_one_line(
-    tmp_path: Path, data_dir: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, dpo_config, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from redone_sdk.cli import main
     from redone_sdk.training.pipeline import run_stage
     from redone_sdk.training.prefix_lm_dpo import PreferenceConfigError
 
-    config = _config(tmp_path / "run", data_dir, dpo__extra_pairs=str(tmp_path / "pairs.jsonl"))
+    config = dpo_config(tmp_path / "run", dpo__extra_pairs=str(tmp_path / "pairs.jsonl"))
     with pytest.raises(PreferenceConfigError, match=r"dpo\.feedback"):
         run_stage("dpo", config)
     argv = ["train", "dpo", "--config", str(PRESETS_DIR / "base.json"), "--output-dir", str(tmp_path / "run")]
@@ -237,7 +229,7 @@ def test_the_prefix_lm_dpo_refuses_chat_extra_pairs_in_one_line(
 
 
 @pytest.mark.registry
-def test_the_anchor_term_keeps_the_checked_rows_gold_labels(dpo_run: tuple[Path, int], data_dir: Path) -> None:
+def test_the_anchor_term_keeps_the_checked_rows_gold_labels(dpo_run: tuple[Path, int], dpo_config) -> None:
     """The same round from the SFT checkpoint with and without `dpo.anchor_weight`: the anchored model keeps a
     lower cross-entropy on the gold labels of the rows mining checked (what the term adds to the loss)."""
     import dataclasses
@@ -247,7 +239,7 @@ def test_the_anchor_term_keeps_the_checked_rows_gold_labels(dpo_run: tuple[Path,
     from redone_sdk.training.stages.data import distinct, training_mixture
 
     out, _ = dpo_run
-    config = _config(out, data_dir)
+    config = dpo_config(out)
     gold_nll = {}
     for weight in (0.0, 2.0):
         model, tokenizer = load_prefix_lm(out / "sft" / "model")

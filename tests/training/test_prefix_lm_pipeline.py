@@ -15,34 +15,18 @@ import numpy as np
 import pytest
 
 from redone_sdk.labeled_data import COLD_TOPIC_LABELS, harm_examples
-from redone_sdk.training.config import PRESETS_DIR, PipelineConfig, SFTStageConfig
+from redone_sdk.training.config import SFTStageConfig
 from redone_sdk.training.prefix_lm_sft import ScoringItem, _batches, _loss, class_weights
 
 BGE = "bge-small-zh-v1.5"
 
 
-def _config(out: Path, data_dir: Path, **overrides) -> PipelineConfig:
-    """The shipped base preset cut down for a test: one layer, a few steps, small dev sets."""
-    return PipelineConfig.from_file(
-        PRESETS_DIR / "base.json",
-        output_dir=str(out),
-        data__data_dir=str(data_dir),
-        data__max_eval_examples=24,
-        data__max_per_task=60,
-        model__pretrained_layers=1,
-        sft__max_steps=8,
-        sft__batch_size=8,
-        sft__learning_rate=3e-4,
-        **overrides,
-    )
-
-
 @pytest.fixture(scope="module")
-def base_run(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Path:
+def base_run(tmp_path_factory: pytest.TempPathFactory, cut_base_config) -> Path:
     from redone_sdk.training.pipeline import run_all
 
     out = tmp_path_factory.mktemp("prefix-lm-run") / "base"
-    run_all(_config(out, data_dir))
+    run_all(cut_base_config(out))
     return out
 
 
@@ -78,11 +62,11 @@ def test_base_preset_trains_exports_and_the_sdk_loads_the_calibrated_bundle(base
 
 
 @pytest.mark.registry
-def test_a_student_distils_from_the_base_bundle(base_run: Path, data_dir: Path, tmp_path: Path) -> None:
+def test_a_student_distils_from_the_base_bundle(base_run: Path, cut_base_config, tmp_path: Path) -> None:
     from redone_sdk.training.pipeline import run_all
 
     out = tmp_path / "small"
-    config = _config(out, data_dir, sft__teacher=str(base_run / "bundle"), sft__distill_texts=16)
+    config = cut_base_config(out, sft__teacher=str(base_run / "bundle"), sft__distill_texts=16)
     run_all(config, skip=("eval",))
     sft = json.loads((out / "sft" / "DONE.json").read_text())
     assert sft["teacher"] == str(base_run / "bundle") and sft["tasks"]["teacher_labeled_notes"] == 16

@@ -232,7 +232,7 @@ def test_cache_root_follows_the_environment(tmp_path: Path, monkeypatch: pytest.
 # --- the pipeline: a pretrained source is a config field, and the stages refuse what they cannot do yet ---
 
 
-def test_model_pretrained_is_checked_and_the_pipeline_refuses_stages_it_lacks_for_bert(tmp_path: Path) -> None:
+def test_model_pretrained_is_checked_and_qwen_refuses_the_bert_only_cpt_objectives(tmp_path: Path) -> None:
     from redone_sdk.training.pipeline import run_all
     from redone_sdk.training.stages.common import _DATA_STAGE_FIELDS, _LATER_FIELDS, _fingerprint
 
@@ -244,11 +244,15 @@ def test_model_pretrained_is_checked_and_the_pipeline_refuses_stages_it_lacks_fo
     with pytest.raises(ValueError, match="pretrained_layers"):
         PipelineConfig.from_dict({"model": {"pretrained_layers": 1}})
     config = PipelineConfig.from_dict({"output_dir": str(tmp_path / "run"), "model": {"pretrained": BGE}})
-    with pytest.raises(NotImplementedError, match=r"the cpt stage\(s\) are not built for it yet"):
-        run_all(config)
-    assert not (tmp_path / "run").exists()  # refused before the data stage
-    with pytest.raises(NotImplementedError, match="--no-cpt-enabled"):
-        main(["train", "cpt", "--output-dir", str(tmp_path / "run"), "--model-pretrained", BGE])
+    # the Qwen2 models continue pretraining as causal LMs only: the other objectives are refused up front
+    qwen = PipelineConfig.from_dict({"output_dir": str(tmp_path / "qwen"), "cpt": {"objective": "span_mlm"}})
+    with pytest.raises(ValueError, match=r"cpt.objective 'span_mlm' needs a pretrained BERT prefix-LM"):
+        run_all(qwen)
+    assert not (tmp_path / "qwen").exists()  # refused before the data stage
+    with pytest.raises(SystemExit):
+        main(["train", "cpt", "--output-dir", str(tmp_path / "qwen"), "--cpt-objective", "mlm"])
+    with pytest.raises(ValueError, match=r"cpt\.objective must be one of causal, prefix, span_mlm"):
+        PipelineConfig.from_dict({"cpt": {"objective": "mlm"}})
     # the new fields at their defaults leave the stages' fingerprints as they were
     assert _fingerprint(config, "init") != _fingerprint(PipelineConfig(output_dir=str(tmp_path / "run")), "init")
     defaults = PipelineConfig().to_dict()

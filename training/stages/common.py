@@ -61,6 +61,8 @@ _LATER_FIELDS = (
     ("dpo", "feedback", ""),
     ("dpo", "feedback_repeat", 4),
     ("dpo", "anchor_weight", 0.0),
+    ("cpt", "objective", "causal"),
+    ("cpt", "mask_share", 0.15),
 )
 
 

@@ -61,15 +61,25 @@ def evaluate_model(model_dir: Path, config: PipelineConfig, tasks: set[str] | No
 
 def evaluate_prefix_lm(model_dir: Path, config: PipelineConfig, tasks: set[str] | None = None) -> dict[str, Any]:
     """`evaluate_model` for a BERT prefix-LM checkpoint: the scoring sets only (it trains no generative task)."""
-    from redone_sdk.training.prefix_lm_sft import dev_logits, load_prefix_lm, task_specs
+    from redone_sdk.training.prefix_lm_sft import load_prefix_lm
 
     model, tokenizer = load_prefix_lm(model_dir)
+    return evaluate_scorer(model, tokenizer, config, tasks)
+
+
+def evaluate_scorer(
+    model: Any, tokenizer: Any, config: PipelineConfig, tasks: set[str] | None = None, scorer: Any | None = None
+) -> dict[str, Any]:
+    """Dev metrics of a loaded BERT model through its scorer (the prefix-LM's unless `scorer` is given: the
+    backbone ablation's variants), in `evaluate_model`'s layout."""
+    from redone_sdk.training.prefix_lm_sft import dev_logits, task_specs
+
     dev_scoring, _ = load_dev(config)
     if tasks is not None:
         dev_scoring = [r for r in dev_scoring if ("moderation" if r["task"] == "moderation" else "querycorr") in tasks]
     specs = task_specs(tokenizer, config)
     scoring: dict[str, dict[str, float]] = {}
-    for set_name, (logits, gold, task) in dev_logits(model, tokenizer, specs, dev_scoring).items():
+    for set_name, (logits, gold, task) in dev_logits(model, tokenizer, specs, dev_scoring, scorer=scorer).items():
         labels = specs[task].label_names
         predicted = [labels[i] for i in logits.argmax(axis=1)]
         scoring[set_name] = harm_set_metrics(set_name, gold, predicted, labels)

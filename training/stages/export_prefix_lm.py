@@ -42,7 +42,7 @@ def run(config: PipelineConfig) -> Path:
     )
     from redone_sdk.training.export import graph_opset
     from redone_sdk.training.prefix_lm import prefix_lm_special_tokens
-    from redone_sdk.training.prefix_lm_sft import _label_token_ids, dev_logits, lineage, load_prefix_lm, task_specs
+    from redone_sdk.training.prefix_lm_sft import dev_logits, label_token_ids, lineage, load_prefix_lm, task_specs
     from redone_sdk.training.stages.export import bundle_license, climb_int8_ladder, dev_examples
 
     configure_torch(config)
@@ -77,7 +77,7 @@ def run(config: PipelineConfig) -> Path:
             )
     tasks = calibrated_tasks(specs, temperatures)
 
-    label_ids = _label_token_ids(specs)
+    label_ids = label_token_ids(specs)
     fp32 = export_bert_scoring_graph(model, label_ids, out / "scoring.fp32.onnx")
     int8 = out / "scoring.int8.onnx"
     ladder = bert_int8_fallbacks(fp32) if cfg.int8_fallback else [()]

@@ -19,18 +19,14 @@ __all__ = ["check_supported", "run"]
 
 
 def check_supported(config: PipelineConfig) -> None:
-    """Refuse what the pipeline cannot build yet, before any stage runs: on a pretrained BERT prefix-LM
-    (`model.pretrained`) only the scoring tasks train (SFT, then optionally DPO: `training/prefix_lm_dpo.py`), and
-    there is no continued pretraining stage."""
-    if not config.model.pretrained:
+    """Refuse what the pipeline cannot build, before any stage runs: the Qwen2 models continue pretraining as
+    causal LMs only (`cpt.objective` prefix and span_mlm need the bidirectional BERT prefix-LM)."""
+    if config.model.pretrained or not config.cpt.enabled or config.cpt.objective == "causal":
         return
-    missing = [name for name in ("cpt",) if getattr(config, name).enabled]
-    if missing:
-        raise NotImplementedError(
-            f"model.pretrained = {config.model.pretrained!r} (a BERT prefix-LM): the {' and '.join(missing)} "
-            f"stage(s) are not built for it yet; switch them off (--no-{missing[0]}-enabled, or "
-            '"enabled": false in the config), as training/configs/base.json does.'
-        )
+    raise ValueError(
+        f"cpt.objective {config.cpt.objective!r} needs a pretrained BERT prefix-LM (model.pretrained); the Qwen2 "
+        "models continue pretraining as causal LMs (cpt.objective causal)"
+    )
 
 
 def run(config: PipelineConfig) -> Path:

@@ -1,0 +1,30 @@
+"""Fixtures shared by the training tests."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from redone_sdk.training.config import PRESETS_DIR, PipelineConfig
+
+
+@pytest.fixture(scope="session")
+def cut_base_config(data_dir: Path) -> Callable[..., PipelineConfig]:
+    """Factory `(out, **overrides) -> PipelineConfig`: the shipped base preset cut down for a test (a 1-layer cut
+    of the backbone, 8 SFT steps of 8 rows, 60 rows per task, 24 dev rows per set) on the fixture data."""
+
+    def make(out: Path, **overrides: object) -> PipelineConfig:
+        settings: dict[str, object] = {
+            "data__data_dir": str(data_dir),
+            "data__max_eval_examples": 24,
+            "data__max_per_task": 60,
+            "model__pretrained_layers": 1,
+            "sft__max_steps": 8,
+            "sft__batch_size": 8,
+            "sft__learning_rate": 3e-4,
+        }
+        return PipelineConfig.from_file(PRESETS_DIR / "base.json", output_dir=str(out), **{**settings, **overrides})
+
+    return make
