@@ -127,3 +127,28 @@ def test_a_bundle_digest_mismatch_exits_with_a_usage_error(
     flags = ["--bootstrap", "127.0.0.1:1", "--input", "i", "--output", "o", "--review", "r", "--dlq", "d"]
     assert run(_parse(*flags, "--group", "g", "--bundle-digest", "0" * 64)) == EXIT_USAGE
     assert f"expected {'0' * 64}" in capsys.readouterr().err
+
+
+def test_the_cli_exits_with_the_shutdown_code_when_a_stop_overruns_its_timeout() -> None:
+    """The process-level guarantee behind `--shutdown-timeout`: a stream stuck past it (a client call that ignores
+    its deadline) is ended with exit code 4 about 3 s later, and every thread's stack is printed to show where."""
+    import time
+
+    script = (
+        "import threading, time\n"
+        "from redone_sdk.adapters.kafka.cli import _hard_stop_after_shutdown_timeout\n"
+        "class Stuck:\n"
+        "    stopping = False\n"
+        "stream = Stuck()\n"
+        "_hard_stop_after_shutdown_timeout(stream, 0.5)\n"
+        "time.sleep(1.0)\n"
+        "stream.stopping = True\n"  # a stop was asked for ...
+        "threading.Event().wait(60)\n"  # ... and the main thread never returns
+    )
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    took = time.monotonic() - started
+    assert done.returncode == 4, done.stderr
+    assert 1.0 + 0.5 + 3.0 <= took < 20, took
+    assert "still stopping: exiting now" in done.stderr
+    assert "Thread" in done.stderr and "in <module>" in done.stderr  # the stacks, main thread included
