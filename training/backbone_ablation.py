@@ -31,7 +31,7 @@ def build_variant_scorer(model: Any, label_token_ids: list[int], variant: Backbo
     Shares the model's parameters; the classifier's head is new (normal(0, 0.02) weights, zero biases)."""
     import torch
 
-    from redone_sdk.training.prefix_lm import build_prefix_lm_scorer
+    from redone_sdk.training.prefix_lm import build_prefix_lm_scorer, encoder_states
 
     if variant == "prefix_lm":
         return build_prefix_lm_scorer(model, label_token_ids)
@@ -56,12 +56,7 @@ def build_variant_scorer(model: Any, label_token_ids: list[int], variant: Backbo
             def forward(self, input_ids: Any, attention_mask: Any) -> Any:
                 batch, width = input_ids.shape
                 full = attention_mask[:, None, :].expand(batch, width, width)
-                states = self.bert(
-                    input_ids=input_ids,
-                    attention_mask=full,
-                    token_type_ids=torch.zeros_like(input_ids),
-                    use_cache=False,
-                ).last_hidden_state
+                states = encoder_states(self.bert, input_ids, full)
                 pooled = torch.tanh(self.pooler(states[:, 0]))
                 return self.head(self.dropout(pooled))
 

@@ -266,6 +266,15 @@ def prefix_lm_batch(
 # --- scoring --------------------------------------------------------------------------------------------------
 
 
+def encoder_states(bert: Any, input_ids: Any, mask: Any) -> Any:
+    """The encoder's last hidden states under a (batch, T, T) attention mask, segment ids zero, no cache."""
+    import torch
+
+    return bert(
+        input_ids=input_ids, attention_mask=mask, token_type_ids=torch.zeros_like(input_ids), use_cache=False
+    ).last_hidden_state
+
+
 def build_prefix_lm_scorer(
     model: Any, label_token_ids: Sequence[int], *, attention: Literal["prefix", "causal"] = "prefix"
 ) -> Any:
@@ -295,12 +304,7 @@ def build_prefix_lm_scorer(
             full = attention_mask[:, None, :].expand(batch, width, width)
             if attention == "causal":
                 full = full * torch.tril(torch.ones(width, width, dtype=full.dtype, device=full.device))
-            states = self.bert(
-                input_ids=input_ids,
-                attention_mask=full,
-                token_type_ids=torch.zeros_like(input_ids),
-                use_cache=False,
-            ).last_hidden_state
+            states = encoder_states(self.bert, input_ids, full)
             last = attention_mask.sum(dim=1) - 1
             picked = self.transform(states[torch.arange(batch, device=states.device), last])
             rows = self.decoder.weight[self.label_ids]

@@ -123,6 +123,8 @@ def train_cpt(model: Any, tokenizer: Any, texts: Sequence[str], cfg: CPTConfig, 
     import torch
     import torch.nn.functional as F
 
+    from redone_sdk.training.prefix_lm import encoder_states
+
     rng = random.Random(seed)
     torch.manual_seed(seed)
     blocks = pack_blocks(tokenizer, texts, cfg.seq_length)
@@ -149,12 +151,7 @@ def train_cpt(model: Any, tokenizer: Any, texts: Sequence[str], cfg: CPTConfig, 
             batch = objective_batch(
                 chosen, cfg.objective, rng, mask_share=cfg.mask_share, mask_id=mask_id, vocab_size=vocab
             )
-            states = model.bert(
-                input_ids=batch["input_ids"],
-                attention_mask=batch["attention_mask"],
-                token_type_ids=torch.zeros_like(batch["input_ids"]),
-                use_cache=False,
-            ).last_hidden_state
+            states = encoder_states(model.bert, batch["input_ids"], batch["attention_mask"])
             logits = model.cls(states[batch["rows"], batch["positions"]])
             loss = F.cross_entropy(logits, batch["targets"])
             optimizer.zero_grad(set_to_none=True)
