@@ -20,7 +20,7 @@ from redone_sdk.inference.engine import TaskEngine, open_backend
 from redone_sdk.inference.options import InferenceOptions
 from redone_sdk.training.datasets import HARM_LABELS, Example, harm_examples, querycorr_examples
 from redone_sdk.training.datasets import QUERYCORR_GRADES as GRADES
-from redone_sdk.training.evaluate import classification_metrics, evaluate_bundle, harm_set_metrics
+from redone_sdk.training.evaluate import classification_metrics, evaluate_bundle, harm_set_metrics, predicted_labels
 from redone_sdk.training.evaluate import label_space as training_label_space
 
 __all__ = [
@@ -84,9 +84,7 @@ class BundlePredictor:
     def predict(self, examples: Sequence[Example]) -> tuple[list[str], list[str]]:
         """(predicted labels, the task's label names)."""
         engine = self.engines[examples[0].task]
-        probs, _ = engine.score([e.record for e in examples])
-        labels = engine.task.label_names
-        return [labels[i] for i in probs.argmax(axis=1)], list(labels)
+        return predicted_labels(engine, examples), list(engine.task.label_names)
 
 
 def check_against_evaluate_bundle(bundle_dir: Path, sets: dict[str, list[Example]], precision: str) -> dict[str, Any]:

@@ -16,4 +16,5 @@ with open("examples/notes.jsonl", encoding="utf-8") as handle:
 
 matcher = NoteQueryMatcher.load()
 for result in matcher.rank(query, notes, top_k=5):
-    print(f"{result.score:.3f}  grade {result.grade:+d}  {result.note_id}")
+    coverage = "" if result.lexical_coverage is None else f"  query terms found {result.lexical_coverage:.0%}"
+    print(f"{result.score:.3f}  grade {result.grade:+d}  {result.note_id}{coverage}")

@@ -12,6 +12,7 @@ from typing_extensions import Unpack
 from redone_sdk.bundle import Bundle
 from redone_sdk.errors import InvalidInputError, ModelOutputError
 from redone_sdk.inference.options import InferenceOptions, InferenceOverrides
+from redone_sdk.lexical import fused_relevance
 from redone_sdk.schemas import MatchResult, Note, NoteLike, check_utf8, coerce_note
 from redone_sdk.task_model import BundleTaskModel, check_many, chunked, resolve_bundle
 
@@ -50,7 +51,9 @@ class NoteQueryMatcher(BundleTaskModel):
     """Scores (query, note) pairs with a bundle's matching task; build it with `NoteQueryMatcher.load`.
 
     `score` is the expected relevance: the grade probabilities times each grade's value in the manifest
-    (SNS-Bench grades -1, 0, 1, 2, 3 map to 0, 0.25, 0.5, 0.75, 1 in the default bundle).
+    (SNS-Bench grades -1, 0, 1, 2, 3 map to 0, 0.25, 0.5, 0.75, 1 in the default bundle). When the bundle's task
+    has a lexical fusion (the default bundle does), `score` mixes that with the share of the query's terms found
+    anywhere in the note (`lexical_coverage`), and `grade` comes from the fusion's cuts on `score`.
     """
 
     task_kind = "matching"
@@ -99,8 +102,15 @@ class NoteQueryMatcher(BundleTaskModel):
         checked = [_check_pair(pair, start + i) for i, pair in enumerate(pairs)]
         probs, truncated = self._engine.score([{"query": q, "note": n.text} for q, n in checked])
         expected = probs.astype(np.float64) @ self._values
+        fusion = self._task.lexical
+        if fusion is not None:  # a non-finite expectation stays non-finite and is refused below
+            relevance, grades, coverage = fused_relevance(
+                expected, [q for q, _ in checked], [n.text for _, n in checked], fusion
+            )
+        else:
+            relevance, grades, coverage = expected, probs.argmax(axis=1), None
         results = []
-        for i, ((query, note), row, value, cut) in enumerate(zip(checked, probs, expected, truncated, strict=True)):
+        for i, ((query, note), row, value, cut) in enumerate(zip(checked, probs, relevance, truncated, strict=True)):
             if not (np.isfinite(row).all() and np.isfinite(value)):
                 raise ModelOutputError(
                     f"the model's output for pair at index {start + i} (note_id {note.note_id!r}) of task "
@@ -113,8 +123,9 @@ class NoteQueryMatcher(BundleTaskModel):
                 MatchResult(
                     note_id=note.note_id,
                     query=query,
-                    grade=int(self._grades[int(row.argmax())]),
+                    grade=int(self._grades[int(grades[i])]),
                     score=float(min(max(value, 0.0), 1.0)),
+                    lexical_coverage=None if coverage is None else float(coverage[i]),
                     grade_probabilities={g: float(p) for g, p in zip(self._grades, row, strict=True)},
                     model=self._model,
                     truncated=cut,

@@ -172,8 +172,22 @@ class MatchResult(BaseModel):
 
     note_id: str
     query: str
-    grade: int = Field(description="Most likely SNS-Bench relevance grade: -1 (unrelated) … 3 (exact).")
-    score: float = Field(ge=0.0, le=1.0, description="Expected relevance in [0, 1] over the grades.")
-    grade_probabilities: dict[str, float]
+    grade: int = Field(
+        description="SNS-Bench relevance grade: -1 (unrelated) … 3 (exact); the model's most likely one, or the "
+        "lexical fusion's cut on `score` when the bundle has one."
+    )
+    score: float = Field(
+        ge=0.0,
+        le=1.0,
+        description="Relevance in [0, 1]: the expected grade value, mixed with `lexical_coverage` when the bundle "
+        "fuses them.",
+    )
+    grade_probabilities: dict[str, float] = Field(description="The model's own grade distribution (calibrated).")
+    lexical_coverage: float | None = Field(
+        default=None,
+        ge=0.0,
+        le=1.0,
+        description="Share of the query's terms found in the whole note, when the bundle fuses it; else null.",
+    )
     model: ModelInfo
     truncated: bool

@@ -275,6 +275,11 @@ class ExportConfig:
         "When int8 misses the tolerance, keep the first layer's attention, then its MLP, then the first and last "
         "layers in fp32 (one rung at a time) before shipping fp32 (fused graph only).",
     )
+    lexical_fusion: bool = _f(
+        True,
+        "Prefix-LM bundles: fuse the matching task's expected relevance with query-term coverage of the whole note, "
+        "weight and grade cuts fitted on QueryCorr train by cross-validation (training/lexical_fusion.py).",
+    )
 
     def __post_init__(self) -> None:
         if not 0 <= self.smooth_alpha <= 1:

@@ -10,10 +10,12 @@ import numpy as np
 from redone_sdk.bundle import Bundle
 from redone_sdk.inference.engine import TaskEngine, open_backend
 from redone_sdk.inference.options import InferenceOptions
+from redone_sdk.lexical import fused_relevance
 from redone_sdk.training.datasets import Example
 
 __all__ = [
     "evaluate_bundle",
+    "predicted_labels",
     "classification_metrics",
     "category_metrics",
     "harm_set_metrics",
@@ -105,6 +107,21 @@ def per_category_table(metrics: dict[str, dict[str, float]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def predicted_labels(engine: TaskEngine, examples: Sequence[Example]) -> list[str]:
+    """The label a bundle's task gives each example: the most likely one, or for a matching task with a lexical
+    fusion the fusion's grade, as `NoteQueryMatcher` gives it."""
+    records = [e.record for e in examples]
+    probs, _ = engine.score(records)
+    task = engine.task
+    if task.lexical is None:
+        chosen = probs.argmax(axis=1)
+    else:
+        values = np.array([label.value for label in task.labels], dtype=np.float64)
+        queries, notes = [r["query"] for r in records], [r["note"] for r in records]
+        _, chosen, _ = fused_relevance(probs.astype(np.float64) @ values, queries, notes, task.lexical)
+    return [task.label_names[i] for i in chosen]
+
+
 def evaluate_bundle(
     bundle_dir: Path,
     sets: dict[str, list[Example]],
@@ -128,8 +145,7 @@ def evaluate_bundle(
             continue
         task = examples[0].task
         engine = engines[task]
-        probs, _ = engine.score([e.record for e in examples])
+        predicted = predicted_labels(engine, examples)
         labels = engine.task.label_names
-        predicted = [labels[i] for i in probs.argmax(axis=1)]
         results[set_name] = harm_set_metrics(set_name, [e.label for e in examples], predicted, labels)
     return results

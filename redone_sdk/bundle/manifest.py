@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from itertools import pairwise
 from pathlib import PurePosixPath
 from typing import Annotated, Any, Literal
 
@@ -13,6 +14,7 @@ __all__ = [
     "MANIFEST_FILE",
     "MAX_SEQUENCE_LENGTH",
     "LabelSpec",
+    "LexicalFusion",
     "TaskSpec",
     "TokenizerSpec",
     "GraphSpec",
@@ -58,6 +60,25 @@ class LabelSpec(_Frozen):
     value: float | None = Field(default=None, description="Numeric value of a grade (matching tasks).")
 
 
+class LexicalFusion(_Frozen):
+    """How a matching task mixes the model with query-term coverage (`redone_sdk.lexical`), fitted on train:
+    relevance = (1 - weight) * the model's expected grade value + weight * coverage, and the grade is the i-th
+    when i of the ascending `grade_cuts` are at or below that relevance."""
+
+    weight: float = Field(ge=0.0, le=1.0, allow_inf_nan=False, description="Share of the coverage in the relevance.")
+    grade_cuts: tuple[Annotated[float, Field(allow_inf_nan=False)], ...] = Field(
+        description="Ascending thresholds on the relevance, one fewer than the task's grades."
+    )
+    fitted_on: str = Field(default="", description="What the weight and cuts were fitted on, and how.")
+
+    @field_validator("grade_cuts")
+    @classmethod
+    def _ascending(cls, cuts: tuple[float, ...]) -> tuple[float, ...]:
+        if any(b < a for a, b in pairwise(cuts)):
+            raise ValueError(f"grade_cuts must be ascending, got {list(cuts)}")
+        return cuts
+
+
 class TaskSpec(_Frozen):
     """How one task is asked (prompt template) and answered (labels)."""
 
@@ -81,6 +102,11 @@ class TaskSpec(_Frozen):
         "the export so that the probabilities are calibrated); 1.0, the default for manifests without it, leaves "
         "them as the model gives them.",
     )
+    lexical: LexicalFusion | None = Field(
+        default=None,
+        description="Matching only: fuse the model's expected relevance with query-term coverage and grade the "
+        "result by cuts (absent: the score is the model's expected relevance, the grade its most likely one).",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> TaskSpec:
@@ -96,6 +122,14 @@ class TaskSpec(_Frozen):
             raise ValueError("a moderation task needs a safe_label among its labels")
         if self.kind == "matching" and any(label.value is None for label in self.labels):
             raise ValueError("every label of a matching task needs a numeric value")
+        if self.lexical is not None:
+            if self.kind != "matching":
+                raise ValueError("only a matching task can have a lexical fusion")
+            if len(self.lexical.grade_cuts) != len(self.labels) - 1:
+                raise ValueError(
+                    f"lexical.grade_cuts needs {len(self.labels) - 1} cuts for {len(self.labels)} grades, "
+                    f"got {len(self.lexical.grade_cuts)}"
+                )
         return self
 
     @property

@@ -34,7 +34,7 @@ def base_run(tmp_path_factory: pytest.TempPathFactory, cut_base_config) -> Path:
 def test_base_preset_trains_exports_and_the_sdk_loads_the_calibrated_bundle(base_run: Path) -> None:
     from safetensors.numpy import load_file
 
-    from redone_sdk import Moderator
+    from redone_sdk import Moderator, NoteQueryMatcher
 
     sft = json.loads((base_run / "sft" / "DONE.json").read_text())
     assert sft["steps"] == 8 and sft["examples"] > 0 and np.isfinite(sft["final_loss"])
@@ -55,6 +55,12 @@ def test_base_preset_trains_exports_and_the_sdk_loads_the_calibrated_bundle(base
     assert temperature > 0 and temperature != 1.0  # fitted, not the default
     assert manifest["metrics"]["calibration/moderation"]["temperature"] == pytest.approx(temperature)
     assert "int8_check" in manifest["metrics"] and "fp32/cold_dev" in manifest["metrics"]
+    lexical = manifest["tasks"]["matching"]["lexical"]  # fitted on the fixture's QueryCorr train rows
+    assert 0 <= lexical["weight"] <= 1 and lexical["grade_cuts"] == sorted(lexical["grade_cuts"])
+    fit = manifest["metrics"]["lexical_fusion/matching"]
+    assert fit["weight"] == lexical["weight"] and fit["examples"] == 30 and "30 pairs" in lexical["fitted_on"]
+    match = NoteQueryMatcher.load(base_run / "bundle").score("egg waffle", {"note_id": "q", "content": "egg waffles"})
+    assert match.lexical_coverage == 0.5
     moderator = Moderator.load(base_run / "bundle")
     result = moderator.classify({"note_id": "n1", "content": "女人就该待在家里做饭"})
     assert set(result.scores) == {"offensive", "hate", "sexism"} and 0 < sum(result.scores.values()) < 1

@@ -3,9 +3,10 @@ bundles, as `export.py` does for the Qwen2 graph.
 
 Calibration: one temperature per task, fitted by temperature scaling on the dev logits of the torch model
 (`training/calibration.py`), written into the bundle's tasks (the SDK divides the logits by it); the policy's
-thresholds are then set from the calibrated dev probabilities (`policy_from_dev`). The int8 graph must keep every
-dev metric within `export.int8_tolerance` of fp32, with fp32 kept for the parts on `bert_int8_fallbacks`' ladder
-one rung at a time before the bundle ships fp32 as its default.
+thresholds are then set from the calibrated dev probabilities (`policy_from_dev`). With `export.lexical_fusion` the
+matching task also gets a lexical fusion fitted on the QueryCorr train rows (`training/lexical_fusion.py`). The
+int8 graph must keep every dev metric within `export.int8_tolerance` of fp32, with fp32 kept for the parts on
+`bert_int8_fallbacks`' ladder one rung at a time before the bundle ships fp32 as its default.
 """
 
 from __future__ import annotations
@@ -21,7 +22,15 @@ from redone_sdk.bundle.manifest import DataSource
 from redone_sdk.training.config import PipelineConfig
 from redone_sdk.training.evaluate import evaluate_bundle
 from redone_sdk.training.export import write_bundle
-from redone_sdk.training.stages.common import configure_torch, is_main_process, latest_model_dir, log, mark_done
+from redone_sdk.training.stages.common import (
+    configure_torch,
+    is_main_process,
+    latest_model_dir,
+    log,
+    mark_done,
+    read_jsonl,
+    stage_dir,
+)
 from redone_sdk.training.stages.data import load_dev
 
 __all__ = ["run"]
@@ -76,6 +85,9 @@ def run(config: PipelineConfig) -> Path:
                 _softmax(logits / temperature), gold, spec.label_names, spec.safe_label
             )
     tasks = calibrated_tasks(specs, temperatures)
+    if cfg.lexical_fusion:
+        tasks, fusion_figures = _with_lexical_fusion(config, model, tokenizer, tasks)
+        calibration.update(fusion_figures)
 
     label_ids = label_token_ids(specs)
     fp32 = export_bert_scoring_graph(model, label_ids, out / "scoring.fp32.onnx")
@@ -142,6 +154,44 @@ def run(config: PipelineConfig) -> Path:
     log.info("export: bundle %s, int8 max drop %.4f", bundle.path, max_drop)
     mark_done(config, "export", {"bundle": str(bundle.path), "int8_max_drop": max_drop})
     return bundle.path
+
+
+def _with_lexical_fusion(
+    config: PipelineConfig, model: Any, tokenizer: Any, tasks: dict[str, Any]
+) -> tuple[dict[str, Any], dict[str, dict[str, float]]]:
+    """`tasks` with a lexical fusion on the matching task, fitted on the data stage's QueryCorr train rows with the
+    calibrated torch model; unchanged (with a log line) when there is no matching task or too few rows."""
+    from redone_sdk.bundle.manifest import TaskSpec
+    from redone_sdk.lexical import query_coverage
+    from redone_sdk.training.lexical_fusion import fit_lexical_fusion
+    from redone_sdk.training.prefix_lm_sft import dev_logits
+
+    matching = [name for name, spec in tasks.items() if spec.kind == "matching"]
+    path = stage_dir(config, "data") / "train" / "querycorr.jsonl"
+    if not matching or not path.is_file():
+        log.info("export: no lexical fusion (no matching task or no QueryCorr train rows)")
+        return tasks, {}
+    name, spec = matching[0], tasks[matching[0]]
+    unique = {(r["fields"]["query"], r["fields"]["note"]): r for r in read_jsonl(path)}
+    rows = [{**r, "set": "querycorr_train"} for r in unique.values()]
+    if len(rows) < 10:
+        log.info("export: no lexical fusion (%d QueryCorr train rows; at least 10 needed)", len(rows))
+        return tasks, {}
+    logits, gold, _ = dev_logits(model, tokenizer, tasks, rows)["querycorr_train"]
+    values = np.array([label.value for label in spec.labels], dtype=np.float64)
+    expected = _softmax(logits / spec.temperature) @ values
+    coverage = np.array([query_coverage(r["fields"]["query"], r["fields"]["note"]) for r in rows])
+    fit = fit_lexical_fusion(expected, coverage, gold, seed=config.seed)
+    log.info(
+        "export: %s lexical fusion weight %.1f (CV macro-F1 %.3f; model alone %.3f, coverage alone %.3f)",
+        name,
+        fit.weight,
+        fit.cv_macro_f1[fit.weight],
+        fit.cv_macro_f1[0.0],
+        fit.cv_macro_f1[1.0],
+    )
+    fused = TaskSpec.model_validate({**spec.model_dump(), "lexical": fit.spec().model_dump()})
+    return {**tasks, name: fused}, {f"lexical_fusion/{name}": fit.figures()}
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:
