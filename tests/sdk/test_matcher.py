@@ -10,15 +10,19 @@ def matcher(default_bundle: Path) -> NoteQueryMatcher:
     return NoteQueryMatcher.load(default_bundle)
 
 
-def test_score_returns_grade_and_expected_relevance(matcher: NoteQueryMatcher) -> None:
+def test_score_returns_grade_and_relevance_fused_with_coverage(matcher: NoteQueryMatcher) -> None:
+    """The shipped bundle fuses (redone-base 0.4.2 on); the arithmetic on any weight is in test_lexical.py."""
     result = matcher.score("egg waffle recipe", {"note_id": "n", "title": "Egg waffles", "content": "Mix flour"})
     assert isinstance(result, MatchResult)
     assert result.grade in (-1, 0, 1, 2, 3)
     assert 0.0 <= result.score <= 1.0
+    fusion = matcher.bundle.manifest.tasks["matching"].lexical
+    assert fusion is not None and result.lexical_coverage == pytest.approx(1 / 3)  # "egg"; "waffles" is not "waffle"
     values = {"-1": 0.0, "0": 0.25, "1": 0.5, "2": 0.75, "3": 1.0}
     expected = sum(values[g] * p for g, p in result.grade_probabilities.items())
-    assert result.score == pytest.approx(expected, abs=1e-5)
-    assert result.grade == int(max(result.grade_probabilities, key=result.grade_probabilities.get))
+    fused = (1 - fusion.weight) * expected + fusion.weight * result.lexical_coverage
+    assert result.score == pytest.approx(fused, abs=1e-5)
+    assert result.grade == sum(cut <= result.score for cut in fusion.grade_cuts) - 1
 
 
 def test_rank_sorts_and_cuts(matcher: NoteQueryMatcher) -> None:
