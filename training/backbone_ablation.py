@@ -31,7 +31,8 @@ def build_variant_scorer(model: Any, label_token_ids: list[int], variant: Backbo
     Shares the model's parameters; the classifier's head is new (normal(0, 0.02) weights, zero biases)."""
     import torch
 
-    from redone_sdk.training.prefix_lm import build_prefix_lm_scorer, encoder_states
+    from redone_sdk.inference.scoring_head import encoder_states
+    from redone_sdk.training.prefix_lm import build_prefix_lm_scorer
 
     if variant == "prefix_lm":
         return build_prefix_lm_scorer(model, label_token_ids)

@@ -22,6 +22,7 @@ from typing import Any, Literal
 
 from redone_sdk.bundle import Bundle
 from redone_sdk.bundle.manifest import TaskSpec
+from redone_sdk.inference.scoring_head import build_prefix_lm_scoring_head
 from redone_sdk.training.tasks import answer_tokens, build_task_specs
 
 __all__ = [
@@ -266,51 +267,16 @@ def prefix_lm_batch(
 # --- scoring --------------------------------------------------------------------------------------------------
 
 
-def encoder_states(bert: Any, input_ids: Any, mask: Any) -> Any:
-    """The encoder's last hidden states under a (batch, T, T) attention mask, segment ids zero, no cache."""
-    import torch
-
-    return bert(
-        input_ids=input_ids, attention_mask=mask, token_type_ids=torch.zeros_like(input_ids), use_cache=False
-    ).last_hidden_state
-
-
 def build_prefix_lm_scorer(
     model: Any, label_token_ids: Sequence[int], *, attention: Literal["prefix", "causal"] = "prefix"
 ) -> Any:
     """(input_ids, attention_mask) right-padded -> logits of the label tokens at the last real token: the
-    prefix-LM's first answer distribution for a one-token answer. The whole input is prompt, so the mask is the
-    padding mask on every row (bidirectional) and segment ids are zero. Shares the model's parameters.
-    `attention="causal"` reads the same position under a lower-triangular mask (the backbone ablation's
-    decoder-only variant; never exported)."""
-    import torch
-
+    prefix-LM's first answer distribution for a one-token answer (the SDK's `build_prefix_lm_scoring_head`, so
+    the PyTorch backend and the export compute the same function). `attention="causal"` reads the same position
+    under a lower-triangular mask (the backbone ablation's decoder-only variant; never exported)."""
     if attention not in ("prefix", "causal"):
         raise PrefixLMError(f"attention must be 'prefix' or 'causal', got {attention!r}")
-
-    ids = list(label_token_ids)
-
-    class PrefixLMScorer(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.bert = model.bert
-            self.transform = model.cls.predictions.transform
-            self.decoder = model.cls.predictions.decoder
-            self.bias = model.cls.predictions.bias
-            self.register_buffer("label_ids", torch.tensor(ids, dtype=torch.long), persistent=False)
-
-        def forward(self, input_ids: Any, attention_mask: Any) -> Any:
-            batch, width = input_ids.shape
-            full = attention_mask[:, None, :].expand(batch, width, width)
-            if attention == "causal":
-                full = full * torch.tril(torch.ones(width, width, dtype=full.dtype, device=full.device))
-            states = encoder_states(self.bert, input_ids, full)
-            last = attention_mask.sum(dim=1) - 1
-            picked = self.transform(states[torch.arange(batch, device=states.device), last])
-            rows = self.decoder.weight[self.label_ids]
-            return picked @ rows.T + self.bias[self.label_ids]
-
-    return PrefixLMScorer()
+    return build_prefix_lm_scoring_head(model, label_token_ids, causal=attention == "causal")
 
 
 def score_prompts(model: Any, prompts: Sequence[Sequence[int]], label_token_ids: Sequence[int]) -> Any:

@@ -123,7 +123,7 @@ def train_cpt(model: Any, tokenizer: Any, texts: Sequence[str], cfg: CPTConfig, 
     import torch
     import torch.nn.functional as F
 
-    from redone_sdk.training.prefix_lm import encoder_states
+    from redone_sdk.inference.scoring_head import encoder_states
 
     rng = random.Random(seed)
     torch.manual_seed(seed)

@@ -2,8 +2,10 @@
 graph and its PyTorch checkpoint compute the same thing.
 
 (input_ids, attention_mask) -> the last layer's hidden state at the last real token times the label rows of
-the LM head. For Llama-style decoders (Qwen2, Llama, Mistral) the last layer runs its query, attention output
-and MLP for that one position only (its keys and values still see every position): the head reads nothing else.
+the LM head. A BERT prefix-LM (`BertLMHeadModel`, the pretrained bundles) reads the whole prompt both ways and
+its head's transform, tied rows and bias (`build_prefix_lm_scoring_head`). For Llama-style decoders (Qwen2,
+Llama, Mistral) the last layer runs its query, attention output and MLP for that one position only (its keys
+and values still see every position): the head reads nothing else.
 torch is imported on use, so the core imports this module without it.
 """
 
@@ -13,7 +15,7 @@ import copy
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["build_scoring_head"]
+__all__ = ["build_scoring_head", "build_prefix_lm_scoring_head", "encoder_states"]
 
 
 def _last_position_layer(backbone: Any) -> Any | None:
@@ -35,12 +37,62 @@ def _last_position_layer(backbone: Any) -> Any | None:
     return layer
 
 
+def encoder_states(bert: Any, input_ids: Any, mask: Any) -> Any:
+    """A BERT encoder's last hidden states under a (batch, T, T) attention mask, segment ids zero, no cache."""
+    import torch
+
+    return bert(
+        input_ids=input_ids, attention_mask=mask, token_type_ids=torch.zeros_like(input_ids), use_cache=False
+    ).last_hidden_state
+
+
+def build_prefix_lm_scoring_head(model: Any, label_token_ids: Sequence[int], *, causal: bool = False) -> Any:
+    """A BERT prefix-LM as (input_ids, attention_mask) -> label logits at the last real token. The whole input is
+    prompt, so each row attends to all its real tokens (a (B, T, T) mask, which `BertLMHeadModel` takes as is);
+    the head is the LM head's transform, then the tied rows of the label tokens plus their bias. `causal` puts a
+    lower-triangular mask on top instead (the backbone ablation's variant). Shares the model's parameters."""
+    import torch
+
+    ids = list(label_token_ids)
+
+    class PrefixLMScorer(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.bert = model.bert
+            self.transform = model.cls.predictions.transform
+            self.decoder = model.cls.predictions.decoder
+            self.bias = model.cls.predictions.bias
+            self.register_buffer("label_ids", torch.tensor(ids, dtype=torch.long), persistent=False)
+
+        def forward(self, input_ids: Any, attention_mask: Any) -> Any:
+            batch, width = input_ids.shape
+            full = attention_mask[:, None, :].expand(batch, width, width)
+            if causal:
+                full = full * torch.tril(torch.ones(width, width, dtype=full.dtype, device=full.device))
+            states = encoder_states(self.bert, input_ids, full)
+            last = attention_mask.sum(dim=1) - 1
+            picked = self.transform(states[torch.arange(batch, device=states.device), last])
+            rows = self.decoder.weight[self.label_ids]
+            return picked @ rows.T + self.bias[self.label_ids]
+
+    return PrefixLMScorer()
+
+
+def _is_prefix_lm(model: Any) -> bool:
+    predictions = getattr(getattr(model, "cls", None), "predictions", None)
+    return hasattr(model, "bert") and predictions is not None and hasattr(predictions, "transform")
+
+
 def build_scoring_head(model: Any, label_token_ids: Sequence[int], *, last_position_only: bool = True) -> Any:
-    """Wrap a causal LM as (input_ids, attention_mask) -> logits of the label tokens at the last real token.
+    """Wrap a causal LM (or a BERT prefix-LM) as (input_ids, attention_mask) -> logits of the label tokens at the
+    last real token.
 
     Inputs are right-padded. `last_position_only=False` (or a decoder of another shape) runs the whole backbone.
     """
     import torch
+
+    if _is_prefix_lm(model):
+        return build_prefix_lm_scoring_head(model, label_token_ids)
 
     backbone = model.get_decoder() if hasattr(model, "get_decoder") else model.model
     rows = model.get_output_embeddings().weight.detach()[list(label_token_ids)].clone()

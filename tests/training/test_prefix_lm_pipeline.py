@@ -140,3 +140,27 @@ def test_distillation_settings_are_checked() -> None:
     with pytest.raises(ValueError, match="distill_weight"):
         SFTStageConfig(distill_weight=1.5)
     assert np.isclose(SFTStageConfig().distill_weight, 0.7)
+
+
+@pytest.mark.registry
+def test_the_pytorch_backend_scores_the_prefix_lm_as_its_graph_does(base_run: Path) -> None:
+    """bundle-full carries the checkpoint; `backend="torch"` reads it through the same prefix-LM scoring head the
+    export traced (bidirectional prompt, the LM head's transform and bias), so both give the same probabilities."""
+    from redone_sdk import Moderator, NoteQueryMatcher
+
+    full = base_run / "bundle-full"
+    assert (full / "checkpoint" / "model.safetensors").is_file()
+    assert not (base_run / "bundle" / "checkpoint").exists()  # export.keep_checkpoint is off
+    texts = ["女人就该待在家里做饭", "a longer english note about cooking " * 6, "短"]
+    eager_moderator = Moderator.load(full, backend="torch")
+    assert eager_moderator.backend_info.name == "torch"
+    eager = eager_moderator.classify_batch(texts)
+    graph = Moderator.load(full, backend="onnx", precision="fp32").classify_batch(texts)
+    for e, g in zip(eager, graph, strict=True):
+        assert np.allclose(list(e.scores.values()), list(g.scores.values()), atol=1e-4)
+    pairs = [("egg waffle", {"note_id": "a", "content": "egg waffles with syrup"})]
+    e, g = (
+        NoteQueryMatcher.load(full, backend="torch").score_pairs(pairs)[0],
+        NoteQueryMatcher.load(full, backend="onnx", precision="fp32").score_pairs(pairs)[0],
+    )
+    assert e.score == pytest.approx(g.score, abs=1e-4) and e.grade == g.grade

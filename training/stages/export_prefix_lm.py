@@ -142,13 +142,14 @@ def run(config: PipelineConfig) -> Path:
     if not within and "fp32" not in shipped:
         log.warning("export: int8 loses %.3f on a dev metric: shipping fp32 as default", max_drop)
         shipped.append("fp32")
-    if is_main_process():
-        write_bundle(root / "bundle-full", graphs=graphs, metrics=metrics, **common)
+    if is_main_process():  # with the checkpoint: the PyTorch backend and `redone bench`'s eager rows read it
+        write_bundle(root / "bundle-full", graphs=graphs, metrics=metrics, checkpoint_dir=model_dir, **common)
     bundle = write_bundle(
         root / "bundle",
         graphs={p: graphs[p] for p in shipped},
         metrics=metrics,
         default_graph="int8" if within and "int8" in shipped else "fp32",
+        checkpoint_dir=model_dir if cfg.keep_checkpoint else None,
         **common,
     )
     log.info("export: bundle %s, int8 max drop %.4f", bundle.path, max_drop)
