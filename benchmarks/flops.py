@@ -9,6 +9,8 @@ SDK's scoring graphs compute just that since bundle 0.2.1; `full_forward_flops` 
 the label head at the last token only (2·h·labels). When the bundle ships a prompt-prefix cache (bundle 0.3.0),
 the prefix every prompt of the task starts with is computed once, not per note: its tokens' projections and
 MLPs are not counted, while the other tokens' attention still spans the prefix's positions.
+A BERT prefix-LM (checkpoint `model_type` "bert": redone-base) has a two-matrix MLP (2 · 2·h·i), attends both
+ways (2·heads·head_dim·2n² per layer for n tokens) and its LM head's transform adds 2·h² at the scoring token.
 Not counted: embeddings (a gather), norms, rotary, softmax, SiLU (elementwise, < 2 %), padded positions and
 the masked half of the attention matrix the kernels compute anyway — so this is the work a perfect kernel
 would do, and the rate is the *useful* rate.
@@ -38,13 +40,24 @@ class ModelShape:
     intermediate: int
     labels: int
     source: str
+    mlp_matrices: int = 3  # gated (Qwen2/Llama: gate, up, down); BERT: 2
+    bidirectional: bool = False  # BERT prefix-LM scoring: every prompt token sees every other
+    head_transform: bool = False  # BERT's LM head: dense h x h before the label rows
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     def per_token_linear(self) -> int:
         h, kv = self.hidden, self.kv_heads * self.head_dim
-        return self.layers * (2 * h * (h + 2 * kv + self.heads * self.head_dim) + 3 * 2 * h * self.intermediate)
+        mlp = self.mlp_matrices * 2 * h * self.intermediate
+        return self.layers * (2 * h * (h + 2 * kv + self.heads * self.head_dim) + mlp)
+
+    def visible_pairs(self, n: int) -> int:
+        """Twice the (query, key) pairs attention computes over n tokens: n(n+1) causal, 2n² both ways."""
+        return 2 * n * n if self.bidirectional else n * (n + 1)
+
+    def head(self) -> int:
+        return 2 * self.hidden * self.labels + (2 * self.hidden * self.hidden if self.head_transform else 0)
 
 
 def model_shape(bundle: Bundle) -> ModelShape:
@@ -54,6 +67,7 @@ def model_shape(bundle: Bundle) -> ModelShape:
     if manifest.checkpoint and (bundle.path / manifest.checkpoint / "config.json").is_file():
         cfg = json.loads((bundle.path / manifest.checkpoint / "config.json").read_text(encoding="utf-8"))
         heads = cfg["num_attention_heads"]
+        bert = cfg.get("model_type") == "bert"
         return ModelShape(
             hidden=cfg["hidden_size"],
             layers=cfg["num_hidden_layers"],
@@ -63,6 +77,9 @@ def model_shape(bundle: Bundle) -> ModelShape:
             intermediate=cfg["intermediate_size"],
             labels=labels,
             source=f"{manifest.checkpoint}/config.json",
+            mlp_matrices=2 if bert else 3,
+            bidirectional=bert,
+            head_transform=bert,
         )
     cfg = manifest.lineage.training_config
     heads = int(cfg["num_heads"])
@@ -82,15 +99,14 @@ def full_forward_flops(shape: ModelShape, token_counts: Sequence[int]) -> float:
     """FLOPs of the whole model on every real token (every layer, every position) plus the label head."""
     linear = shape.per_token_linear()
     attention = 2 * shape.heads * shape.head_dim * shape.layers
-    head = 2 * shape.hidden * shape.labels
-    return float(sum(linear * n + attention * n * (n + 1) + head for n in token_counts))
+    return float(sum(linear * n + attention * shape.visible_pairs(n) + shape.head() for n in token_counts))
 
 
 def _last_layer_avoidable_flops(shape: ModelShape, n: int) -> int:
     h, kv, q = shape.hidden, shape.kv_heads * shape.head_dim, shape.heads * shape.head_dim
     per_layer_linear = shape.per_token_linear() // shape.layers
     kv_linear = 2 * h * 2 * kv
-    layer = per_layer_linear * n + 2 * shape.heads * shape.head_dim * n * (n + 1)
+    layer = per_layer_linear * n + 2 * shape.heads * shape.head_dim * shape.visible_pairs(n)
     needed = kv_linear * n + (per_layer_linear - kv_linear) + 4 * q * n
     return layer - needed
 
@@ -105,9 +121,10 @@ def forward_flops(shape: ModelShape, token_counts: Sequence[int], cached_prefix:
     for n in token_counts:
         p = min(cached_prefix, n - 1)
         m = n - p  # tokens the graph computes
-        layer = per_layer_linear * m + 2 * shape.heads * shape.head_dim * (n * (n + 1) - p * (p + 1))
+        attention = shape.visible_pairs(n) - shape.visible_pairs(p)
+        layer = per_layer_linear * m + 2 * shape.heads * shape.head_dim * attention
         last = kv_linear * m + (per_layer_linear - kv_linear) + 4 * q * n
-        total += (shape.layers - 1) * layer + last + 2 * h * shape.labels
+        total += (shape.layers - 1) * layer + last + shape.head()
     return float(total)
 
 

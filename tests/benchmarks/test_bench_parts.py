@@ -28,6 +28,28 @@ def test_flops_count_linear_attention_and_head() -> None:
     assert last_layer_avoidable(shape, [3]) == pytest.approx(1 - 424 / 984)
 
 
+def test_flops_of_a_bert_prefix_lm_count_its_two_matrix_mlp_both_way_attention_and_head_transform() -> None:
+    shape = ModelShape(
+        hidden=4,
+        layers=1,
+        heads=2,
+        kv_heads=2,
+        head_dim=2,
+        intermediate=8,
+        labels=3,
+        source="t",
+        mlp_matrices=2,
+        bidirectional=True,
+        head_transform=True,
+    )
+    # per token: q, k, v, o 4 * 2*4*4 = 128; MLP 2 * 2*4*8 = 128 -> 256
+    assert shape.per_token_linear() == 256
+    # 3 tokens both ways: attention 2*heads*head_dim * 2n^2 = 8 * 18 = 144; head 2*4*3 + transform 2*4*4 = 56
+    assert full_forward_flops(shape, [3]) == 256 * 3 + 144 + 56
+    # one layer, the last: k, v for 3 tokens (2 * 2*4*4 * 3 = 192), q/o/MLP once (256 - 64), a row over 3 (48)
+    assert forward_flops(shape, [3]) == 192 + 192 + 48 + 56
+
+
 def test_flops_leave_out_a_cached_prefix_but_not_attention_over_it() -> None:
     shape = ModelShape(hidden=4, layers=2, heads=2, kv_heads=1, head_dim=2, intermediate=8, labels=3, source="t")
     # 5 tokens, 2 cached: layer 0 computes 3 tokens (288*3) whose attention spans positions 3..5 of 5
