@@ -144,12 +144,21 @@ class CPTConfig(TrainerConfig):
         "split, next token after it; span_mlm: whole spans masked, predicted from both sides (prefix-LM presets).",
     )
     mask_share: float = _f(0.15, "span_mlm: share of each block's tokens chosen for prediction.")
+    head_warmup_steps: int = _f(
+        0,
+        "Prefix-LM: before CPT proper, train only the LM head's transform and bias this many steps over the frozen "
+        "encoder (the jar has no MLM head: its loss starts near 15, and its first gradients would reach the "
+        "encoder); 0: off.",
+    )
+    head_warmup_lr: float = _f(1e-3, "Learning rate of the head warm-up (AdamW, constant).")
 
     def __post_init__(self) -> None:
         if self.objective not in ("causal", "prefix", "span_mlm"):
             raise ValueError(f"cpt.objective must be causal, prefix or span_mlm, got {self.objective!r}")
         if not 0 < self.mask_share < 1:
             raise ValueError(f"cpt.mask_share must be in (0, 1), got {self.mask_share}")
+        if self.head_warmup_steps < 0 or not self.head_warmup_lr > 0:
+            raise ValueError("cpt.head_warmup_steps must be 0 or more and cpt.head_warmup_lr above 0")
 
 
 @dataclass(frozen=True)

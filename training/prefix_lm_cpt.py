@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -27,7 +27,7 @@ from redone_sdk.training.config import CPTConfig
 from redone_sdk.training.prefix_lm_sft import adamw_warmup_cosine
 from redone_sdk.training.stages.common import log
 
-__all__ = ["CPTObjective", "CPT_OBJECTIVES", "pack_blocks", "span_mask", "objective_batch", "train_cpt"]
+__all__ = ["CPTObjective", "CPT_OBJECTIVES", "pack_blocks", "span_mask", "objective_batch", "warm_up_head", "train_cpt"]
 
 CPTObjective = Literal["causal", "prefix", "span_mlm"]
 CPT_OBJECTIVES: tuple[CPTObjective, ...] = ("causal", "prefix", "span_mlm")
@@ -117,13 +117,49 @@ def objective_batch(
     }
 
 
-def train_cpt(model: Any, tokenizer: Any, texts: Sequence[str], cfg: CPTConfig, *, seed: int) -> dict[str, Any]:
-    """Continue pretraining `model` (BertLMHeadModel, tied head) on `texts` with `cfg.objective`: AdamW, linear
-    warm-up, cosine decay, clipping at 1.0. Returns a summary (steps, losses, tokens, seconds); eval mode after."""
+def _objective_loss(model: Any, batch: dict[str, Any]) -> Any:
+    """Cross-entropy of the LM head at the batch's target positions (`objective_batch`)."""
+    import torch.nn.functional as F
+
+    from redone_sdk.inference.scoring_head import encoder_states
+
+    states = encoder_states(model.bert, batch["input_ids"], batch["attention_mask"])
+    return F.cross_entropy(model.cls(states[batch["rows"], batch["positions"]]), batch["targets"])
+
+
+def warm_up_head(model: Any, batches: Iterator[dict[str, Any]], steps: int, lr: float) -> dict[str, Any]:
+    """Train only the LM head's transform and bias (the decoder rows are the word embeddings, kept) for `steps`
+    objective batches over the frozen encoder, whose states need no gradient. Returns the warm-up's figures."""
     import torch
     import torch.nn.functional as F
 
     from redone_sdk.inference.scoring_head import encoder_states
+
+    if steps <= 0:
+        return {}
+    head = [*model.cls.predictions.transform.parameters(), model.cls.predictions.bias]
+    optimizer = torch.optim.AdamW(head, lr=lr, weight_decay=0.0)
+    model.train()
+    losses: list[float] = []
+    for _ in range(steps):
+        batch = next(batches)
+        with torch.no_grad():
+            states = encoder_states(model.bert, batch["input_ids"], batch["attention_mask"])
+        logits = model.cls(states[batch["rows"], batch["positions"]])
+        loss = F.cross_entropy(logits, batch["targets"])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        model.bert.zero_grad(set_to_none=True)  # the tied decoder rows are word embeddings: not the head's to move
+        optimizer.step()
+        losses.append(float(loss.detach()))
+    log.info("cpt: head warm-up %d steps, loss %.3f -> %.3f", steps, losses[0], float(np.mean(losses[-10:])))
+    return {"head_warmup_steps": steps, "head_warmup_first_loss": losses[0], "head_warmup_final_loss": losses[-1]}
+
+
+def train_cpt(model: Any, tokenizer: Any, texts: Sequence[str], cfg: CPTConfig, *, seed: int) -> dict[str, Any]:
+    """Continue pretraining `model` (BertLMHeadModel, tied head) on `texts` with `cfg.objective`: AdamW, linear
+    warm-up, cosine decay, clipping at 1.0. Returns a summary (steps, losses, tokens, seconds); eval mode after."""
+    import torch
 
     rng = random.Random(seed)
     torch.manual_seed(seed)
@@ -132,43 +168,49 @@ def train_cpt(model: Any, tokenizer: Any, texts: Sequence[str], cfg: CPTConfig, 
         raise ValueError("no text to pretrain on")
     per_epoch = math.ceil(len(blocks) / cfg.batch_size)
     total = cfg.max_steps if cfg.max_steps > 0 else max(1, math.ceil(per_epoch * cfg.epochs))
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer, schedule = adamw_warmup_cosine(params, cfg, total)
     mask_id = tokenizer.token_to_id("[MASK]")
     vocab = model.config.vocab_size
+
+    def batches() -> Iterator[tuple[list[list[int]], dict[str, Any]]]:
+        while True:  # epochs of shuffled blocks
+            order = list(range(len(blocks)))
+            rng.shuffle(order)
+            for start in range(0, len(order), cfg.batch_size):
+                chosen = [blocks[i] for i in order[start : start + cfg.batch_size]]
+                yield (
+                    chosen,
+                    objective_batch(
+                        chosen, cfg.objective, rng, mask_share=cfg.mask_share, mask_id=mask_id, vocab_size=vocab
+                    ),
+                )
+
+    stream = batches()
+    warmup = warm_up_head(model, (b for _, b in stream), cfg.head_warmup_steps, cfg.head_warmup_lr)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer, schedule = adamw_warmup_cosine(params, cfg, total)
     model.train()
     losses: list[float] = []
     tokens_seen = 0
     started = time.monotonic()
-    step = 0
-    while step < total:
-        order = list(range(len(blocks)))
-        rng.shuffle(order)
-        for start in range(0, len(order), cfg.batch_size):
-            if step >= total:
-                break
-            chosen = [blocks[i] for i in order[start : start + cfg.batch_size]]
-            batch = objective_batch(
-                chosen, cfg.objective, rng, mask_share=cfg.mask_share, mask_id=mask_id, vocab_size=vocab
-            )
-            states = encoder_states(model.bert, batch["input_ids"], batch["attention_mask"])
-            logits = model.cls(states[batch["rows"], batch["positions"]])
-            loss = F.cross_entropy(logits, batch["targets"])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            optimizer.step()
-            schedule.step()
-            losses.append(float(loss.detach()))
-            tokens_seen += sum(len(b) for b in chosen)
-            step += 1
-            if step % 50 == 0 or step == 1:
-                rate = tokens_seen / (time.monotonic() - started)
-                log.info("cpt: step %d/%d loss %.4f (%.0f tokens/s)", step, total, np.mean(losses[-50:]), rate)
+    for step in range(1, total + 1):
+        chosen, batch = next(stream)
+        loss = _objective_loss(model, batch)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        schedule.step()
+        losses.append(float(loss.detach()))
+        tokens_seen += sum(len(b) for b in chosen)
+        if step % 50 == 0 or step == 1:
+            rate = tokens_seen / (time.monotonic() - started)
+            log.info("cpt: step %d/%d loss %.4f (%.0f tokens/s)", step, total, np.mean(losses[-50:]), rate)
+    step = total
     model.eval()
     tail = losses[-max(1, len(losses) // 10) :]
     return {
         "objective": cfg.objective,
+        **warmup,
         "steps": step,
         "blocks": len(blocks),
         "tokens": tokens_seen,

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from redone_sdk.training.config import CPTConfig
-from redone_sdk.training.prefix_lm_cpt import objective_batch, pack_blocks, span_mask, train_cpt
+from redone_sdk.training.prefix_lm_cpt import objective_batch, pack_blocks, span_mask, train_cpt, warm_up_head
 
 BGE = "bge-small-zh-v1.5"
 TEXTS = [
@@ -151,6 +151,35 @@ def test_each_objective_lowers_its_own_loss(cut: Path, objective: str) -> None:
     assert after < 0.7 * before, (before, after)
     # the head stays tied to the embeddings (one matrix trained, not two)
     assert model.cls.predictions.decoder.weight is model.bert.embeddings.word_embeddings.weight
+
+
+@pytest.mark.registry
+def test_head_warm_up_trains_the_head_alone_then_cpt_trains_everything(cut: Path) -> None:
+    import torch
+
+    from redone_sdk.training.prefix_lm import build_prefix_lm, prefix_lm_tokenizer
+
+    model = build_prefix_lm(cut)
+    tokenizer = prefix_lm_tokenizer(cut)
+    blocks = pack_blocks(tokenizer, TEXTS, 32)
+    rng = random.Random(2)
+    mask_id, vocab = tokenizer.token_to_id("[MASK]"), model.config.vocab_size
+    batches = iter([objective_batch(blocks, "span_mlm", rng, mask_share=0.15, mask_id=mask_id, vocab_size=vocab)] * 40)
+    encoder = {k: v.clone() for k, v in model.bert.state_dict().items()}
+    transform = {k: v.clone() for k, v in model.cls.predictions.transform.state_dict().items()}
+    figures = warm_up_head(model, batches, 40, 1e-3)
+    assert figures["head_warmup_steps"] == 40
+    assert figures["head_warmup_final_loss"] < 0.8 * figures["head_warmup_first_loss"]
+    assert all(torch.equal(v, model.bert.state_dict()[k]) for k, v in encoder.items())  # incl. the tied rows
+    moved = model.cls.predictions.transform.state_dict()
+    assert any(not torch.equal(v, moved[k]) for k, v in transform.items())
+
+    cfg = dataclasses.replace(
+        CPTConfig(), objective="span_mlm", seq_length=32, batch_size=8, max_steps=3, head_warmup_steps=5
+    )
+    summary = train_cpt(model, tokenizer, TEXTS, cfg, seed=4)
+    assert summary["head_warmup_steps"] == 5 and summary["steps"] == 3
+    assert any(not torch.equal(v, model.bert.state_dict()[k]) for k, v in encoder.items())
 
 
 @pytest.mark.registry

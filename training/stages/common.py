@@ -63,6 +63,8 @@ _LATER_FIELDS = (
     ("dpo", "anchor_weight", 0.0),
     ("cpt", "objective", "causal"),
     ("cpt", "mask_share", 0.15),
+    ("cpt", "head_warmup_steps", 0),
+    ("cpt", "head_warmup_lr", 1e-3),
 )
 
 
