@@ -24,7 +24,7 @@ from typing import Any, Literal
 import numpy as np
 
 from redone_sdk.training.config import CPTConfig
-from redone_sdk.training.prefix_lm_sft import adamw_warmup_cosine
+from redone_sdk.training.prefix_lm_sft import adamw_warmup_cosine, clipped_update
 from redone_sdk.training.stages.common import log
 
 __all__ = ["CPTObjective", "CPT_OBJECTIVES", "pack_blocks", "span_mask", "objective_batch", "warm_up_head", "train_cpt"]
@@ -194,13 +194,7 @@ def train_cpt(model: Any, tokenizer: Any, texts: Sequence[str], cfg: CPTConfig, 
     started = time.monotonic()
     for step in range(1, total + 1):
         chosen, batch = next(stream)
-        loss = _objective_loss(model, batch)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        optimizer.step()
-        schedule.step()
-        losses.append(float(loss.detach()))
+        losses.append(clipped_update(_objective_loss(model, batch), params, optimizer, schedule))
         tokens_seen += sum(len(b) for b in chosen)
         if step % 50 == 0 or step == 1:
             rate = tokens_seen / (time.monotonic() - started)

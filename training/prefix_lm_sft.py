@@ -42,6 +42,7 @@ __all__ = [
     "init_prefix_lm",
     "is_prefix_lm",
     "adamw_warmup_cosine",
+    "clipped_update",
     "label_token_ids",
     "load_prefix_lm",
     "save_prefix_lm",
@@ -190,6 +191,19 @@ def adamw_warmup_cosine(params: Sequence[Any], cfg: TrainerConfig, total: int) -
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
+def clipped_update(loss: Any, params: Sequence[Any], optimizer: Any, schedule: Any) -> float:
+    """One update of a prefix-LM loop (CPT, SFT): backward, gradients clipped at norm 1.0, the optimizer's and the
+    schedule's step. Returns the loss as a float."""
+    import torch
+
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, 1.0)
+    optimizer.step()
+    schedule.step()
+    return float(loss.detach())
+
+
 def _batches(items: Sequence[ScoringItem], batch_size: int, rng: random.Random) -> list[list[int]]:
     """Single-task batches of similar length (little padding on CPU), in random order."""
     batches: list[list[int]] = []
@@ -268,12 +282,7 @@ def train_scoring(
             ids, mask = pad_batch([item.ids for item in chosen], 0)
             logits = scorer(torch.from_numpy(ids), torch.from_numpy(mask))[:, columns[task]]
             loss = _loss(logits, chosen, weights[task].to(logits.dtype), cfg.distill_weight)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            optimizer.step()
-            schedule.step()
-            losses.append(float(loss.detach()))
+            losses.append(clipped_update(loss, params, optimizer, schedule))
             step += 1
             if step % 50 == 0 or step == 1:
                 rate = step * cfg.batch_size / (time.monotonic() - started)
