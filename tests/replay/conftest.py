@@ -6,6 +6,7 @@ The `tiny_bundle` fixture (a real small bundle) comes from tests/conftest.py.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -33,6 +34,17 @@ def write_rows(tmp_path: Path) -> Callable[[str, Iterable[dict]], Path]:
         return _write(tmp_path / name, rows)
 
     return write
+
+
+@pytest.fixture
+def replay_log_per_test():
+    """`run` adds a stderr handler to the `redone_sdk.replay` logger once per process; under capsys it would
+    keep writing to an earlier test's closed stream. A test using this starts without it (and gets its own)."""
+    logger = logging.getLogger("redone_sdk.replay")
+    saved = logger.handlers[:]
+    logger.handlers.clear()
+    yield
+    logger.handlers[:] = saved
 
 
 def impression(ts: str, user: str, note: str, position: int = 1, click: int = 0, surface: str = "homefeed") -> dict:

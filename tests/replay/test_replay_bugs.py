@@ -26,15 +26,7 @@ from redone_sdk.replay.sessions import read_judgments, read_sessions
 CATS = ("offensive", "hate", "sexism")
 
 
-@pytest.fixture(autouse=True)
-def _replay_log_to_this_tests_stderr():
-    """`run` adds a stderr handler to the `redone_sdk.replay` logger once per process; under capsys it would
-    keep writing to an earlier test's closed stream. Each test starts without it (and gets its own)."""
-    logger = logging.getLogger("redone_sdk.replay")
-    saved = logger.handlers[:]
-    logger.handlers.clear()
-    yield
-    logger.handlers[:] = saved
+pytestmark = pytest.mark.usefixtures("replay_log_per_test")
 
 
 def _corrupt_pages(path: Path) -> None:

@@ -4,7 +4,6 @@ pushed down to the scan (pruned partitions are never opened), and the same check
 from __future__ import annotations
 
 import json
-import logging
 from datetime import date
 from pathlib import Path
 
@@ -23,15 +22,7 @@ DAY0 = 1767225600  # 2026-01-01T00:00:00Z
 DAYS = ("2026-01-01", "2026-01-02", "2026-01-03")
 
 
-@pytest.fixture(autouse=True)
-def _replay_log_to_this_tests_stderr():
-    """`run` adds a stderr handler to the `redone_sdk.replay` logger once per process; under capsys it would
-    keep writing to an earlier test's closed stream. Each test starts without it (and gets its own)."""
-    logger = logging.getLogger("redone_sdk.replay")
-    saved = logger.handlers[:]
-    logger.handlers.clear()
-    yield
-    logger.handlers[:] = saved
+pytestmark = pytest.mark.usefixtures("replay_log_per_test")
 
 
 def _notes(tmp_path: Path) -> Path:

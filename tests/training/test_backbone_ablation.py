@@ -14,21 +14,17 @@ import numpy as np
 import pytest
 
 from redone_sdk.training import prefix_lm as plm
-from redone_sdk.training import pretrained
 from redone_sdk.training.backbone_ablation import BACKBONE_VARIANTS, build_variant_scorer
 from redone_sdk.training.config import PRESETS_DIR, PipelineConfig
 from redone_sdk.training.tasks import answer_tokens
 
 pytestmark = pytest.mark.registry
 
-BGE = "bge-small-zh-v1.5"
-
 
 @pytest.fixture(scope="module")
-def cut(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Two layers: with one, the last position's state is the same under either mask (it attends to the same
-    embeddings), so causal and bidirectional reads first differ from the second layer on."""
-    return pretrained.convert(BGE, tmp_path_factory.mktemp("backbone") / "cut2", num_layers=2)
+def cut(bge_cut2: Path) -> Path:
+    """The session's 2-layer cut of the real model (conftest's `bge_cut2`)."""
+    return bge_cut2
 
 
 def _inputs(cut: Path):

@@ -16,12 +16,10 @@ import pytest
 
 from redone_sdk.training import bert_graph as bg
 from redone_sdk.training import prefix_lm as plm
-from redone_sdk.training import pretrained
 from redone_sdk.training.tasks import answer_tokens
 
 pytestmark = pytest.mark.registry
 
-BGE = "bge-small-zh-v1.5"
 NOTES = [
     "今天天气很好，我们去公园散步吧。",
     "You are an IDIOT, “really” — RT this…",
@@ -35,9 +33,9 @@ NOTES = [
 
 
 @pytest.fixture(scope="module")
-def cut(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A 2-layer cut of the real model (the pinned jar, fetched once into the project's cache)."""
-    return pretrained.convert(BGE, tmp_path_factory.mktemp("bert-graph") / "cut2", num_layers=2)
+def cut(bge_cut2: Path) -> Path:
+    """The session's 2-layer cut of the real model (conftest's `bge_cut2`)."""
+    return bge_cut2
 
 
 @pytest.fixture(scope="module")
