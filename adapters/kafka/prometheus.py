@@ -55,21 +55,12 @@ class _Metric:
         return head + "".join(line + "\n" for line in self.samples())
 
 
-class Counter(_Metric):
-    """A value that only goes up (Prometheus computes rates from it)."""
-
-    kind = "counter"
+class _Valued(_Metric):
+    """A metric holding one number per label set (a counter, a gauge)."""
 
     def __init__(self, name: str, help_text: str, labels: Sequence[str] = ()) -> None:
         super().__init__(name, help_text, labels)
         self._values: dict[LabelValues, float] = {} if labels else {(): 0.0}
-
-    def inc(self, amount: float = 1.0, **labels: str) -> None:
-        if amount < 0:
-            raise ValueError("a counter cannot go down")
-        key = self._key(labels)
-        with self._lock:
-            self._values[key] = self._values.get(key, 0.0) + amount
 
     def value(self, **labels: str) -> float:
         with self._lock:
@@ -81,14 +72,23 @@ class Counter(_Metric):
         return [f"{self.name}{self._label_text(k)} {_number(v)}" for k, v in items]
 
 
-class Gauge(_Metric):
+class Counter(_Valued):
+    """A value that only goes up (Prometheus computes rates from it)."""
+
+    kind = "counter"
+
+    def inc(self, amount: float = 1.0, **labels: str) -> None:
+        if amount < 0:
+            raise ValueError("a counter cannot go down")
+        key = self._key(labels)
+        with self._lock:
+            self._values[key] = self._values.get(key, 0.0) + amount
+
+
+class Gauge(_Valued):
     """A value that goes up and down."""
 
     kind = "gauge"
-
-    def __init__(self, name: str, help_text: str, labels: Sequence[str] = ()) -> None:
-        super().__init__(name, help_text, labels)
-        self._values: dict[LabelValues, float] = {} if labels else {(): 0.0}
 
     def set(self, value: float, **labels: str) -> None:
         key = self._key(labels)
@@ -99,15 +99,6 @@ class Gauge(_Metric):
         key = self._key(labels)
         with self._lock:
             self._values.pop(key, None)
-
-    def value(self, **labels: str) -> float:
-        with self._lock:
-            return self._values.get(self._key(labels), 0.0)
-
-    def samples(self) -> list[str]:
-        with self._lock:
-            items = sorted(self._values.items())
-        return [f"{self.name}{self._label_text(k)} {_number(v)}" for k, v in items]
 
 
 class Histogram(_Metric):
