@@ -81,6 +81,15 @@ class DataConfig:
         "Label COLD's offensive comments by topic: race -> hate, gender -> sexism, region -> offensive "
         "(labeled_data.COLD_TOPIC_LABELS); off, they are all `offensive`.",
     )
+    fusion_holdout: float = _f(
+        0.0,
+        "Share of the QueryCorr train pairs (stratified by grade, seeded) kept out of SFT and DPO so that the "
+        "export fits the lexical fusion on pairs the model never saw (0: fit on every train pair, in-sample).",
+    )
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.fusion_holdout < 1:
+            raise ValueError(f"data.fusion_holdout must be in [0, 1), got {self.fusion_holdout}")
 
 
 @dataclass(frozen=True)
@@ -310,6 +319,13 @@ class PipelineConfig:
     sft: SFTStageConfig = field(default_factory=SFTStageConfig)
     dpo: DPOStageConfig = field(default_factory=DPOStageConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
+
+    def __post_init__(self) -> None:
+        if self.data.fusion_holdout and not (self.model.pretrained and self.export.lexical_fusion):
+            raise ValueError(
+                "data.fusion_holdout keeps QueryCorr pairs out of training for the lexical fusion, which only a "
+                "prefix-LM export (model.pretrained) with export.lexical_fusion fits: it would only drop the pairs"
+            )
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], **overrides: Any) -> PipelineConfig:

@@ -175,6 +175,8 @@ def test_every_field_of_a_section_is_a_flag(tmp_path: Path) -> None:
                 argv = [flag, "2", "--model-pretrained", "bge-small-zh-v1.5"]
             elif f.name in ("distill_weight", "mask_share"):
                 argv = [flag, "0.25"]
+            elif f.name == "fusion_holdout":  # a share, for the prefix-LM's lexical fusion
+                argv = [flag, "0.25", "--model-pretrained", "bge-small-zh-v1.5"]
             elif f.name == "objective":  # a Literal: its choices, and the bert-only ones need model.pretrained
                 argv = [flag, "span_mlm", "--model-pretrained", "bge-small-zh-v1.5"]
             else:

@@ -10,9 +10,10 @@ import pytest
 
 from redone_sdk import NoteQueryMatcher
 from redone_sdk.bundle import MANIFEST_FILE
+from redone_sdk.training.config import PRESETS_DIR, PipelineConfig
 from redone_sdk.training.datasets import Example
 from redone_sdk.training.evaluate import evaluate_bundle
-from redone_sdk.training.lexical_fusion import fit_lexical_fusion, stratified_folds
+from redone_sdk.training.lexical_fusion import fit_lexical_fusion, fusion_holdout_pairs, stratified_folds
 
 GRADES = ("-1", "0", "1", "2", "3")
 
@@ -51,6 +52,39 @@ def test_too_few_or_unknown_rows_are_refused() -> None:
         fit_lexical_fusion(np.zeros(12), np.zeros(12), ["5"] * 12)
     with pytest.raises(ValueError, match="length"):
         fit_lexical_fusion(np.zeros(12), np.zeros(11), ["0"] * 12)
+
+
+def _querycorr_rows(per_grade: int) -> list[dict]:
+    return [
+        {"fields": {"query": f"query {grade}.{i}", "note": f"note {i}"}, "label": grade, "task": "matching"}
+        for grade in GRADES
+        for i in range(per_grade)
+    ]
+
+
+def test_the_holdout_takes_a_share_of_each_grade_and_every_copy_of_a_pair() -> None:
+    rows = _querycorr_rows(10)
+    copied = rows + rows[:7]  # upsampled / repeated rows are one pair
+    held = fusion_holdout_pairs(copied, 0.3, seed=1)
+    grade_of = {(r["fields"]["query"], r["fields"]["note"]): r["label"] for r in rows}
+    assert Counter(grade_of[pair] for pair in held) == dict.fromkeys(GRADES, 3)
+    assert held == fusion_holdout_pairs(list(reversed(copied)), 0.3, seed=1)  # row order does not matter
+    assert held != fusion_holdout_pairs(copied, 0.3, seed=2)
+    assert fusion_holdout_pairs(copied, 0.0, seed=1) == frozenset()
+    lone = _querycorr_rows(1)  # a grade with one pair keeps it for training; with two, one is held at any share
+    assert fusion_holdout_pairs(lone, 0.9, seed=1) == frozenset()
+    assert len(fusion_holdout_pairs(_querycorr_rows(2), 0.01, seed=1)) == len(GRADES)
+
+
+def test_a_holdout_needs_the_fusion_it_is_for() -> None:
+    base = PRESETS_DIR / "base.json"
+    assert PipelineConfig.from_file(base, data__fusion_holdout=0.25).data.fusion_holdout == 0.25
+    with pytest.raises(ValueError, match=r"fusion_holdout must be in \[0, 1\)"):
+        PipelineConfig.from_file(base, data__fusion_holdout=1.0)
+    with pytest.raises(ValueError, match="only drop the pairs"):
+        PipelineConfig.from_file(base, data__fusion_holdout=0.25, export__lexical_fusion=False)
+    with pytest.raises(ValueError, match="only drop the pairs"):
+        PipelineConfig.from_file(None, data__fusion_holdout=0.25)  # the Qwen2 preset fits no fusion
 
 
 PAIRS = [

@@ -68,6 +68,25 @@ def test_base_preset_trains_exports_and_the_sdk_loads_the_calibrated_bundle(base
 
 
 @pytest.mark.registry
+def test_a_fusion_holdout_stays_out_of_training_and_the_fusion_is_fitted_on_it(cut_base_config, tmp_path: Path) -> None:
+    from redone_sdk.training.lexical_fusion import fusion_holdout_pairs
+    from redone_sdk.training.pipeline import run_all
+    from redone_sdk.training.stages.data import training_mixture
+
+    config = cut_base_config(tmp_path / "run", data__fusion_holdout=0.5)
+    run_all(config)
+    train = [json.loads(line) for line in (tmp_path / "run" / "data" / "train" / "querycorr.jsonl").open()]
+    every = {(r["fields"]["query"], r["fields"]["note"]) for r in train}
+    held = fusion_holdout_pairs(train, 0.5, config.seed)
+    scoring, _, _ = training_mixture(config)
+    trained = {(r["fields"]["query"], r["fields"]["note"]) for r in scoring if r["task"] == "matching"}
+    assert len(every) == 30 and len(held) == 15 and trained == every - held
+    manifest = json.loads((tmp_path / "run" / "bundle" / "manifest.json").read_text(encoding="utf-8"))
+    assert manifest["metrics"]["lexical_fusion/matching"]["examples"] == 15
+    assert "held out of SFT" in manifest["tasks"]["matching"]["lexical"]["fitted_on"]
+
+
+@pytest.mark.registry
 def test_a_student_distils_from_the_base_bundle(base_run: Path, cut_base_config, tmp_path: Path) -> None:
     from redone_sdk.training.pipeline import run_all
 

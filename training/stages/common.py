@@ -54,6 +54,7 @@ _LATER_FIELDS = (
     ("model", "pretrained", ""),
     ("model", "pretrained_layers", 0),
     ("data", "cold_topic_labels", False),
+    ("data", "fusion_holdout", 0.0),
     ("sft", "class_balance", 0.0),
     ("sft", "teacher", ""),
     ("sft", "distill_weight", 0.7),

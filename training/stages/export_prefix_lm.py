@@ -164,7 +164,7 @@ def _with_lexical_fusion(
     calibrated torch model; unchanged (with a log line) when there is no matching task or too few rows."""
     from redone_sdk.bundle.manifest import TaskSpec
     from redone_sdk.lexical import query_coverage
-    from redone_sdk.training.lexical_fusion import fit_lexical_fusion
+    from redone_sdk.training.lexical_fusion import fit_lexical_fusion, fusion_holdout_pairs
     from redone_sdk.training.prefix_lm_sft import dev_logits
 
     matching = [name for name, spec in tasks.items() if spec.kind == "matching"]
@@ -174,6 +174,11 @@ def _with_lexical_fusion(
         return tasks, {}
     name, spec = matching[0], tasks[matching[0]]
     unique = {(r["fields"]["query"], r["fields"]["note"]): r for r in read_jsonl(path)}
+    described = "QueryCorr train"
+    if config.data.fusion_holdout:
+        held = fusion_holdout_pairs(list(unique.values()), config.data.fusion_holdout, config.seed)
+        unique = {pair: r for pair, r in unique.items() if pair in held}
+        described = f"QueryCorr train pairs held out of SFT (data.fusion_holdout {config.data.fusion_holdout})"
     rows = [{**r, "set": "querycorr_train"} for r in unique.values()]
     if len(rows) < 10:
         log.info("export: no lexical fusion (%d QueryCorr train rows; at least 10 needed)", len(rows))
@@ -182,7 +187,7 @@ def _with_lexical_fusion(
     values = np.array([label.value for label in spec.labels], dtype=np.float64)
     expected = _softmax(logits / spec.temperature) @ values
     coverage = np.array([query_coverage(r["fields"]["query"], r["fields"]["note"]) for r in rows])
-    fit = fit_lexical_fusion(expected, coverage, gold, seed=config.seed)
+    fit = fit_lexical_fusion(expected, coverage, gold, seed=config.seed, rows=described)
     log.info(
         "export: %s lexical fusion weight %.1f (CV macro-F1 %.3f; model alone %.3f, coverage alone %.3f)",
         name,
