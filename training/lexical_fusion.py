@@ -20,7 +20,7 @@ from redone_sdk.bundle.manifest import LexicalFusion
 from redone_sdk.training.evaluate import classification_metrics
 from redone_sdk.training.grade_cuts import GRADES, GradeCuts
 
-__all__ = ["WEIGHTS", "FusionFit", "fit_lexical_fusion", "fusion_holdout_pairs", "stratified_folds"]
+__all__ = ["WEIGHTS", "FusionFit", "fit_lexical_fusion", "fusion_holdout_pairs", "query_note_pair", "stratified_folds"]
 
 WEIGHTS = tuple(round(0.1 * i, 1) for i in range(11))
 
@@ -68,6 +68,11 @@ def stratified_folds(gold: Sequence[str], folds: int, rng: np.random.Generator) 
     return assignment
 
 
+def query_note_pair(row: dict) -> tuple[str, str]:
+    """A QueryCorr row's identity: its (query, note); upsampled copies share it."""
+    return row["fields"]["query"], row["fields"]["note"]
+
+
 def fusion_holdout_pairs(rows: Sequence[dict], share: float, seed: int) -> frozenset[tuple[str, str]]:
     """The (query, note) pairs of QueryCorr train rows to keep out of training for the fusion fit: `share` of the
     distinct pairs of each grade (rounded, at least one of a grade that has two or more), drawn with `seed`."""
@@ -75,7 +80,7 @@ def fusion_holdout_pairs(rows: Sequence[dict], share: float, seed: int) -> froze
         return frozenset()
     grade: dict[tuple[str, str], str] = {}
     for row in rows:
-        grade.setdefault((row["fields"]["query"], row["fields"]["note"]), str(row["label"]))
+        grade.setdefault(query_note_pair(row), str(row["label"]))
     rng = np.random.default_rng(seed)
     held: set[tuple[str, str]] = set()
     for label in sorted(set(grade.values())):

@@ -18,7 +18,7 @@ from typing import Any
 from redone_sdk.training.config import PipelineConfig
 from redone_sdk.training.corpus import build_cpt_corpus
 from redone_sdk.training.datasets import Example, default_data_dir, harm_examples, querycorr_examples
-from redone_sdk.training.lexical_fusion import fusion_holdout_pairs
+from redone_sdk.training.lexical_fusion import fusion_holdout_pairs, query_note_pair
 from redone_sdk.training.stages.common import is_main_process, log, mark_done, read_jsonl, stage_dir, write_jsonl
 from redone_sdk.training.tasks import SCORING_TASKS
 
@@ -131,7 +131,7 @@ def training_mixture(config: PipelineConfig) -> tuple[list[dict[str, Any]], list
             rows = [r for r in rows if r["source"] in config.data.harm_sources]
         if task == "querycorr" and config.data.fusion_holdout:
             held = fusion_holdout_pairs(rows, config.data.fusion_holdout, config.seed)
-            rows = [r for r in rows if (r["fields"]["query"], r["fields"]["note"]) not in held]
+            rows = [r for r in rows if query_note_pair(r) not in held]
         rows = _cap(rows, config.data.max_per_task, rng) * config.data.task_upsample.get(task, 1)
         counts[task] = len(rows)
         (scoring if task in SCORING_TASKS else generative).extend(rows)

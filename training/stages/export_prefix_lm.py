@@ -164,7 +164,7 @@ def _with_lexical_fusion(
     calibrated torch model; unchanged (with a log line) when there is no matching task or too few rows."""
     from redone_sdk.bundle.manifest import TaskSpec
     from redone_sdk.lexical import query_coverage
-    from redone_sdk.training.lexical_fusion import fit_lexical_fusion, fusion_holdout_pairs
+    from redone_sdk.training.lexical_fusion import fit_lexical_fusion, fusion_holdout_pairs, query_note_pair
     from redone_sdk.training.prefix_lm_sft import dev_logits
 
     matching = [name for name, spec in tasks.items() if spec.kind == "matching"]
@@ -173,7 +173,7 @@ def _with_lexical_fusion(
         log.info("export: no lexical fusion (no matching task or no QueryCorr train rows)")
         return tasks, {}
     name, spec = matching[0], tasks[matching[0]]
-    unique = {(r["fields"]["query"], r["fields"]["note"]): r for r in read_jsonl(path)}
+    unique = {query_note_pair(r): r for r in read_jsonl(path)}
     described = "QueryCorr train"
     if config.data.fusion_holdout:
         held = fusion_holdout_pairs(list(unique.values()), config.data.fusion_holdout, config.seed)
