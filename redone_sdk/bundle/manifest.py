@@ -102,6 +102,12 @@ class TaskSpec(_Frozen):
         "the export so that the probabilities are calibrated); 1.0, the default for manifests without it, leaves "
         "them as the model gives them.",
     )
+    label_offsets: dict[str, Annotated[float, Field(allow_inf_nan=False)]] = Field(
+        default_factory=dict,
+        description="Added to the temperature-scaled logit of each label named (others: 0) before the softmax: a "
+        "shift of the label prior fitted on dev by the export for the dev macro-F1 of the most likely label "
+        "(post-hoc logit adjustment); {}, the default for manifests without it, shifts nothing.",
+    )
     lexical: LexicalFusion | None = Field(
         default=None,
         description="Matching only: fuse the model's expected relevance with query-term coverage and grade the "
@@ -122,6 +128,9 @@ class TaskSpec(_Frozen):
             raise ValueError("a moderation task needs a safe_label among its labels")
         if self.kind == "matching" and any(label.value is None for label in self.labels):
             raise ValueError("every label of a matching task needs a numeric value")
+        unknown = sorted(set(self.label_offsets) - set(names))
+        if unknown:
+            raise ValueError(f"label_offsets name labels the task does not have: {unknown}; it has {names}")
         if self.lexical is not None:
             if self.kind != "matching":
                 raise ValueError("only a matching task can have a lexical fusion")

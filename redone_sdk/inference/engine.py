@@ -15,7 +15,7 @@ from redone_sdk.inference.backend import BackendInfo, ScoringBackend
 from redone_sdk.inference.encoding import PromptEncoder, length_buckets, pad_batch
 from redone_sdk.inference.options import InferenceOptions
 
-__all__ = ["TaskEngine", "label_probabilities", "open_backend", "usable_cores"]
+__all__ = ["TaskEngine", "label_offset_vector", "label_probabilities", "open_backend", "usable_cores"]
 
 
 def open_backend(bundle: Bundle, options: InferenceOptions) -> ScoringBackend:
@@ -90,18 +90,30 @@ def _label_token_ids(bundle: Bundle) -> list[int]:
     return [columns[i] for i in range(len(columns))]
 
 
-def label_probabilities(logits: np.ndarray, columns: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+def label_probabilities(
+    logits: np.ndarray, columns: np.ndarray, temperature: float = 1.0, offsets: np.ndarray | None = None
+) -> np.ndarray:
     """Softmax over a task's label columns of the backend's logits [batch, all labels], in float64, of the logits
-    divided by `temperature` (the task's `TaskSpec.temperature`; 1.0 leaves them as they are)."""
+    divided by `temperature` (the task's `TaskSpec.temperature`; 1.0 leaves them as they are) plus `offsets`, one
+    per chosen column (the task's `label_offsets`; None adds nothing)."""
     if not temperature > 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
     chosen = logits[:, columns].astype(np.float64)
     if temperature != 1.0:
         chosen /= temperature
+    if offsets is not None:
+        chosen += offsets
     with np.errstate(invalid="ignore"):  # non-finite logits give NaN rows, which the callers refuse (fail closed)
         chosen -= chosen.max(axis=1, keepdims=True)
         exp = np.exp(chosen)
         return exp / exp.sum(axis=1, keepdims=True)
+
+
+def label_offset_vector(task: TaskSpec) -> np.ndarray | None:
+    """The task's `label_offsets` in its label order (0 for a label not named); None when it has none."""
+    if not task.label_offsets:
+        return None
+    return np.array([task.label_offsets.get(name, 0.0) for name in task.label_names], dtype=np.float64)
 
 
 class TaskEngine:
@@ -115,6 +127,7 @@ class TaskEngine:
         self._pad_id = bundle.manifest.tokenizer.pad_token_id
         self.columns = np.array([label.column for label in self.task.labels])
         self.temperature: float = self.task.temperature  # calibration: logits / temperature before the softmax
+        self.offsets: np.ndarray | None = label_offset_vector(self.task)
         self._backend = backend
         self._batch_size = batch_size
         self.workers: int = backend.workers  # passes the backend runs well at once
@@ -126,7 +139,8 @@ class TaskEngine:
 
     def score(self, records: Sequence[Mapping[str, str]]) -> tuple[np.ndarray, list[bool]]:
         """(probabilities [n, labels] in the task's label order, truncated flags), in input order; the
-        probabilities are the softmax of the label logits divided by the task's temperature (calibrated)."""
+        probabilities are the softmax of the label logits divided by the task's temperature (calibrated), plus its
+        label offsets."""
         if not records:
             return np.zeros((0, len(self.columns)), dtype=np.float32), []
         encoded = self.encoder.encode_batch(records)
@@ -143,5 +157,5 @@ class TaskEngine:
         outputs = pool.map(run, passes) if pool is not None else map(run, passes)
         probs = np.empty((len(records), len(self.columns)), dtype=np.float32)
         for batch, logits in zip(passes, outputs, strict=True):
-            probs[batch] = label_probabilities(logits, self.columns, self.temperature)
+            probs[batch] = label_probabilities(logits, self.columns, self.temperature, self.offsets)
         return probs, [e.truncated for e in encoded]

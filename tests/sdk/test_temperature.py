@@ -29,22 +29,22 @@ def _with_temperatures(source: Path, target: Path, temperatures: dict[str, objec
 
 @pytest.fixture(scope="module")
 def plain_bundle(default_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The shipped bundle as a manifest written before the field existed: no `temperature` in its tasks."""
+    """The shipped bundle as a manifest written before the field existed: no `temperature` in its tasks (nor
+    `label_offsets`, which the temperature is not about: test_manifest_label_offsets.py)."""
     target = tmp_path_factory.mktemp("t-none") / "bundle"
     shutil.copytree(default_bundle, target)
     manifest = json.loads((target / MANIFEST_FILE).read_text())
     for task in manifest["tasks"].values():
         task.pop("temperature", None)
+        task.pop("label_offsets", None)
     (target / MANIFEST_FILE).write_text(json.dumps(manifest))
     return target
 
 
 @pytest.fixture(scope="module")
-def warm_bundle(default_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The shipped bundle with both tasks at temperature 2."""
-    return _with_temperatures(
-        default_bundle, tmp_path_factory.mktemp("t2") / "bundle", {"moderation": 2, "matching": 2}
-    )
+def warm_bundle(plain_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The shipped bundle with both tasks at temperature 2 (no label offsets)."""
+    return _with_temperatures(plain_bundle, tmp_path_factory.mktemp("t2") / "bundle", {"moderation": 2, "matching": 2})
 
 
 def _engine_probs(bundle_dir: Path, task: str, records: list[dict[str, str]]) -> np.ndarray:
