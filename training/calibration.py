@@ -150,18 +150,30 @@ def calibrate_task(
     return Calibration(temperature, before, after)
 
 
-def calibrated_tasks(tasks: Mapping[str, TaskSpec], temperatures: Mapping[str, float]) -> dict[str, TaskSpec]:
-    """The manifest's tasks with each fitted temperature in place (tasks not in `temperatures` unchanged);
-    a temperature that is not finite and > 0, or names no task, is refused."""
-    unknown = sorted(set(temperatures) - set(tasks))
+def calibrated_tasks(
+    tasks: Mapping[str, TaskSpec],
+    temperatures: Mapping[str, float],
+    label_offsets: Mapping[str, Mapping[str, float]] | None = None,
+) -> dict[str, TaskSpec]:
+    """The manifest's tasks with each fitted temperature (and label offsets, `training/label_offsets.py`) in place
+    (tasks named in neither unchanged); a temperature that is not finite and > 0, offsets naming a label the task
+    lacks, or either naming no task, is refused."""
+    offsets = dict(label_offsets or {})
+    unknown = sorted((set(temperatures) | set(offsets)) - set(tasks))
     if unknown:
-        raise ValueError(f"temperatures for tasks the bundle does not have: {unknown}; it has {sorted(tasks)}")
-    return {
-        name: TaskSpec.model_validate({**task.model_dump(), "temperature": float(temperatures[name])})
-        if name in temperatures
-        else task
-        for name, task in tasks.items()
-    }
+        raise ValueError(
+            f"calibration (temperature, label offsets) for tasks the bundle does not have: {unknown}; "
+            f"it has {sorted(tasks)}"
+        )
+    out = {}
+    for name, task in tasks.items():
+        update: dict[str, object] = {}
+        if name in temperatures:
+            update["temperature"] = float(temperatures[name])
+        if name in offsets:
+            update["label_offsets"] = {label: float(v) for label, v in offsets[name].items()}
+        out[name] = TaskSpec.model_validate({**task.model_dump(), **update}) if update else task
+    return out
 
 
 def _grid(lo: float, hi: float, step: float) -> np.ndarray:

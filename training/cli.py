@@ -1,5 +1,5 @@
 """`redone train …`: one subcommand per stage (`stages/registry.py`), plus `all`, `ablation`, `eval-bundle`,
-`show-config`, `pretrained` and `feedback` (also `python -m redone_sdk.training`).
+`recalibrate`, `show-config`, `pretrained` and `feedback` (also `python -m redone_sdk.training`).
 
 Every subcommand reads `--config FILE` (a typed JSON file, see `training/configs/`; without it, the defaults,
 which are the default preset) and takes one flag per config field it uses. Runs are resumable: finished
@@ -75,6 +75,27 @@ def _run_bundle_eval(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     metrics = evaluate_bundle(Path(args.bundle), dev_examples(config), precision=args.precision, backend=args.backend)
     print(per_category_table(metrics) if args.table else json.dumps(metrics, indent=2, sort_keys=True))
+    return 0
+
+
+def _run_recalibrate(args: argparse.Namespace) -> int:
+    from redone_sdk.training.pipeline import run_stage
+    from redone_sdk.training.recalibrate import recalibrate_bundle
+    from redone_sdk.training.stages.export import dev_examples
+
+    _setup_logging()
+    config = config_from_args(args)
+    run_stage("data", config)  # the dev sets (seconds; skipped when done)
+    bundle = recalibrate_bundle(
+        Path(args.bundle),
+        Path(args.out),
+        dev_examples(config),
+        version=args.bundle_version,  # None unless given: the bundle's own
+        fit_offsets=args.label_offsets,
+        seed=config.seed,
+    )
+    offsets = {name: task.label_offsets for name, task in bundle.manifest.tasks.items() if task.label_offsets}
+    print(json.dumps({"bundle": str(bundle.path), "version": bundle.version, "label_offsets": offsets}, indent=2))
     return 0
 
 
@@ -196,6 +217,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--table", action="store_true", help="Print the per-category precision / recall / F1 / support table, not JSON."
     )
     bundle_eval.set_defaults(handler=_run_bundle_eval)
+    help_text = (
+        "Refit an existing bundle's moderation label offsets and policy on dev from its own scores (default graph) "
+        "into a new bundle; graphs, tokenizer, temperatures and lexical fusion unchanged."
+    )
+    recalibrate = steps.add_parser("recalibrate", help=help_text, description=help_text)
+    add_section_arguments(recalibrate, None, ("data",))
+    recalibrate.add_argument("--bundle", required=True, help="Bundle directory to start from (left as it is).")
+    recalibrate.add_argument("--out", required=True, help="Directory of the new bundle (replaced if it exists).")
+    recalibrate.add_argument(
+        "--label-offsets",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="Fit the label offsets (--no-label-offsets: none, the policy alone is refitted).",
+    )
+    recalibrate.set_defaults(handler=_run_recalibrate)
     show = steps.add_parser("show-config", help="Print the configuration a FILE and flags give (JSON, every field).")
     add_section_arguments(show, None, all_sections())
     show.set_defaults(handler=_show_config)

@@ -298,6 +298,11 @@ class ExportConfig:
         "Prefix-LM bundles: fuse the matching task's expected relevance with query-term coverage of the whole note, "
         "weight and grade cuts fitted on QueryCorr train by cross-validation (training/lexical_fusion.py).",
     )
+    label_offsets: bool = _f(
+        True,
+        "Prefix-LM bundles: shift the moderation task's label prior by offsets on its calibrated logits, chosen on "
+        "dev for the mean dev macro-F1 of the most likely label, before the policy is set (training/label_offsets.py).",
+    )
 
     def __post_init__(self) -> None:
         if not 0 <= self.smooth_alpha <= 1:

@@ -2,11 +2,13 @@
 bundles, as `export.py` does for the Qwen2 graph.
 
 Calibration: one temperature per task, fitted by temperature scaling on the dev logits of the torch model
-(`training/calibration.py`), written into the bundle's tasks (the SDK divides the logits by it); the policy's
-thresholds are then set from the calibrated dev probabilities (`policy_from_dev`). With `export.lexical_fusion` the
-matching task also gets a lexical fusion fitted on the QueryCorr train rows (`training/lexical_fusion.py`). The
-int8 graph must keep every dev metric within `export.int8_tolerance` of fp32, with fp32 kept for the parts on
-`bert_int8_fallbacks`' ladder one rung at a time before the bundle ships fp32 as its default.
+(`training/calibration.py`), written into the bundle's tasks (the SDK divides the logits by it); with
+`export.label_offsets` the moderation task's label prior is shifted for dev macro-F1 (`training/label_offsets.py`);
+the policy's thresholds are then set from the dev probabilities the SDK will give (`policy_from_dev`). With
+`export.lexical_fusion` the matching task also gets a lexical fusion fitted on the QueryCorr train rows
+(`training/lexical_fusion.py`). The int8 graph must keep every dev metric within `export.int8_tolerance` of fp32,
+with fp32 kept for the parts on `bert_int8_fallbacks`' ladder one rung at a time before the bundle ships fp32 as
+its default.
 """
 
 from __future__ import annotations
@@ -43,13 +45,9 @@ def _pretrained_sources(lineage: dict[str, Any]) -> list[DataSource]:
 
 def run(config: PipelineConfig) -> Path:
     from redone_sdk.training.bert_graph import bert_int8_fallbacks, export_bert_scoring_graph, quantize_bert_int8
-    from redone_sdk.training.calibration import (
-        calibrated_tasks,
-        expected_calibration_error,
-        fit_temperature,
-        policy_from_dev,
-    )
+    from redone_sdk.training.calibration import calibrated_tasks, expected_calibration_error, fit_temperature
     from redone_sdk.training.export import graph_opset
+    from redone_sdk.training.label_offsets import moderation_decisions
     from redone_sdk.training.prefix_lm import prefix_lm_special_tokens
     from redone_sdk.training.prefix_lm_sft import dev_logits, label_token_ids, lineage, load_prefix_lm, task_specs
     from redone_sdk.training.stages.export import bundle_license, climb_int8_ladder, dev_examples
@@ -62,10 +60,11 @@ def run(config: PipelineConfig) -> Path:
     specs = task_specs(tokenizer, config)
     cfg = config.export
 
-    # temperature scaling and the policy, from the torch model's dev logits
+    # temperature scaling, the label offsets and the policy, from the torch model's dev logits
     dev_rows, _ = load_dev(config)
     per_set = dev_logits(model, tokenizer, specs, dev_rows)
     temperatures: dict[str, float] = {}
+    offsets: dict[str, dict[str, float]] = {}
     calibration: dict[str, dict[str, float]] = {}
     policy, policy_figures = None, {}
     for task, spec in specs.items():
@@ -81,10 +80,19 @@ def run(config: PipelineConfig) -> Path:
         calibration[f"calibration/{task}"] = {"temperature": temperature, "ece_before": before, "ece_after": after}
         log.info("export: %s temperature %.3f, ECE %.4f -> %.4f", task, temperature, before, after)
         if spec.kind == "moderation":
-            policy, policy_figures = policy_from_dev(
-                _softmax(logits / temperature), gold, spec.label_names, spec.safe_label
+            scaled = {s: (per_set[s][0] / temperature, per_set[s][1]) for s in sets}
+            offsets[task], fit, policy, policy_figures = moderation_decisions(
+                scaled, spec, fit_offsets=cfg.label_offsets, seed=config.seed
             )
-    tasks = calibrated_tasks(specs, temperatures)
+            if fit is not None:
+                calibration[f"label_offsets/{task}"] = fit.figures()
+                log.info(
+                    "export: %s label offsets %s (mean dev macro-F1 %.4f -> %.4f; cross-fitted %.4f)",
+                    task,
+                    offsets[task],
+                    *(fit.figures()[f"{view}/mean_macro_f1"] for view in ("before", "after", "cross_fitted")),
+                )
+    tasks = calibrated_tasks(specs, temperatures, offsets)
     if cfg.lexical_fusion:
         tasks, fusion_figures = _with_lexical_fusion(config, model, tokenizer, tasks)
         calibration.update(fusion_figures)
@@ -103,7 +111,8 @@ def run(config: PipelineConfig) -> Path:
         "by redone-sdk's pipeline as a prefix-LM"
         + (f", distilled from {config.sft.teacher}" if config.sft.teacher else "")
         + ": harm taxonomy (safe/offensive/hate/sexism) and SNS-Bench query-note relevance by one bidirectional "
-        "pass over the prompt, read at the assistant marker; calibrated on dev (temperature scaling).",
+        "pass over the prompt, read at the assistant marker; calibrated on dev (temperature scaling"
+        + ("; label offsets for dev macro-F1)." if any(offsets.values()) else ")."),
         "license": f"{license}; backbone weights: " + "; ".join(source.get("licenses", [])),
         "tokenizer_file": model_dir / "tokenizer.json",
         "pad_token_id": tokenizer.token_to_id("[PAD]"),
