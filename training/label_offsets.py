@@ -16,7 +16,7 @@ other, averaged over repeats; that figure is the one to quote. The SDK applies t
 from __future__ import annotations
 
 import itertools
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -183,17 +183,25 @@ def fit_label_offsets(
 
 
 def moderation_decisions(
-    sets: Mapping[str, tuple[np.ndarray, Sequence[str]]], task: TaskSpec, *, fit_offsets: bool = True, seed: int = 0
+    sets: Mapping[str, tuple[np.ndarray, Sequence[str]]],
+    task: TaskSpec,
+    *,
+    fit_offsets: bool = True,
+    offset_sets: Collection[str] | None = None,
+    seed: int = 0,
 ) -> tuple[dict[str, float], LabelOffsetFit | None, Policy, dict[str, float]]:
     """What a moderation task decides with, from its dev sets ({set: (logits divided by the task's temperature,
-    gold label names)}): the label offsets (`fit_label_offsets`; {} and no fit without `fit_offsets`), then the
-    policy set from the dev probabilities those offsets give (`policy_from_dev`) and its figures."""
+    gold label names)}): the label offsets (`fit_label_offsets` on the sets named in `offset_sets`, default all;
+    {} and no fit without `fit_offsets` or without such a set), then the policy set from the dev probabilities
+    those offsets give on every set (`policy_from_dev`) and its figures. `offset_sets` keeps a set the model never
+    trained on (the cross-set check) out of the fit, so that its dev figure stays out of sample."""
     from redone_sdk.training.calibration import policy_from_dev, softmax
 
     if task.kind != "moderation" or task.safe_label is None:
         raise ValueError("label offsets and a policy are fitted for a moderation task only")
     labels = list(task.label_names)
-    fit = fit_label_offsets(sets, labels, reference=task.safe_label, seed=seed) if fit_offsets else None
+    chosen = {name: value for name, value in sets.items() if offset_sets is None or name in offset_sets}
+    fit = fit_label_offsets(chosen, labels, reference=task.safe_label, seed=seed) if fit_offsets and chosen else None
     offsets = fit.spec() if fit is not None else {}
     shift = np.array([offsets.get(label, 0.0) for label in labels])
     logits = np.concatenate([np.asarray(values, dtype=np.float64) for values, _ in sets.values()])

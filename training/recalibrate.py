@@ -12,8 +12,9 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -33,6 +34,13 @@ def _scaled_logits(engine: TaskEngine, examples: Sequence[Example]) -> np.ndarra
     logits = np.log(np.maximum(probs.astype(np.float64), np.finfo(np.float32).tiny))
     current = label_offset_vector(engine.task)
     return logits - current if current is not None else logits
+
+
+def _trained_sets(training_config: Mapping[str, Any]) -> set[str] | None:
+    """The dev sets of the harm sources the bundle was trained on (its lineage's `data.harm_sources`), None when
+    the lineage does not say: the offsets are fitted on those alone, as the export fits them."""
+    sources = training_config.get("data", {}).get("harm_sources")
+    return {f"{source}_dev" for source in sources} if sources else None
 
 
 def recalibrate_bundle(
@@ -67,7 +75,9 @@ def recalibrate_bundle(
     options = InferenceOptions(batch_size=64, workers=1)  # as evaluate_bundle: passes independent of the cores
     engine = TaskEngine(bundle, name, open_backend(bundle, options), options.batch_size)
     scaled = {s: (_scaled_logits(engine, ex), [e.label for e in ex]) for s, ex in moderation_sets.items()}
-    offsets, fit, policy, policy_figures = moderation_decisions(scaled, task, fit_offsets=fit_offsets, seed=seed)
+    offsets, fit, policy, policy_figures = moderation_decisions(
+        scaled, task, fit_offsets=fit_offsets, offset_sets=_trained_sets(manifest.lineage.training_config), seed=seed
+    )
     log.info("recalibrate: %s label offsets %s", name, offsets)
 
     if out_dir.exists():

@@ -105,5 +105,11 @@ def test_the_policy_is_set_from_the_shifted_probabilities() -> None:
         plain_policy.rule_for("offensive"),
         plain_figures["review_f1/offensive"],
     )
+    # a set left out of the offsets (the cross-set check's) still counts for the policy
+    _, held_fit, _, held_figures = moderation_decisions(sets, _task(), offset_sets={"cold_dev", "davidson_dev"})
+    assert held_fit is not None and set(held_fit.before) == {"cold_dev", "davidson_dev"}
+    assert held_figures["n"] == 1340
+    none = moderation_decisions(sets, _task(), offset_sets=set())
+    assert none[0] == {} and none[1] is None
     with pytest.raises(ValueError, match="moderation task only"):
         moderation_decisions(sets, _task().model_copy(update={"kind": "matching"}))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -75,6 +76,24 @@ def test_refitting_a_recalibrated_bundle_finds_the_same_offsets(
     assert again.manifest.tasks["moderation"].label_offsets == first.tasks["moderation"].label_offsets
     assert (tmp_path / "again" / "policy.json").read_text() == (out / "policy.json").read_text()
     assert again.manifest.version == first.version  # no --bundle-version: the bundle's own
+
+
+def test_a_set_the_bundle_never_trained_on_stays_out_of_the_offsets(
+    recalibrated: tuple[Path, dict], data_dir: Path, tmp_path: Path
+) -> None:
+    """The cross-set check: a bundle whose lineage names only COLD and Davidson gets offsets fitted without SWSR."""
+    out, _ = recalibrated
+    cross = tmp_path / "cross"
+    shutil.copytree(out, cross)
+    manifest = json.loads((cross / "manifest.json").read_text())
+    manifest["lineage"]["training_config"]["data"]["harm_sources"] = ["cold", "davidson"]
+    (cross / "manifest.json").write_text(json.dumps(manifest))
+    sets = {f"{s}_dev": harm_examples(data_dir, s, "dev", cold_topics=True) for s in ("cold", "swsr", "davidson")}
+    bundle = recalibrate_bundle(cross, tmp_path / "cross-out", sets)
+    fit = bundle.manifest.metrics["label_offsets/moderation"]
+    assert "before/cold_dev/macro_f1" in fit and not any("swsr_dev" in key for key in fit)
+    assert bundle.manifest.metrics["policy/dev"]["n"] == 114 + 80 + 81  # the policy still sees every set
+    assert "int8/swsr_dev" in bundle.manifest.metrics
 
 
 def test_refuses_to_write_over_its_source_or_without_a_moderation_set(recalibrated: tuple[Path, dict]) -> None:

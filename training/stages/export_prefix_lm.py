@@ -82,7 +82,11 @@ def run(config: PipelineConfig) -> Path:
         if spec.kind == "moderation":
             scaled = {s: (per_set[s][0] / temperature, per_set[s][1]) for s in sets}
             offsets[task], fit, policy, policy_figures = moderation_decisions(
-                scaled, spec, fit_offsets=cfg.label_offsets, seed=config.seed
+                scaled,
+                spec,
+                fit_offsets=cfg.label_offsets,
+                offset_sets={f"{source}_dev" for source in config.data.harm_sources},  # trained-on sets only
+                seed=config.seed,
             )
             if fit is not None:
                 calibration[f"label_offsets/{task}"] = fit.figures()
