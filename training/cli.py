@@ -79,12 +79,21 @@ def _run_bundle_eval(args: argparse.Namespace) -> int:
 
 
 def _run_recalibrate(args: argparse.Namespace) -> int:
+    from redone_sdk.bundle import Bundle
     from redone_sdk.training.pipeline import run_stage
     from redone_sdk.training.recalibrate import recalibrate_bundle
     from redone_sdk.training.stages.export import dev_examples
 
     _setup_logging()
     config = config_from_args(args)
+    trained = Bundle.load(Path(args.bundle)).manifest.lineage.training_config.get("data", {})
+    if "cold_topic_labels" in trained and trained["cold_topic_labels"] != config.data.cold_topic_labels:
+        raise SystemExit(
+            f"redone train recalibrate: the bundle was trained with data.cold_topic_labels "
+            f"{trained['cold_topic_labels']}, this configuration has {config.data.cold_topic_labels}: the dev sets "
+            "would be labelled otherwise than it learned; pass the bundle's preset (--config FILE) or "
+            "--data-cold-topic-labels / --no-data-cold-topic-labels"
+        )
     run_stage("data", config)  # the dev sets (seconds; skipped when done)
     bundle = recalibrate_bundle(
         Path(args.bundle),

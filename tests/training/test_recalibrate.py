@@ -96,6 +96,16 @@ def test_a_set_the_bundle_never_trained_on_stays_out_of_the_offsets(
     assert "int8/swsr_dev" in bundle.manifest.metrics
 
 
+def test_the_cli_refuses_dev_labels_the_bundle_was_not_trained_with(
+    default_bundle: Path, data_dir: Path, tmp_path: Path
+) -> None:
+    argv = ["train", "recalibrate", "--output-dir", str(tmp_path / "run"), "--data-data-dir", str(data_dir)]
+    argv += ["--bundle", str(default_bundle), "--out", str(tmp_path / "bundle")]  # defaults: no COLD topic labels
+    with pytest.raises(SystemExit, match=r"trained with data\.cold_topic_labels True"):
+        main(argv)
+    assert not (tmp_path / "bundle").exists()
+
+
 def test_refuses_to_write_over_its_source_or_without_a_moderation_set(recalibrated: tuple[Path, dict]) -> None:
     out, _ = recalibrated
     with pytest.raises(ValueError, match="is the bundle itself"):
