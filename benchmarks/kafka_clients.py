@@ -96,9 +96,14 @@ def _drain_kafka_python(
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         max_poll_records=batch_size,
+        # the rebalance timeout: a join retried under load leaves the broker waiting this long for the first try
+        max_poll_interval_ms=30_000,
     )
     producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=5)
+    deadline = time.monotonic() + 120
     while not consumer.assignment():
+        if time.monotonic() > deadline:
+            raise SystemExit(f"kafka-python: no partition of {source} assigned within 120 s")
         consumer.poll(timeout_ms=100, update_offsets=False)
     consumer.seek_to_beginning()
 

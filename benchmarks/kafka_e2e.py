@@ -248,6 +248,8 @@ def _settings(args: argparse.Namespace, tag: str) -> StreamSettings:
         max_wait_ms=args.max_wait_ms,
         topic_partitions=args.partitions,
         metrics_port=0,
+        # the rebalance timeout: a join retried under load leaves the broker waiting this long for the first try
+        max_poll_interval_ms=30_000,
     )
 
 

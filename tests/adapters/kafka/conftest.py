@@ -402,14 +402,12 @@ def run_benchmark(tmp_path: Path) -> Callable[..., dict[str, Any]]:
 
     def run(module: str, *args: str) -> dict[str, Any]:
         out = tmp_path / f"{module}.json"
-        subprocess.run(
-            [sys.executable, "-m", f"benchmarks.{module}", *args, "--json", str(out)],
-            cwd=REPO,
-            env={**os.environ},
-            check=True,
-            timeout=300,
-            capture_output=True,
-        )
+        command = [sys.executable, "-m", f"benchmarks.{module}", *args, "--json", str(out)]
+        try:
+            subprocess.run(command, cwd=REPO, env={**os.environ}, check=True, timeout=300, capture_output=True)
+        except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:  # say what the benchmark said
+            said = b"".join(part or b"" for part in (exc.stdout, exc.stderr)).decode(errors="replace")
+            pytest.fail(f"benchmarks.{module} {' '.join(args)}: {exc}\n{said[-4000:]}")
         return json.loads(out.read_text())
 
     return run
