@@ -4,7 +4,8 @@ The export fits both from the torch model's dev logits; a bundle whose checkpoin
 none) can still be refitted from what its default ONNX graph scores, which is what its users get. The graphs,
 tokenizer, temperatures and lexical fusion are copied unchanged; the moderation task's `label_offsets`,
 `policy.json`, the version and the dev metrics of every graph are rewritten, and the new bundle is loaded back
-verified. `redone train recalibrate --bundle DIR --output-dir OUT` runs it.
+verified. A source's signature (`bundle.sig`) is not copied: it signs the old digest.
+`redone train recalibrate --bundle DIR --out NEW` runs it.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from redone_sdk.bundle import MANIFEST_FILE, Bundle, dump_manifest, sha256_file
+from redone_sdk.bundle.trust import SIGNATURE_FILE
 from redone_sdk.inference.engine import TaskEngine, label_offset_vector, open_backend
 from redone_sdk.inference.options import InferenceOptions
 from redone_sdk.training.datasets import Example
@@ -80,16 +82,20 @@ def recalibrate_bundle(
     )
     log.info("recalibrate: %s label offsets %s", name, offsets)
 
+    source_name = f"{manifest.name} {manifest.version}"
     if out_dir.exists():
         shutil.rmtree(out_dir)
     shutil.copytree(bundle_dir, out_dir)
+    signature = out_dir / SIGNATURE_FILE
+    if signature.exists():  # it signs the source's digest, which the new manifest changes: sign the new bundle anew
+        signature.unlink()
+        log.warning("recalibrate: %s's signature is not carried over; the new bundle is unsigned", source_name)
     policy_file = manifest.policy or "policy.json"
     (out_dir / policy_file).write_text(policy.to_json() + "\n", encoding="utf-8")
     metrics = {k: v for k, v in manifest.metrics.items() if not k.startswith(("label_offsets/", "policy/"))}
     if fit is not None:
         metrics[f"label_offsets/{name}"] = fit.figures()
     metrics["policy/dev"] = {k: float(v) for k, v in policy_figures.items()}
-    source = f"{manifest.name} {manifest.version}"
     data = json.loads(dump_manifest(manifest))
     data["tasks"][name]["label_offsets"] = offsets
     data.update(
@@ -98,12 +104,12 @@ def recalibrate_bundle(
         files={
             p.relative_to(out_dir).as_posix(): sha256_file(p)
             for p in sorted(out_dir.rglob("*"))
-            if p.is_file() and p.relative_to(out_dir).as_posix() != MANIFEST_FILE
+            if p.is_file() and p.relative_to(out_dir).as_posix() not in (MANIFEST_FILE, SIGNATURE_FILE)
         },
         metrics=metrics,
         description=manifest.description.rstrip()
-        + f" Label offsets and policy refitted on dev from the {manifest.default_graph} graph's scores of {source} "
-        "(redone train recalibrate).",
+        + f" Label offsets and policy refitted on dev from the {manifest.default_graph} graph's scores of "
+        f"{source_name} (redone train recalibrate).",
     )
     written = type(manifest).model_validate(data)
     (out_dir / MANIFEST_FILE).write_text(dump_manifest(written), encoding="utf-8")

@@ -106,6 +106,18 @@ def test_the_cli_refuses_dev_labels_the_bundle_was_not_trained_with(
     assert not (tmp_path / "bundle").exists()
 
 
+def test_a_signature_of_the_source_is_not_carried_over(
+    recalibrated: tuple[Path, dict], data_dir: Path, tmp_path: Path
+) -> None:
+    out, _ = recalibrated
+    signed = tmp_path / "signed"
+    shutil.copytree(out, signed)
+    (signed / "bundle.sig").write_bytes(b"\x00" * 64)  # whatever it held, it signed the source's digest
+    sets = {"davidson_dev": harm_examples(data_dir, "davidson", "dev")}
+    bundle = recalibrate_bundle(signed, tmp_path / "new", sets)
+    assert not (tmp_path / "new" / "bundle.sig").exists() and "bundle.sig" not in bundle.manifest.files
+
+
 def test_refuses_to_write_over_its_source_or_without_a_moderation_set(recalibrated: tuple[Path, dict]) -> None:
     out, _ = recalibrated
     with pytest.raises(ValueError, match="is the bundle itself"):
