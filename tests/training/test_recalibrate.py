@@ -18,6 +18,11 @@ from redone_sdk.training.cli import main
 from redone_sdk.training.recalibrate import recalibrate_bundle
 
 
+def _dev_sets(data_dir: Path) -> dict[str, list]:
+    """The harm dev sets as the base preset labels them (COLD topics on)."""
+    return {f"{s}_dev": harm_examples(data_dir, s, "dev", cold_topics=True) for s in ("cold", "swsr", "davidson")}
+
+
 @pytest.fixture(scope="module")
 def recalibrated(default_bundle: Path, data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     root = tmp_path_factory.mktemp("recalibrate")
@@ -70,7 +75,7 @@ def test_refitting_a_recalibrated_bundle_finds_the_same_offsets(
 ) -> None:
     """The current offsets are taken off the scores before the fit: a second pass starts where the first did."""
     out, _ = recalibrated
-    sets = {f"{s}_dev": harm_examples(data_dir, s, "dev", cold_topics=True) for s in ("cold", "swsr", "davidson")}
+    sets = _dev_sets(data_dir)
     again = recalibrate_bundle(out, tmp_path / "again", sets)
     first = Bundle.load(out).manifest
     assert again.manifest.tasks["moderation"].label_offsets == first.tasks["moderation"].label_offsets
@@ -88,7 +93,7 @@ def test_a_set_the_bundle_never_trained_on_stays_out_of_the_offsets(
     manifest = json.loads((cross / "manifest.json").read_text())
     manifest["lineage"]["training_config"]["data"]["harm_sources"] = ["cold", "davidson"]
     (cross / "manifest.json").write_text(json.dumps(manifest))
-    sets = {f"{s}_dev": harm_examples(data_dir, s, "dev", cold_topics=True) for s in ("cold", "swsr", "davidson")}
+    sets = _dev_sets(data_dir)
     bundle = recalibrate_bundle(cross, tmp_path / "cross-out", sets)
     fit = bundle.manifest.metrics["label_offsets/moderation"]
     assert "before/cold_dev/macro_f1" in fit and not any("swsr_dev" in key for key in fit)
