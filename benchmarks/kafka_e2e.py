@@ -45,6 +45,8 @@ from redone_sdk.adapters.kafka import StreamSettings
 from redone_sdk.adapters.kafka.admin import ensure_topics, stream_topics
 from redone_sdk.adapters.kafka.settings import env_name
 
+from .children import die_with_parent, exit_on_sigterm
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -127,7 +129,9 @@ def start_stream(settings: StreamSettings, args: argparse.Namespace, log: Path) 
         command += ["--threads", str(args.threads)]
     if args.spinning is not None:
         command += ["--spinning" if args.spinning else "--no-spinning"]
-    return subprocess.Popen(command, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
+    return subprocess.Popen(
+        command, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, preexec_fn=die_with_parent
+    )
 
 
 def wait_metric(port: int, proc: subprocess.Popen, predicate: Any, timeout: float) -> None:
@@ -328,6 +332,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.drains < 1:
         parser.error("--drains must be at least 1")
+    exit_on_sigterm()  # a terminated benchmark still stops its stream and deletes its topics
 
     texts = load_texts(args.notes)
     notes = [Note(note_id=f"n{i}", content=t) for i, t in enumerate(texts)]

@@ -40,6 +40,7 @@ from typing import Any
 
 from redone_sdk import Moderator, Note
 
+from .children import die_with_parent, exit_on_sigterm
 from .kafka_e2e import baseline, load_texts, process_cpu_seconds
 from .machine import load_average
 
@@ -79,7 +80,7 @@ def start_service(db: str, batching: bool, log: Path, extra: list[str]) -> tuple
         "--batching" if batching else "--no-batching", *extra,
     ]  # fmt: skip
     handle = log.open("w")
-    proc = subprocess.Popen(command, stderr=handle, stdout=handle)
+    proc = subprocess.Popen(command, stderr=handle, stdout=handle, preexec_fn=die_with_parent)
     deadline = time.monotonic() + 120
     while not (found := re.search(r"listening on (http://\S+)", log.read_text())):
         if proc.poll() is not None or time.monotonic() > deadline:
@@ -129,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = parser.parse_args(argv)
+    exit_on_sigterm()  # a terminated benchmark still stops its services
     if shutil.which("wrk") is None:
         parser.error("wrk is not installed (Debian: apt-get install -y wrk)")
     connections = [int(c) for c in args.connections.split(",")]

@@ -9,6 +9,7 @@ import csv
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -403,11 +404,20 @@ def run_benchmark(tmp_path: Path) -> Callable[..., dict[str, Any]]:
     def run(module: str, *args: str) -> dict[str, Any]:
         out = tmp_path / f"{module}.json"
         command = [sys.executable, "-m", f"benchmarks.{module}", *args, "--json", str(out)]
+        # Its own process group: on a timeout the benchmark and whatever it started (a stream) are killed together.
+        proc = subprocess.Popen(
+            command, cwd=REPO, env={**os.environ}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
         try:
-            subprocess.run(command, cwd=REPO, env={**os.environ}, check=True, timeout=300, capture_output=True)
-        except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:  # say what the benchmark said
-            said = b"".join(part or b"" for part in (exc.stdout, exc.stderr)).decode(errors="replace")
-            pytest.fail(f"benchmarks.{module} {' '.join(args)}: {exc}\n{said[-4000:]}")
+            said, _ = proc.communicate(timeout=300)
+            failure = f"exit status {proc.returncode}" if proc.returncode else None
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            said, _ = proc.communicate()
+            failure = "timed out after 300 s (its process group was killed)"
+        if failure:  # say what the benchmark said
+            pytest.fail(f"benchmarks.{module} {' '.join(args)}: {failure}\n{said.decode(errors='replace')[-4000:]}")
         return json.loads(out.read_text())
 
     return run
