@@ -43,6 +43,7 @@ __all__ = [
 
 HEADER_MODEL_NAME = "model_name"
 HEADER_MODEL_VERSION = "model_version"
+HEADER_MODEL_DIGEST = "model_digest"
 HEADER_ACTION = "action"
 HEADER_SOURCE_TOPIC = "source_topic"
 HEADER_SOURCE_PARTITION = "source_partition"
@@ -102,9 +103,13 @@ def _source_headers(record: SourceRecord) -> Headers:
 
 
 def _model_headers(result: ModerationResult) -> Headers:
+    """Which bundle decided (its digest too, when it was loaded from a manifest: a name and version can be reused
+    by a rebuilt bundle, the digest cannot) and what it decided."""
+    digest = ((HEADER_MODEL_DIGEST, result.model.digest.encode()),) if result.model.digest else ()
     return (
         (HEADER_MODEL_NAME, result.model.name.encode()),
         (HEADER_MODEL_VERSION, result.model.version.encode()),
+        *digest,
         (HEADER_ACTION, result.action.encode()),
     )
 

@@ -94,6 +94,14 @@ def test_verdict_record_is_keyed_by_note_id_with_model_and_source_headers() -> N
     }
 
 
+def test_a_verdict_from_a_manifest_bundle_names_its_digest() -> None:
+    digest = "ab" * 32
+    result = _result().model_copy(update={"model": ModelInfo(name="bundle-x", version="1.2.3", digest=digest)})
+    headers = header_map(verdict_record("verdicts", Message(), result).headers)
+    assert headers["model_digest"] == digest
+    assert header_map(review_record("review", Message(), Note(note_id="n1", content="t"), result).headers) == headers
+
+
 def test_review_record_carries_the_note_and_its_verdict() -> None:
     note = Note(note_id="n1", content="text")
     record = review_record("review", Message(), note, _result("block"))

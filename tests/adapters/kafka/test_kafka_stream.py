@@ -58,6 +58,7 @@ def test_5000_notes_get_one_verdict_each_and_flagged_ones_go_to_review(
     headers = header_map(verdicts[0].headers)
     assert headers["model_name"] == moderator.bundle.name
     assert headers["model_version"] == moderator.bundle.version
+    assert headers["model_digest"] == moderator.bundle.digest == results[verdicts[0].key.decode()].model.digest
     assert headers["source_topic"] == settings.input_topic
     assert headers["action"] == results[verdicts[0].key.decode()].action
     sources = {(header_map(r.headers)["source_partition"], header_map(r.headers)["source_offset"]) for r in verdicts}
