@@ -14,13 +14,13 @@ EXIT_OK, EXIT_BAD_ROWS, EXIT_ERROR = 0, 1, 2  # as `redone moderate`: 1 = bad ro
 
 
 def _report_bad_rows(summary, what: str) -> int:
-    """Invalid notes were skipped, as the local engine skips them: say how many and where they are listed; the
-    exit status (1 when any was skipped, as `redone moderate` does for bad lines)."""
+    """Invalid notes and repeated note_ids were skipped, as the local engine skips them: say how many and where
+    they are listed; the exit status (1 when any was skipped, as `redone moderate` does for bad lines)."""
     if not summary.bad_rows:
         return EXIT_OK
     print(
-        f"redone: {summary.bad_rows:,} {what} failed validation and were skipped; their ids and reasons are "
-        f"in {summary.bad_rows_path}",
+        f"redone: {summary.bad_rows:,} {what} failed validation or repeated an earlier note_id and were skipped; "
+        f"their ids and reasons are in {summary.bad_rows_path}",
         file=sys.stderr,
     )
     return EXIT_BAD_ROWS

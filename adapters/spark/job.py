@@ -7,7 +7,9 @@ The driver loads and verifies the bundle (digest pin, signature) once, ships its
 
 Bad input rows never stop the job: each note is validated first (`worker.check_batches`, the `Note` rules of the
 local engine); an invalid one is skipped, counted (`ScoreSummary.bad_rows`) and written with its reason to
-`OUTPUT/_bad_rows` (note_id, error), a folder Spark's and pyarrow's dataset readers leave out of the table.
+`OUTPUT/_bad_rows` (note_id, error), a folder Spark's and pyarrow's dataset readers leave out of the table. A
+`note_id` repeated among the valid rows is scored once, from its first row in file order (files by path, rows
+in order), as the local engine keeps it; the later rows are bad rows too (`DUPLICATE_ID`).
 """
 
 from __future__ import annotations
@@ -45,6 +47,8 @@ __all__ = [
 
 TEXT_COLUMNS = ("title", "content")
 BAD_ROWS = "_bad_rows"  # under the output: the notes set aside, with why
+DUPLICATE_ID = "duplicate note_id: an earlier row with this id is scored"
+_FILE, _ROW = "_redone_file", "_redone_row"  # where a row was read: the order that decides which copy is first
 
 
 class SparkScoringError(RedOneError):
@@ -57,7 +61,7 @@ class ScoreSummary:
     output: str
     bundle: str
     digest: str
-    bad_rows: int = 0  # notes that failed validation: skipped, listed in `bad_rows_path`
+    bad_rows: int = 0  # notes that failed validation or repeat an earlier note_id: skipped, in `bad_rows_path`
     bad_rows_path: str | None = None
 
 
@@ -112,18 +116,26 @@ def _read_notes(spark: SparkSession, notes: str | Path) -> DataFrame:
     return frame.select(
         F.col(NOTE_ID).cast("string").alias(NOTE_ID),
         *[(F.col(c).cast("string") if c in columns else F.lit(None).cast("string")).alias(c) for c in TEXT_COLUMNS],
+        F.col("_metadata.file_path").alias(_FILE),
+        F.col("_metadata.row_index").alias(_ROW),
     )
 
 
 def _checked(frame: DataFrame) -> tuple[DataFrame, DataFrame]:
-    """(valid notes, (note_id, error) of the invalid ones): each row validated once per use on the executors."""
+    """(valid notes, one per note_id; (note_id, error) of the rest): each row validated once per use on the
+    executors; of a note_id on several valid rows, the first in file order is kept (the local engine's rule)."""
+    from pyspark.sql import Window
     from pyspark.sql import functions as F
     from pyspark.sql.types import StringType, StructField, StructType
 
     schema = StructType([*frame.schema.fields, StructField(ERROR_COLUMN, StringType(), True)])
     checked = frame.mapInArrow(check_batches, schema)
-    good = checked.where(F.col(ERROR_COLUMN).isNull()).drop(ERROR_COLUMN)
-    return good, checked.where(F.col(ERROR_COLUMN).isNotNull()).select(NOTE_ID, ERROR_COLUMN)
+    invalid = checked.where(F.col(ERROR_COLUMN).isNotNull()).select(NOTE_ID, ERROR_COLUMN)
+    rank = F.row_number().over(Window.partitionBy(NOTE_ID).orderBy(_FILE, _ROW))
+    ranked = checked.where(F.col(ERROR_COLUMN).isNull()).drop(ERROR_COLUMN).withColumn("_rank", rank)
+    good = ranked.where(F.col("_rank") == 1).drop("_rank", _FILE, _ROW)
+    repeated = ranked.where(F.col("_rank") > 1).select(NOTE_ID, F.lit(DUPLICATE_ID).alias(ERROR_COLUMN))
+    return good, invalid.unionByName(repeated)
 
 
 def bad_rows_path(output: str | Path) -> str:
@@ -187,16 +199,15 @@ def score_checked(
     if Path(output).exists() and not overwrite:
         raise InvalidInputError(f"output {output} exists; remove it or pass --overwrite")
     frame = _read_notes(spark, notes)
-    # a small dataset is one file, one partition, one core: spread it over every core Spark has
-    wanted = partitions or spark.sparkContext.defaultParallelism
-    if frame.rdd.getNumPartitions() < wanted or partitions:
-        frame = frame.repartition(wanted)
+    # as many tasks as the dataset was read in, and at least one per core Spark has (a small dataset is one file,
+    # one partition): the notes come out of the duplicate check's shuffle, whose partitions Spark may coalesce
+    wanted = partitions or max(spark.sparkContext.defaultParallelism, frame.rdd.getNumPartitions())
 
     def score(batches):
         return score_batches(spec, batches)
 
     good, bad = _checked(frame)
-    scored = good.mapInArrow(score, _output_schema(spec))
+    scored = good.repartition(wanted).mapInArrow(score, _output_schema(spec))
     try:
         scored.write.mode("overwrite" if overwrite else "errorifexists").parquet(str(output))
     except Exception as exc:  # Py4JJavaError, PythonException, SparkException: one line, not the JVM's trace
@@ -246,7 +257,8 @@ def score_notes(
 
 
 def _session_pairs(spark: SparkSession, sessions: str | Path, notes: DataFrame) -> DataFrame:
-    """The distinct (query, note) pairs of a search sessions dataset, joined with the notes' texts."""
+    """The distinct (query, note) pairs of a search sessions dataset, joined with the notes' texts (`notes`: one
+    row per note_id, `_checked`'s)."""
     from pyspark.sql import functions as F
 
     if not Path(sessions).exists() and "://" not in str(sessions):
@@ -266,7 +278,7 @@ def _session_pairs(spark: SparkSession, sessions: str | Path, notes: DataFrame) 
         .select(QUERY, F.col(NOTE_ID).cast("string").alias(NOTE_ID))
         .distinct()
     )
-    return pairs.join(notes.dropDuplicates([NOTE_ID]), on=NOTE_ID, how="inner").select(QUERY, NOTE_ID, *TEXT_COLUMNS)
+    return pairs.join(notes, on=NOTE_ID, how="inner").select(QUERY, NOTE_ID, *TEXT_COLUMNS)
 
 
 def score_pairs(

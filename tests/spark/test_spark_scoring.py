@@ -11,6 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from redone_sdk.adapters.spark.job import DUPLICATE_ID
 from redone_sdk.cli import main as redone
 from redone_sdk.replay.cli import main as replay
 
@@ -203,7 +204,7 @@ def test_invalid_notes_are_skipped_counted_and_listed_like_the_local_engine(
     captured = capsys.readouterr()
     assert "6 notes scored" in captured.out
     assert len(captured.err.strip().splitlines()) == 1
-    assert "3 notes failed validation and were skipped" in captured.err and "_bad_rows" in captured.err
+    assert "3 notes failed validation or repeated an earlier note_id and were skipped" in captured.err and "_bad_rows" in captured.err
     assert replay(["score", "--notes", str(notes), "--out", str(local), "--bundle", str(default_bundle)]) == 1
     local_err = capsys.readouterr().err  # the local engine says so too: the count by reason and each row
     assert "notes: 9 rows read, 6 used, 3 bad" in local_err and "String should have at most 256" in local_err
@@ -225,3 +226,58 @@ def test_invalid_notes_are_skipped_counted_and_listed_like_the_local_engine(
     assert "3 notes failed validation" in capsys.readouterr().err
     assert sorted(r["note_id"] for r in pq.read_table(pairs).to_pylist()) == ["n0", "n4"]
     assert len(pq.read_table(pairs / "_bad_rows")) == 3
+
+
+def test_a_repeated_note_id_is_scored_once_from_its_first_row_like_the_local_engine(
+    spark, tmp_path: Path, default_bundle: Path, capsys
+) -> None:
+    """Of a note_id on several valid rows, the first in file order is scored (files by path, then row order) and
+    the later rows are listed as bad rows; an invalid first row does not count (the next valid one is kept)."""
+    from redone_sdk import Moderator
+
+    harmful, benign = "你们这些人都是垃圾，滚出去", "今天的天气很好，我们去公园散步吧"
+    moderator = Moderator.load(default_bundle)
+    first_score = moderator.classify({"note_id": "x", "content": harmful}).scores
+    assert first_score != moderator.classify({"note_id": "x", "content": benign}).scores  # which row is kept shows
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    schema = pa.schema([("note_id", pa.string()), ("title", pa.string()), ("content", pa.string())])
+    pq.write_table(
+        pa.Table.from_pylist(
+            [
+                {"note_id": "twice", "title": None, "content": harmful},
+                {"note_id": "same-file", "title": None, "content": benign},
+                {"note_id": "same-file", "title": None, "content": harmful},
+                {"note_id": "late", "title": "", "content": " "},  # invalid: its valid repeat below is kept
+            ],
+            schema=schema,
+        ),
+        notes / "part-0.parquet",
+    )
+    pq.write_table(
+        pa.Table.from_pylist(
+            [
+                {"note_id": "twice", "title": None, "content": benign},
+                {"note_id": "late", "title": None, "content": harmful},
+                {"note_id": "once", "title": None, "content": benign},
+            ],
+            schema=schema,
+        ),
+        notes / "part-1.parquet",
+    )
+    out, local = tmp_path / "spark-scores", tmp_path / "local.parquet"
+    assert redone(["moderate", "--engine", "spark", str(notes), str(out), "--bundle", str(default_bundle)]) == 1
+    err = capsys.readouterr().err
+    assert "3 notes failed validation or repeated an earlier note_id and were skipped" in err
+    assert replay(["score", "--notes", str(notes), "--out", str(local), "--bundle", str(default_bundle)]) == 1
+    assert "7 rows read, 4 used, 3 bad" in capsys.readouterr().err
+    on_spark, on_local = _by_id(out), _by_id(local)
+    assert sorted(on_spark) == sorted(on_local) == ["late", "once", "same-file", "twice"]
+    for note_id, content in (("twice", harmful), ("same-file", benign), ("late", harmful), ("once", benign)):
+        expected = moderator.classify({"note_id": note_id, "content": content}).scores
+        for category, value in expected.items():
+            assert abs(on_spark[note_id][f"score_{category}"] - value) <= TOLERANCE, (note_id, category)
+            assert abs(on_local[note_id][f"score_{category}"] - value) <= TOLERANCE, (note_id, category)
+    listed = sorted((r["note_id"], r["error"]) for r in pq.read_table(out / "_bad_rows").to_pylist())
+    assert listed[0][0] == "late" and "needs a non-empty title or content" in listed[0][1]
+    assert listed[1:] == [("same-file", DUPLICATE_ID), ("twice", DUPLICATE_ID)]
