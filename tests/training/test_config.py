@@ -42,8 +42,10 @@ def test_the_defaults_are_the_qwen2_small_preset_and_the_shipped_bundle_comes_fr
     # the shipped bundle was built by base.json, and small.json distils from what base.json writes
     shipped = json.loads(SHIPPED_MANIFEST.read_text())["lineage"]["training_config"]
     base = PipelineConfig.from_file(PRESETS_DIR / "base.json")
-    # where the run wrote its files (`--output-dir`) is not part of the recipe
-    assert dataclasses.replace(PipelineConfig.from_dict(shipped), output_dir=base.output_dir) == base
+    # where the run read its data (`--data-data-dir`) and wrote its files (`--output-dir`) is not part of the recipe
+    built = PipelineConfig.from_dict(shipped)
+    built = dataclasses.replace(built, output_dir=base.output_dir, data=dataclasses.replace(built.data, data_dir=""))
+    assert dataclasses.replace(base, data=dataclasses.replace(base.data, data_dir="")) == built
     small = PipelineConfig.from_file(PRESETS_DIR / "small.json")
     assert small.sft.teacher == f"{base.output_dir}/bundle" and small.model.pretrained == base.model.pretrained
     assert defaults.export.generation_graph is False
