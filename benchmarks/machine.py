@@ -128,6 +128,14 @@ def _torch_bf16(n: int, repeats: int, threads: int | None) -> dict[str, Any] | N
         return None
     if threads:
         torch.set_num_threads(threads)
+    slowdown = _bf16_slowdown(torch)
+    if slowdown > _BF16_MAX_SLOWDOWN:
+        # A CPU without native bf16 (no AVX512-BF16 / AMX) runs it by emulation: a 2048² product then takes
+        # minutes, and `redone bench --quick` ran past its tests' 10-minute limit on such a VM.
+        return {
+            "how": f"torch.matmul {n}x{n} bf16",
+            "skipped": f"bf16 runs {slowdown:.0f}x slower than fp32 at {_PROBE_N}² here (no native bf16 kernels)",
+        }
     a = torch.randn(n, n).to(torch.bfloat16)
     b = torch.randn(n, n).to(torch.bfloat16)
 
@@ -136,6 +144,27 @@ def _torch_bf16(n: int, repeats: int, threads: int | None) -> dict[str, Any] | N
             torch.matmul(a, b)
 
     return {"how": f"torch.matmul {n}x{n} bf16, best of {repeats}", **_best_rate(run, 2.0 * n**3, repeats)}
+
+
+_PROBE_N = 256
+_BF16_MAX_SLOWDOWN = 4.0  # native bf16 runs at least as fast as fp32; emulated, 60-100x slower here
+
+
+def _bf16_slowdown(torch: Any) -> float:
+    """How many times slower a small bf16 matmul runs than the same in fp32 (best of 5 each)."""
+
+    def best(dtype: Any) -> float:
+        a, b = torch.randn(_PROBE_N, _PROBE_N).to(dtype), torch.randn(_PROBE_N, _PROBE_N).to(dtype)
+        times = []
+        with torch.inference_mode():
+            torch.matmul(a, b)
+            for _ in range(5):
+                start = time.perf_counter()
+                torch.matmul(a, b)
+                times.append(time.perf_counter() - start)
+        return min(times)
+
+    return best(torch.bfloat16) / max(best(torch.float32), 1e-9)
 
 
 def _ort_int8(n: int, repeats: int, threads: int | None) -> dict[str, Any] | None:
