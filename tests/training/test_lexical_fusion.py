@@ -112,3 +112,23 @@ def test_evaluate_bundle_grades_as_the_matcher_does(default_bundle: Path, tmp_pa
         for (q, n), g in zip(PAIRS, grades, strict=True)
     ]
     assert evaluate_bundle(fused, {"querycorr_dev": examples})["querycorr_dev"]["accuracy"] == 1.0
+
+
+def test_an_export_with_too_few_held_out_pairs_warns_and_records_the_missing_fusion(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from redone_sdk import Moderator
+    from redone_sdk.training.stages.export_prefix_lm import MIN_FUSION_PAIRS, _with_lexical_fusion
+
+    config = PipelineConfig.from_file(PRESETS_DIR / "base.json", output_dir=str(tmp_path), data__fusion_holdout=0.2)
+    train = tmp_path / "data" / "train"
+    train.mkdir(parents=True)
+    rows = [{"task": "matching", "fields": {"query": f"q{i}", "note": f"note {i}"}, "label": "1"} for i in range(30)]
+    (train / "querycorr.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    tasks = dict(Moderator.load("redone-base").bundle.manifest.tasks)
+    with caplog.at_level("WARNING", logger="redone_sdk.training"):
+        fused, figures = _with_lexical_fusion(config, None, None, tasks)  # returns before any scoring
+    held = len(fusion_holdout_pairs(rows, 0.2, config.seed))
+    assert held < MIN_FUSION_PAIRS and fused == tasks
+    assert figures == {"lexical_fusion/matching": {"examples": float(held), "skipped": 1.0}}
+    assert any("NO lexical fusion on matching" in r.getMessage() and r.levelname == "WARNING" for r in caplog.records)

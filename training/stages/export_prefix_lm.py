@@ -170,11 +170,15 @@ def run(config: PipelineConfig) -> Path:
     return bundle.path
 
 
+MIN_FUSION_PAIRS = 10  # fewer pairs give the cross-validated weight and grade cuts nothing to stand on
+
+
 def _with_lexical_fusion(
     config: PipelineConfig, model: Any, tokenizer: Any, tasks: dict[str, Any]
 ) -> tuple[dict[str, Any], dict[str, dict[str, float]]]:
     """`tasks` with a lexical fusion on the matching task, fitted on the data stage's QueryCorr train rows with the
-    calibrated torch model; unchanged (with a log line) when there is no matching task or too few rows."""
+    calibrated torch model; unchanged when there is no matching task or too few rows (a warning, and a `skipped`
+    entry in the returned metrics)."""
     from redone_sdk.bundle.manifest import TaskSpec
     from redone_sdk.lexical import query_coverage
     from redone_sdk.training.lexical_fusion import fit_lexical_fusion, fusion_holdout_pairs, query_note_pair
@@ -193,9 +197,17 @@ def _with_lexical_fusion(
         unique = {pair: r for pair, r in unique.items() if pair in held}
         described = f"QueryCorr train pairs held out of SFT (data.fusion_holdout {config.data.fusion_holdout})"
     rows = [{**r, "set": "querycorr_train"} for r in unique.values()]
-    if len(rows) < 10:
-        log.info("export: no lexical fusion (%d QueryCorr train rows; at least 10 needed)", len(rows))
-        return tasks, {}
+    if len(rows) < MIN_FUSION_PAIRS:
+        # Loud, and kept in the bundle's metrics: the bundle then matches on the model alone.
+        log.warning(
+            "export: NO lexical fusion on %s: %d pairs in %s, at least %d needed (lower data.fusion_holdout or "
+            "add QueryCorr rows); the bundle matches on the model alone",
+            name,
+            len(rows),
+            described,
+            MIN_FUSION_PAIRS,
+        )
+        return tasks, {f"lexical_fusion/{name}": {"examples": float(len(rows)), "skipped": 1.0}}
     logits, gold, _ = dev_logits(model, tokenizer, tasks, rows)["querycorr_train"]
     values = np.array([label.value for label in spec.labels], dtype=np.float64)
     expected = _softmax(logits / spec.temperature) @ values
