@@ -36,6 +36,7 @@ from typing import Any
 __all__ = [
     "BertGraphError",
     "EMBEDDING_NODE",
+    "WORD_EMBEDDING_NODE",
     "bert_fusion_statistics",
     "bert_int8_fallbacks",
     "bert_layer_nodes",
@@ -47,6 +48,9 @@ __all__ = [
 _log = logging.getLogger(__name__)
 
 EMBEDDING_NODE = "/bert/embeddings/EmbedLayerNormalization"
+# A one-layer graph scored at the last token has no fused Attention, so the optimizer leaves its embedding unfused:
+# the word embedding is then this plain Gather (the int8 rows and the fallback ladder's embedding rung use it).
+WORD_EMBEDDING_NODE = "/bert/embeddings/word_embeddings/Gather"
 _LAYER = re.compile(r"^/bert/encoder/layer\.(\d+)/")
 # Fused operators every layer over all tokens must have (besides its Attention).
 _PER_LAYER = {"BiasGelu": 1, "SkipLayerNormalization": 2}
@@ -323,11 +327,6 @@ def export_bert_scoring_graph(
 
     config = model.config
     layers = int(config.num_hidden_layers)
-    if layers == 1 and last_token_only:
-        # the optimizer fuses the embedding (EmbedLayerNormalization, which the int8 embedding builds on) only in
-        # front of a fused Attention, so a one-layer model runs its layer over every token
-        _log.info("BERT scoring graph: one layer, computed over every token (last_token_only needs two)")
-        last_token_only = False
     full = layers - 1 if last_token_only else layers  # layers over every token (the Attention fusion's pattern)
     out_file = Path(out_file)
     out_file.parent.mkdir(parents=True, exist_ok=True)
@@ -349,13 +348,15 @@ def export_bert_scoring_graph(
     missing = [
         f"{op} ({counts.get(op, 0)} for {n * full})" for op, n in _PER_LAYER.items() if counts.get(op, 0) < n * full
     ]
-    if counts.get("EmbedLayerNormalization", 0) != 1:
+    if full and counts.get("EmbedLayerNormalization", 0) != 1:
         missing.append("EmbedLayerNormalization")
     if counts.get("Attention", 0) != full:
         missing.append(f"Attention ({counts.get('Attention', 0)} for {full})")
     if missing:
         raise BertGraphError(f"the optimizer did not fuse: {', '.join(sorted(set(missing)))}")
     model_proto = optimizer.model
+    if not full and WORD_EMBEDDING_NODE not in {n.name for n in model_proto.graph.node}:
+        raise BertGraphError(f"the one-layer graph has no word-embedding Gather {WORD_EMBEDDING_NODE!r}")
     _rename_fused(model_proto.graph)
     if split_skip_layer_norm:
         split = _split_skip_layer_norm(model_proto.graph)
@@ -370,14 +371,15 @@ def export_bert_scoring_graph(
 
 def bert_layer_nodes(graph: Path | Any) -> dict[str, tuple[str, ...]]:
     """The quantizable nodes of the fused graph (a file or a loaded `ModelProto`) by part: `embeddings` (the
-    EmbedLayerNormalization) and `layer<i>` (its Attention and weight MatMuls), in graph order."""
+    EmbedLayerNormalization, or a one-layer graph's word-embedding Gather) and `layer<i>` (its Attention and
+    weight MatMuls), in graph order."""
     import onnx
 
     model = graph if isinstance(graph, onnx.ModelProto) else onnx.load(str(graph), load_external_data=False)
     weights = {t.name for t in model.graph.initializer}
     parts: dict[str, list[str]] = {}
     for node in model.graph.node:
-        if node.op_type == "EmbedLayerNormalization":
+        if node.op_type == "EmbedLayerNormalization" or (node.op_type == "Gather" and node.name == WORD_EMBEDDING_NODE):
             parts.setdefault("embeddings", []).append(node.name)
         elif node.op_type == "Attention" or (node.op_type == "MatMul" and node.input[1] in weights):
             match = _LAYER.match(node.name)
@@ -404,48 +406,85 @@ def bert_int8_fallbacks(fp32_file: Path) -> list[tuple[str, ...]]:
     return ladder
 
 
-def _int8_embedding(model: Any, node: Any) -> None:
-    """Replace the fused EmbedLayerNormalization `node` of `model` (in place) by the same function with the word
-    embedding in int8, one scale per row (symmetric): Gather of the int8 rows, Cast, Mul by the gathered scales,
-    plus the position rows (the first T) and segment rows, LayerNormalization, and the mask index (each row's count
-    of ones, int32) as EmbedLayerNormalization computes it. Position and segment tables and the LayerNorm stay
-    float32 (together 0.3 % of the parameters)."""
+def _int8_word_rows(model: Any, node: Any, word: str, ids: str, prefix: str, out: str) -> list[Any]:
+    """Swap the float word-embedding table `word` (read by `node` alone) for int8 rows with one scale per row
+    (symmetric) and return the nodes that compute `out` = its rows for `ids`: Gather of the int8 rows, Cast, Mul by
+    the gathered scales."""
     import numpy as np
-    import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     graph = model.graph
-    inputs = list(node.input) + [""] * (8 - len(node.input))
-    ids, segments, word, position, segment, gamma, beta, mask = inputs[:8]
     initializers = {t.name: t for t in graph.initializer}
     if word not in initializers:
         raise BertGraphError(f"{node.name}: the word embedding {word!r} is not a constant")
+    if any(word in n.input for n in graph.node if n is not node):
+        raise BertGraphError(f"{node.name}: the word embedding {word!r} is read by other nodes too")
     table = numpy_helper.to_array(initializers[word]).astype(np.float32)
     scale = np.abs(table).max(axis=1, keepdims=True) / 127.0
     scale[scale == 0] = 1.0
     quantized = np.clip(np.rint(table / scale), -127, 127).astype(np.int8)
+    graph.initializer.remove(initializers[word])
+    graph.initializer.extend(
+        [
+            numpy_helper.from_array(quantized, f"{prefix}/word_int8"),
+            numpy_helper.from_array(scale.astype(np.float32), f"{prefix}/word_scale"),
+        ]
+    )
+    return [
+        helper.make_node("Gather", [f"{prefix}/word_int8", ids], [f"{prefix}/rows_int8"], f"{prefix}/GatherWordInt8"),
+        helper.make_node(
+            "Cast", [f"{prefix}/rows_int8"], [f"{prefix}/rows_float"], f"{prefix}/CastWord", to=TensorProto.FLOAT
+        ),
+        helper.make_node(
+            "Gather", [f"{prefix}/word_scale", ids], [f"{prefix}/row_scales"], f"{prefix}/GatherWordScale"
+        ),
+        helper.make_node("Mul", [f"{prefix}/rows_float", f"{prefix}/row_scales"], [out], f"{prefix}/DequantizeWord"),
+    ]
+
+
+def _replace_node(model: Any, node: Any, nodes: list[Any]) -> None:
+    """Put `nodes` where `node` was in `model`'s graph (in place) and check the model."""
+    import onnx
+
+    graph = model.graph
+    position_in_graph = list(graph.node).index(node)
+    graph.node.remove(node)
+    for offset, new in enumerate(nodes):
+        graph.node.insert(position_in_graph + offset, new)
+    onnx.checker.check_model(model)  # no shape inference needed: the new nodes are standard ONNX
+
+
+def _int8_word_gather(model: Any, node: Any) -> None:
+    """Replace a one-layer graph's word-embedding Gather `node` (`WORD_EMBEDDING_NODE`) by the same lookup on int8
+    rows with a scale per row; the rest of the unfused embedding (positions, segments, LayerNorm) stays float32."""
+    word, ids = node.input[0], node.input[1]
+    _replace_node(model, node, _int8_word_rows(model, node, word, ids, node.name, node.output[0]))
+
+
+def _int8_embedding(model: Any, node: Any) -> None:
+    """Replace the fused EmbedLayerNormalization `node` of `model` (in place) by the same function with the word
+    embedding in int8, one scale per row (`_int8_word_rows`), plus the position rows (the first T) and segment
+    rows, LayerNormalization, and the mask index (each row's count of ones, int32) as EmbedLayerNormalization
+    computes it. Position and segment tables and the LayerNorm stay float32 (together 0.3 % of the parameters)."""
+    import numpy as np
+    from onnx import helper, numpy_helper
+
+    inputs = list(node.input) + [""] * (8 - len(node.input))
+    ids, segments, word, position, segment, gamma, beta, mask = inputs[:8]
     epsilon = next((helper.get_attribute_value(a) for a in node.attribute if a.name == "epsilon"), 1e-12)
     prefix = node.name or EMBEDDING_NODE
 
     def name(suffix: str) -> str:
         return f"{prefix}/{suffix}"
 
-    if any(word in n.input for n in graph.node if n is not node):
-        raise BertGraphError(f"{node.name}: the word embedding {word!r} is read by other nodes too")
-    graph.initializer.remove(initializers[word])
-    graph.initializer.extend(
+    nodes = _int8_word_rows(model, node, word, ids, prefix, name("words"))
+    model.graph.initializer.extend(
         [
-            numpy_helper.from_array(quantized, name("word_int8")),
-            numpy_helper.from_array(scale.astype(np.float32), name("word_scale")),
             numpy_helper.from_array(np.array([0], dtype=np.int64), name("zero")),
             numpy_helper.from_array(np.array([1], dtype=np.int64), name("axis1")),
         ]
     )
-    nodes = [
-        helper.make_node("Gather", [name("word_int8"), ids], [name("rows_int8")], name("GatherWordInt8")),
-        helper.make_node("Cast", [name("rows_int8")], [name("rows_float")], name("CastWord"), to=TensorProto.FLOAT),
-        helper.make_node("Gather", [name("word_scale"), ids], [name("row_scales")], name("GatherWordScale")),
-        helper.make_node("Mul", [name("rows_float"), name("row_scales")], [name("words")], name("DequantizeWord")),
+    nodes += [
         helper.make_node("Shape", [ids], [name("length")], name("Length"), start=1, end=2),
         helper.make_node(
             "Slice", [position, name("zero"), name("length"), name("zero")], [name("positions")], name("Positions")
@@ -470,20 +509,16 @@ def _int8_embedding(model: Any, node: Any) -> None:
         )
     if len(node.output) > 2 and node.output[2]:
         nodes.append(helper.make_node("Identity", [name("sum")], [node.output[2]], name("EmbeddingSum")))
-    position_in_graph = list(graph.node).index(node)
-    graph.node.remove(node)
-    for offset, new in enumerate(nodes):
-        graph.node.insert(position_in_graph + offset, new)
-    onnx.checker.check_model(model)  # no shape inference needed: the new nodes are standard ONNX
+    _replace_node(model, node, nodes)
 
 
 def quantize_bert_int8(fp32_file: Path, out_file: Path, *, keep_fp32: Sequence[str] = ()) -> Path:
     """Dynamic int8 of the fused graph: the encoder's Attention and MatMul weights (int8, per output channel;
     activations quantized on the fly, each row with its own scale: `row_scales`) and the word embedding (int8
-    rows, a scale per row: `_int8_embedding`);
-    the nodes named in `keep_fp32` (see `bert_int8_fallbacks`) stay float32, `EMBEDDING_NODE` among them keeping
-    the fused float embedding. The LM head (transform, label rows) stays float32. Raises `BertGraphError` for a
-    name the graph lacks."""
+    rows, a scale per row: `_int8_embedding`, `_int8_word_gather`); the nodes named in `keep_fp32` (see
+    `bert_int8_fallbacks`) stay float32, `EMBEDDING_NODE` (or a one-layer graph's `WORD_EMBEDDING_NODE`) among
+    them keeping the float embedding. The LM head (transform, label rows) stays float32. Raises `BertGraphError`
+    for a name the graph lacks."""
     import onnx
     from onnx import TensorProto
     from onnxruntime.quantization import QuantType, quantize_dynamic
@@ -497,10 +532,15 @@ def quantize_bert_int8(fp32_file: Path, out_file: Path, *, keep_fp32: Sequence[s
     if unknown:
         raise BertGraphError(f"{Path(fp32_file).name} has no nodes {unknown}")
     for node in list(model.graph.node):
-        if node.op_type == "EmbedLayerNormalization" and node.name not in keep_fp32:
+        if node.name in keep_fp32:
+            continue
+        if node.op_type == "EmbedLayerNormalization":
             _int8_embedding(model, node)
-    encoder = [name for nodes in bert_layer_nodes(model).values() for name in nodes]
-    targets = sorted(set(encoder) - set(keep_fp32) - {EMBEDDING_NODE})
+        elif node.op_type == "Gather" and node.name == WORD_EMBEDDING_NODE:
+            _int8_word_gather(model, node)
+    parts = bert_layer_nodes(model)
+    encoder = [name for part, nodes in parts.items() if part != "embeddings" for name in nodes]
+    targets = sorted(set(encoder) - set(keep_fp32))
     with tempfile.TemporaryDirectory(prefix="bert-int8.") as work:
         staged = Path(work) / "staged.onnx"
         onnx.save_model(model, str(staged))

@@ -276,3 +276,56 @@ def test_fallback_ladder_names_existing_nodes_cheapest_first(fp32_graph: Path, t
     # the last rung keeps every quantizable node: nothing is left to quantize
     kept = bg.quantize_bert_int8(fp32_graph, tmp_path / "last.onnx", keep_fp32=ladder[-1])
     assert not {n.op_type for n in onnx.load(str(kept)).graph.node} & {"MatMulInteger", "QAttention"}
+
+
+@pytest.fixture(scope="module")
+def one_layer(model):
+    """The cut's first layer alone (redone-small's shape): no fused Attention, so an unfused embedding."""
+    import copy
+
+    import torch
+
+    single = copy.deepcopy(model)
+    single.bert.encoder.layer = torch.nn.ModuleList(single.bert.encoder.layer[:1])
+    single.config.num_hidden_layers = 1
+    return single
+
+
+def test_a_one_layer_graph_runs_its_layer_for_the_last_token_and_its_embedding_in_int8(
+    one_layer, label_ids, prompts, tmp_path: Path
+) -> None:
+    import onnx
+    from onnx import TensorProto
+
+    graph = bg.export_bert_scoring_graph(one_layer, label_ids, tmp_path / "fp32.onnx")
+    expected = plm.score_prompts(one_layer, prompts, label_ids)
+    got = _run(_session(graph), prompts)
+    assert float(np.abs(got - expected).max()) <= 1e-3
+    alone = np.concatenate([_run(_session(graph), [p]) for p in prompts])
+    assert float(np.abs(alone - got).max()) <= 1e-4
+    fused = bg.bert_fusion_statistics(graph)
+    assert "Attention" not in fused and "EmbedLayerNormalization" not in fused
+    parts = bg.bert_layer_nodes(graph)
+    # on the picked token: q, k, v apart (k and v over the prompt), output and FFN — not a fused layer's 4
+    assert parts["embeddings"] == (bg.WORD_EMBEDDING_NODE,) and len(parts["layer0"]) == 6
+    ladder = bg.bert_int8_fallbacks(graph)
+    assert ladder == [(), (bg.WORD_EMBEDDING_NODE,), (bg.WORD_EMBEDDING_NODE, *parts["layer0"])]
+
+    int8 = bg.quantize_bert_int8(graph, tmp_path / "int8.onnx")
+    model = onnx.load(str(int8))
+    vocab = one_layer.config.vocab_size
+    tables = [t for t in model.graph.initializer if len(t.dims) == 2 and t.dims[0] == vocab and t.dims[1] > 1]
+    assert [t.data_type for t in tables] == [TensorProto.INT8]
+    assert [n.op_type for n in model.graph.node].count("MatMulIntegerToFloat") == 6
+    quantized = _run(_session(int8), prompts)
+    scale = float(np.abs(expected).max())
+    top_two = np.sort(expected, axis=1)[:, -2:]
+    clear = top_two[:, 1] - top_two[:, 0] > 0.1 * scale
+    # a random head on one layer leaves few clear winners (4 of 16 here): those must stay; all rows stay close
+    assert clear.sum() >= 3 and (quantized.argmax(1) == expected.argmax(1))[clear].all()
+    assert float(np.abs(quantized - expected).mean()) < 0.03 * scale
+
+    kept = onnx.load(str(bg.quantize_bert_int8(graph, tmp_path / "kept.onnx", keep_fp32=ladder[1])))
+    tables = [t for t in kept.graph.initializer if len(t.dims) == 2 and t.dims[0] == vocab and t.dims[1] > 1]
+    assert [t.data_type for t in tables] == [TensorProto.FLOAT]
+    assert bg.WORD_EMBEDDING_NODE in {n.name for n in kept.graph.node}
