@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from redone_sdk.bundle import Bundle
 from redone_sdk.labeled_data import COLD_TOPIC_LABELS, harm_examples
 from redone_sdk.training.config import SFTStageConfig
 from redone_sdk.training.prefix_lm_sft import ScoringItem, _batches, _loss, class_weights
@@ -100,7 +101,11 @@ def test_a_student_distils_from_the_base_bundle(base_run: Path, cut_base_config,
     run_all(config, skip=("eval",))
     sft = json.loads((out / "sft" / "DONE.json").read_text())
     assert sft["teacher"] == str(base_run / "bundle") and sft["tasks"]["teacher_labeled_notes"] == 16
-    assert "distilled from" in json.loads((out / "bundle" / "manifest.json").read_text())["description"]
+    teacher = json.loads((base_run / "bundle" / "manifest.json").read_text())
+    digest = Bundle.load(base_run / "bundle").digest
+    assert sft["teacher_bundle"] == {"name": teacher["name"], "version": teacher["version"], "digest": digest}
+    description = json.loads((out / "bundle" / "manifest.json").read_text())["description"]
+    assert f"distilled from {teacher['name']} {teacher['version']} (bundle digest {digest[:12]})" in description
 
 
 def test_cold_topics_name_the_category(data_dir: Path) -> None:

@@ -113,7 +113,7 @@ def run(config: PipelineConfig) -> Path:
         "version": config.bundle_version,
         "description": f"{config.model.pretrained} (BERT, {model.config.num_hidden_layers} layers) post-trained "
         "by redone-sdk's pipeline as a prefix-LM"
-        + (f", distilled from {config.sft.teacher}" if config.sft.teacher else "")
+        + _distilled_from(config)
         + ": harm taxonomy (safe/offensive/hate/sexism) and SNS-Bench query-note relevance by one bidirectional "
         "pass over the prompt, read at the assistant marker; calibrated on dev (temperature scaling"
         + ("; label offsets for dev macro-F1)." if any(offsets.values()) else ")."),
@@ -168,6 +168,17 @@ def run(config: PipelineConfig) -> Path:
     log.info("export: bundle %s, int8 max drop %.4f", bundle.path, max_drop)
     mark_done(config, "export", {"bundle": str(bundle.path), "int8_max_drop": max_drop})
     return bundle.path
+
+
+def _distilled_from(config: PipelineConfig) -> str:
+    """The description's teacher: the bundle the sft stage recorded (name, version, digest), else the config's."""
+    if not config.sft.teacher:
+        return ""
+    marker = stage_dir(config, "sft") / "DONE.json"
+    teacher = json.loads(marker.read_text()).get("teacher_bundle") if marker.is_file() else None
+    if not teacher:
+        return f", distilled from {config.sft.teacher}"
+    return f", distilled from {teacher['name']} {teacher['version']} (bundle digest {teacher['digest'][:12]})"
 
 
 MIN_FUSION_PAIRS = 10  # fewer pairs give the cross-validated weight and grade cuts nothing to stand on

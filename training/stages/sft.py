@@ -109,6 +109,8 @@ def run_prefix_lm(config: PipelineConfig) -> Path:
     cfg = config.sft
     soft = None
     if cfg.teacher:
+        from redone_sdk.task_model import resolve_bundle
+
         rng = random.Random(config.seed + 5)
         notes = [r["text"] for r in read_jsonl(stage_dir(config, "data") / "cpt.jsonl")]
         notes = rng.sample(notes, min(cfg.distill_texts, len(notes)))
@@ -122,12 +124,23 @@ def run_prefix_lm(config: PipelineConfig) -> Path:
                 for i, p in zip(indices, probs, strict=True):
                     soft[i] = p.tolist()
         counts["teacher_labeled_notes"] = len(notes)
-        log.info("sft: teacher %s labelled %d rows (%d unlabeled notes)", cfg.teacher, len(rows), len(notes))
+        resolved = resolve_bundle(cfg.teacher)  # a name follows the installed default: record which bundle it was
+        teacher = {"name": resolved.name, "version": resolved.version, "digest": resolved.digest}
+        log.info(
+            "sft: teacher %s (%s %s) labelled %d rows (%d unlabeled notes)",
+            cfg.teacher,
+            resolved.name,
+            resolved.version,
+            len(rows),
+            len(notes),
+        )
     specs = task_specs(tokenizer, config)
     items = encode_rows(tokenizer, specs, rows, soft)
     log.info("sft: %d prefix-LM scoring examples: %s", len(items), counts)
     summary = train_scoring(model, items, specs, cfg, seed=config.seed)
     summary = {**summary, "examples": len(items), "tasks": counts, "teacher": cfg.teacher}
+    if soft is not None:
+        summary["teacher_bundle"] = teacher
     if is_main_process():
         save_prefix_lm(model, tokenizer, out / "model", lineage_from=start)
     log.info("sft: %s", summary)
