@@ -368,8 +368,10 @@ def _intro(report: dict[str, Any]) -> list[str]:
         "# Model table",
         "",
         f"- Date: {report['date']}",
-        f"- Machine: {machine['cpu_model']}, {machine['usable_cores']} usable of {machine['logical_cores']} logical "
-        f"cores, onnxruntime {machine['libraries'].get('onnxruntime')}; load average {load['start']} → "
+        # the int8 kernels run on what these say (AVX512-VNNI or AVX2 alone): figures from two VMs are not one series
+        f"- Machine: {machine['cpu_model']} ({' '.join(machine.get('cpu_flags') or ['no AVX2'])}), "
+        f"{machine['usable_cores']} usable of {machine['logical_cores']} logical cores, "
+        f"onnxruntime {machine['libraries'].get('onnxruntime')}; load average {load['start']} → "
         f"{load.get('end')}",
         f"- Command: `{report['command']}`",
         f"- Speed: {sample['notes']} dev notes ({sources}; seed {sample['seed']}), "

@@ -66,6 +66,8 @@ def test_markdown_has_one_row_per_bundle(table_run: tuple[str, str, dict[str, An
         assert float(row[4].replace(",", "")) > 0 and float(row[5]) > 0
     assert rows[1][5] == "1.00"  # the reference over the mean of its own two timings
     assert "## Peers" in written and "## Per category (F1)" in written
+    flags = " ".join(report["machine"]["cpu_flags"]) or "no AVX2"  # what the int8 kernels' speed turns on
+    assert f"({flags})" in next(line for line in written.splitlines() if line.startswith("- Machine:"))
     assert report["command"].startswith("python -m redone_sdk.benchmarks.model_table --bundle ")
 
 
