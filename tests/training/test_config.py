@@ -39,7 +39,8 @@ def test_the_defaults_are_the_qwen2_small_preset_and_the_shipped_bundle_comes_fr
     # qwen2-small.json lists no value the dataclasses already hold: the defaults live only in config.py
     listed = json.loads((PRESETS_DIR / "qwen2-small.json").read_text())
     assert _same_as_defaults(listed, defaults.to_dict()) == []
-    # the shipped bundle was built by base.json, and small.json distils from what base.json writes
+    # the shipped bundle was built by base.json, and small.json distils from the shipped redone-base (by name, so a
+    # clone builds it without a base run)
     shipped = json.loads(SHIPPED_MANIFEST.read_text())["lineage"]["training_config"]
     base = PipelineConfig.from_file(PRESETS_DIR / "base.json")
     # where the run read its data (`--data-data-dir`) and wrote its files (`--output-dir`) is not part of the recipe
@@ -47,7 +48,8 @@ def test_the_defaults_are_the_qwen2_small_preset_and_the_shipped_bundle_comes_fr
     built = dataclasses.replace(built, output_dir=base.output_dir, data=dataclasses.replace(built.data, data_dir=""))
     assert dataclasses.replace(base, data=dataclasses.replace(base.data, data_dir="")) == built
     small = PipelineConfig.from_file(PRESETS_DIR / "small.json")
-    assert small.sft.teacher == f"{base.output_dir}/bundle" and small.model.pretrained == base.model.pretrained
+    assert small.sft.teacher == base.bundle_name == json.loads(SHIPPED_MANIFEST.read_text())["name"]
+    assert small.model.pretrained == base.model.pretrained
     assert defaults.export.generation_graph is False
 
 
