@@ -13,7 +13,10 @@ torch = pytest.importorskip("torch")
 
 def _params(seed: int) -> list:
     generator = torch.Generator().manual_seed(seed)
-    return [torch.nn.Parameter(torch.randn(64, 32, generator=generator)), torch.nn.Parameter(torch.randn(32, generator=generator))]
+    return [
+        torch.nn.Parameter(torch.randn(64, 32, generator=generator)),
+        torch.nn.Parameter(torch.randn(32, generator=generator)),
+    ]
 
 
 def test_the_fused_update_is_adamw() -> None:
