@@ -159,8 +159,9 @@ def encode_rows(
     return [item for item in items if item is not None]
 
 
-def teacher_probabilities(teacher: str, task: str, records: Sequence[Mapping[str, str]]) -> np.ndarray:
-    """The teacher bundle's label probabilities (its default graph, as users run it) over `records`."""
+def teacher_probabilities(teacher: Any, task: str, records: Sequence[Mapping[str, str]]) -> np.ndarray:
+    """The teacher bundle's label probabilities (its default graph, as users run it) over `records`; `teacher` is a
+    `Bundle` or what `resolve_bundle` takes (a name follows the installed default, so resolve once and pass it)."""
     from redone_sdk.inference.engine import TaskEngine, open_backend
     from redone_sdk.inference.options import InferenceOptions
     from redone_sdk.task_model import resolve_bundle

@@ -116,15 +116,15 @@ def run_prefix_lm(config: PipelineConfig) -> Path:
         notes = rng.sample(notes, min(cfg.distill_texts, len(notes)))
         rows += [{"task": "moderation", "fields": {"text": text}, "label": None} for text in notes]
         soft = [None] * len(rows)
+        resolved = resolve_bundle(cfg.teacher)  # once: the bundle recorded is the one that labelled
         for task in ("moderation", "querycorr"):
             indices = [i for i, r in enumerate(rows) if (r["task"] == "moderation") == (task == "moderation")]
             if indices:
                 name = "moderation" if task == "moderation" else "matching"
-                probs = teacher_probabilities(cfg.teacher, name, [rows[i]["fields"] for i in indices])
+                probs = teacher_probabilities(resolved, name, [rows[i]["fields"] for i in indices])
                 for i, p in zip(indices, probs, strict=True):
                     soft[i] = p.tolist()
         counts["teacher_labeled_notes"] = len(notes)
-        resolved = resolve_bundle(cfg.teacher)  # a name follows the installed default: record which bundle it was
         teacher = {"name": resolved.name, "version": resolved.version, "digest": resolved.digest}
         log.info(
             "sft: teacher %s (%s %s) labelled %d rows (%d unlabeled notes)",
