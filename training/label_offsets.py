@@ -9,7 +9,9 @@ its own `label_space`, with the reference (safe) label held at 0. Ties go to the
 
 Dev chooses the offsets, so dev scored with them is in-sample. `fit_label_offsets` also reports a cross-fitted
 figure: each set split in two halves stratified by gold label (seeded), offsets fitted on one half score the
-other, averaged over repeats; that figure is the one to quote. The SDK applies the offsets
+other, averaged over repeats; that figure is the one to quote, and the one that decides: `moderation_decisions`
+keeps offsets only when their cross-fitted mean beats no offsets (`LabelOffsetFit.pays`), since a grid search
+over a few labels always finds some in-sample gain on noise. The SDK applies the offsets
 (`TaskSpec.label_offsets`, `redone_sdk.inference.engine.label_probabilities`).
 """
 
@@ -92,6 +94,12 @@ class LabelOffsetFit:
     grid: tuple[float, ...]
     repeats: int
 
+    def pays(self) -> bool:
+        """Whether offsets fitted on half of dev beat no offsets on the other half (the cross-fitted mean macro-F1
+        over no offsets'): the out-of-sample test the in-sample gain cannot give."""
+        cross = np.mean([v["macro_f1"] for v in self.cross_fitted.values()])
+        return bool(cross > np.mean([v["macro_f1"] for v in self.before.values()]))
+
     def spec(self) -> dict[str, float]:
         """The manifest's `label_offsets`: the non-zero offsets."""
         return {label: value for label, value in sorted(self.offsets.items()) if value != 0.0}
@@ -104,6 +112,7 @@ class LabelOffsetFit:
                 out.update({f"{view}/{set_name}/{key}": value for key, value in values.items()})
             out[f"{view}/mean_macro_f1"] = float(np.mean([v["macro_f1"] for v in per_set.values()]))
         out["repeats"] = float(self.repeats)
+        out["kept"] = float(self.pays() and bool(self.spec()))
         return dict(sorted(out.items()))
 
 
@@ -192,7 +201,8 @@ def moderation_decisions(
 ) -> tuple[dict[str, float], LabelOffsetFit | None, Policy, dict[str, float]]:
     """What a moderation task decides with, from its dev sets ({set: (logits divided by the task's temperature,
     gold label names)}): the label offsets (`fit_label_offsets` on the sets named in `offset_sets`, default all;
-    {} and no fit without `fit_offsets` or without such a set), then the policy set from the dev probabilities
+    {} and no fit without `fit_offsets` or without such a set; {} with the fit returned when it does not pay out of
+    sample, `LabelOffsetFit.pays`), then the policy set from the dev probabilities
     those offsets give on every set (`policy_from_dev`) and its figures. `offset_sets` keeps a set the model never
     trained on (the cross-set check) out of the fit, so that its dev figure stays out of sample."""
     from redone_sdk.training.calibration import policy_from_dev, softmax
@@ -202,7 +212,7 @@ def moderation_decisions(
     labels = list(task.label_names)
     chosen = {name: value for name, value in sets.items() if offset_sets is None or name in offset_sets}
     fit = fit_label_offsets(chosen, labels, reference=task.safe_label, seed=seed) if fit_offsets and chosen else None
-    offsets = fit.spec() if fit is not None else {}
+    offsets = fit.spec() if fit is not None and fit.pays() else {}
     shift = np.array([offsets.get(label, 0.0) for label in labels])
     logits = np.concatenate([np.asarray(values, dtype=np.float64) for values, _ in sets.values()])
     gold = np.array([labels.index(g) for _, names in sets.values() for g in names])

@@ -96,7 +96,8 @@ def _task(kind: str = "moderation") -> TaskSpec:
 def test_the_policy_is_set_from_the_shifted_probabilities() -> None:
     sets = _sets(np.random.default_rng(3), np.array([0.0, 1.0, 0.0, 0.5]))
     offsets, fit, policy, figures = moderation_decisions(sets, _task(), seed=0)
-    assert fit is not None and offsets == fit.spec() and offsets
+    assert fit is not None and fit.pays() and offsets == fit.spec() and offsets
+    assert fit.figures()["kept"] == 1.0
     plain_offsets, plain_fit, plain_policy, plain_figures = moderation_decisions(sets, _task(), fit_offsets=False)
     assert plain_offsets == {} and plain_fit is None
     assert figures["n"] == plain_figures["n"] == 1340
@@ -113,3 +114,24 @@ def test_the_policy_is_set_from_the_shifted_probabilities() -> None:
     assert none[0] == {} and none[1] is None
     with pytest.raises(ValueError, match="moderation task only"):
         moderation_decisions(sets, _task().model_copy(update={"kind": "matching"}))
+
+
+def test_offsets_that_gain_only_in_sample_are_not_kept() -> None:
+    """Unbiased logits on small sets: the grid finds an in-sample gain on noise, which the cross-fitted figure does
+    not confirm, so the decisions keep no offsets (and record the fit as not kept)."""
+    for seed in range(40):
+        rng = np.random.default_rng(seed)
+        sets = {
+            "cold_dev": _set(rng, ["safe"] * 30 + ["offensive"] * 20 + ["hate"] * 10, 0.8, np.zeros(4)),
+            "davidson_dev": _set(rng, ["safe"] * 20 + ["offensive"] * 30 + ["hate"] * 10, 0.8, np.zeros(4)),
+        }
+        fit = fit_label_offsets(sets, LABELS, reference="safe", seed=0)
+        figures = fit.figures()
+        if fit.spec() and figures["cross_fitted/mean_macro_f1"] <= figures["before/mean_macro_f1"]:
+            break
+    else:
+        pytest.fail("no draw with an in-sample-only gain")
+    assert figures["after/mean_macro_f1"] > figures["before/mean_macro_f1"]  # the in-sample gain is there
+    assert not fit.pays() and figures["kept"] == 0.0
+    offsets, decided_fit, _, _ = moderation_decisions(sets, _task(), seed=0)
+    assert offsets == {} and decided_fit is not None and decided_fit.spec() == fit.spec()

@@ -58,7 +58,9 @@ def test_base_preset_trains_exports_and_the_sdk_loads_the_calibrated_bundle(base
     assert "int8_check" in manifest["metrics"] and "fp32/cold_dev" in manifest["metrics"]
     offsets = manifest["metrics"]["label_offsets/moderation"]  # fitted on the fixture's dev sets, as the policy
     chosen = {k[len("offset/") :]: v for k, v in offsets.items() if k.startswith("offset/") and v}
-    assert manifest["tasks"]["moderation"].get("label_offsets", {}) == chosen
+    assert manifest["tasks"]["moderation"].get("label_offsets", {}) == (chosen if offsets["kept"] else {})
+    gain = offsets["cross_fitted/mean_macro_f1"] > offsets["before/mean_macro_f1"]
+    assert offsets["kept"] == float(bool(chosen) and gain)
     assert offsets["after/mean_macro_f1"] >= offsets["before/mean_macro_f1"] and offsets["offset/safe"] == 0.0
     assert "cross_fitted/davidson_dev/f1/hate" in offsets and "review/hate" in manifest["metrics"]["policy/dev"]
     lexical = manifest["tasks"]["matching"]["lexical"]  # fitted on the fixture's QueryCorr train rows

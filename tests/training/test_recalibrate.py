@@ -52,7 +52,9 @@ def test_recalibrated_bundle_loads_with_its_offsets_policy_and_figures(
     task = manifest.tasks["moderation"]
     assert task.temperature == source.manifest.tasks["moderation"].temperature
     fit = manifest.metrics["label_offsets/moderation"]
-    assert task.label_offsets == {k[len("offset/") :]: v for k, v in fit.items() if k.startswith("offset/") and v}
+    fitted = {k[len("offset/") :]: v for k, v in fit.items() if k.startswith("offset/") and v}
+    assert task.label_offsets == (fitted if fit["kept"] else {})  # kept only with an out-of-sample gain
+    assert fit["kept"] == float(bool(fitted) and fit["cross_fitted/mean_macro_f1"] > fit["before/mean_macro_f1"])
     assert fit["after/mean_macro_f1"] >= fit["before/mean_macro_f1"]
     assert {"cold_dev", "swsr_dev", "davidson_dev"} <= {k.split("/")[1] for k in fit if k.startswith("cross_fitted/")}
     # the policy file is the one the dev figures describe, and the SDK uses it

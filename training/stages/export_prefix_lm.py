@@ -91,9 +91,10 @@ def run(config: PipelineConfig) -> Path:
             if fit is not None:
                 calibration[f"label_offsets/{task}"] = fit.figures()
                 log.info(
-                    "export: %s label offsets %s (mean dev macro-F1 %.4f -> %.4f; cross-fitted %.4f)",
+                    "export: %s label offsets %s%s (mean dev macro-F1 %.4f -> %.4f; cross-fitted %.4f)",
                     task,
                     offsets[task],
+                    "" if offsets[task] or not fit.spec() else f" (fitted {fit.spec()}: no out-of-sample gain)",
                     *(fit.figures()[f"{view}/mean_macro_f1"] for view in ("before", "after", "cross_fitted")),
                 )
     tasks = calibrated_tasks(specs, temperatures, offsets)
